@@ -1,0 +1,8 @@
+# Every dependency is a Debian 12 package installed by scripts/setup (see README.md).
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(CLI11 2.1 REQUIRED)
+find_package(yaml-cpp 0.7 REQUIRED)
+if(BUILD_TESTING OR NOT DEFINED BUILD_TESTING)
+  find_package(GTest 1.12 REQUIRED)
+endif()

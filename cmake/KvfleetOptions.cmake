@@ -1,0 +1,81 @@
+# Build options. GPU support is optional and never required: AUTO enables it when the toolkit is
+# found, ON fails the configure step when it is not, OFF never looks.
+set(KVFLEET_CUDA "AUTO" CACHE STRING "Build CUDA kernels and backends (AUTO|ON|OFF)")
+set_property(CACHE KVFLEET_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(KVFLEET_NCCL "AUTO" CACHE STRING "Build the NCCL transfer backend; needs CUDA (AUTO|ON|OFF)")
+set_property(CACHE KVFLEET_NCCL PROPERTY STRINGS AUTO ON OFF)
+set(KVFLEET_SANITIZE "" CACHE STRING
+    "Comma-separated sanitizers for every target: address, undefined, thread, leak")
+option(KVFLEET_WERROR "Treat compiler warnings as errors" OFF)
+
+foreach(opt KVFLEET_CUDA KVFLEET_NCCL)
+  string(TOUPPER "${${opt}}" _value)
+  if(NOT _value MATCHES "^(AUTO|ON|OFF)$")
+    message(FATAL_ERROR "${opt} must be AUTO, ON or OFF (got '${${opt}}')")
+  endif()
+  set(${opt} "${_value}" CACHE STRING "" FORCE)
+endforeach()
+
+# --- CUDA -------------------------------------------------------------------------------------
+set(KVFLEET_HAVE_CUDA OFF)
+if(NOT KVFLEET_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS "/usr/local/cuda/bin/nvcc")
+    set(CMAKE_CUDA_COMPILER "/usr/local/cuda/bin/nvcc")
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    enable_language(CUDA)
+    find_package(CUDAToolkit)
+  endif()
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
+    set(KVFLEET_HAVE_CUDA ON)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+      # Ampere (A100) and Hopper (H100/H200): the GPUs the planner and benchmarks target.
+      set(CMAKE_CUDA_ARCHITECTURES "80;90")
+    endif()
+  elseif(KVFLEET_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "KVFLEET_CUDA=ON but no CUDA compiler/toolkit was found "
+                        "(set CMAKE_CUDA_COMPILER or CUDAToolkit_ROOT)")
+  endif()
+endif()
+
+# --- NCCL -------------------------------------------------------------------------------------
+set(KVFLEET_HAVE_NCCL OFF)
+if(NOT KVFLEET_NCCL STREQUAL "OFF")
+  if(KVFLEET_HAVE_CUDA)
+    find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
+              PATH_SUFFIXES include)
+    find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME
+                 PATH_SUFFIXES lib lib64)
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      set(KVFLEET_HAVE_NCCL ON)
+      add_library(kvfleet_nccl INTERFACE)
+      target_include_directories(kvfleet_nccl INTERFACE "${NCCL_INCLUDE_DIR}")
+      target_link_libraries(kvfleet_nccl INTERFACE "${NCCL_LIBRARY}" CUDA::cudart)
+    endif()
+  endif()
+  if(NOT KVFLEET_HAVE_NCCL AND KVFLEET_NCCL STREQUAL "ON")
+    message(FATAL_ERROR "KVFLEET_NCCL=ON but NCCL (or CUDA) was not found")
+  endif()
+endif()
+
+# --- Sanitizers -------------------------------------------------------------------------------
+function(kvfleet_apply_sanitizers target)
+  if(KVFLEET_SANITIZE STREQUAL "")
+    return()
+  endif()
+  string(REPLACE "," ";" _list "${KVFLEET_SANITIZE}")
+  foreach(s IN LISTS _list)
+    if(NOT s MATCHES "^(address|undefined|thread|leak)$")
+      message(FATAL_ERROR "KVFLEET_SANITIZE: unknown sanitizer '${s}'")
+    endif()
+  endforeach()
+  if("thread" IN_LIST _list AND "address" IN_LIST _list)
+    message(FATAL_ERROR "KVFLEET_SANITIZE: thread and address cannot be combined")
+  endif()
+  set(_flag "-fsanitize=${KVFLEET_SANITIZE}")
+  target_compile_options(${target} INTERFACE ${_flag} -fno-omit-frame-pointer
+                         -fno-sanitize-recover=all)
+  target_link_options(${target} INTERFACE ${_flag})
+endfunction()
