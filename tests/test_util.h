@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -69,6 +70,17 @@ inline CommandResult run_command(const std::string& command) {
   r.out = slurp(out_path);
   r.err = slurp(err_path);
   return r;
+}
+
+}  // namespace kvfleet::test
+
+namespace kvfleet::test {
+
+// A seed for random test inputs: KVFLEET_TEST_SEED when set (to replay a failure), else fresh.
+// Tests print it (SCOPED_TRACE) so a failure can be reproduced.
+inline std::uint64_t test_seed() {
+  if (const char* env = std::getenv("KVFLEET_TEST_SEED")) return std::strtoull(env, nullptr, 10);
+  return std::random_device{}();
 }
 
 }  // namespace kvfleet::test
