@@ -15,6 +15,21 @@ struct BuiltinModel {
 };
 
 constexpr std::array kBuiltinModels = {
+    // kvfleet's own test models: Llama layout, byte-level vocabulary (256 bytes + BOS, EOS, PAD),
+    // seeded random weights unless a safetensors file is given. `tiny` is for tests and demos;
+    // `small` (~100M parameters, 400 MB in fp32) makes a CPU decode step memory-bound.
+    BuiltinModel{"tiny", R"({
+      "model_type": "llama", "hidden_size": 256, "intermediate_size": 688,
+      "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
+      "vocab_size": 259, "max_position_embeddings": 4096, "rope_theta": 10000.0,
+      "rms_norm_eps": 1e-05, "bos_token_id": 256, "eos_token_id": 257,
+      "tie_word_embeddings": false, "torch_dtype": "float32"})"},
+    BuiltinModel{"small", R"({
+      "model_type": "llama", "hidden_size": 1024, "intermediate_size": 2816,
+      "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 4,
+      "vocab_size": 259, "max_position_embeddings": 8192, "rope_theta": 10000.0,
+      "rms_norm_eps": 1e-05, "bos_token_id": 256, "eos_token_id": 257,
+      "tie_word_embeddings": false, "torch_dtype": "float32"})"},
     // The paper's running example (01-ai/Yi-34B-200K).
     BuiltinModel{"yi-34b-200k", R"({
       "model_type": "llama", "hidden_size": 7168, "intermediate_size": 20480,

@@ -241,6 +241,37 @@ Result<ModelSpec> parse_hf_config(const json& config, const std::string& name) {
     s.dtype = *parsed;
   }
 
+  if (f.has("rope_scaling")) {
+    const json& rs = config.at("rope_scaling");
+    if (!rs.is_object())
+      return invalid_argument(where + ": field 'rope_scaling' must be an object");
+    FieldReader r(rs, where + " rope_scaling");
+    RopeScaling scaling;
+    KVFLEET_ASSIGN_OR_RETURN(scaling.type, r.string_or("rope_type", ""));
+    if (scaling.type.empty()) {
+      KVFLEET_ASSIGN_OR_RETURN(scaling.type, r.string_or("type", "default"));
+    }
+    KVFLEET_ASSIGN_OR_RETURN(scaling.factor, r.number_or("factor", 1.0));
+    KVFLEET_ASSIGN_OR_RETURN(scaling.low_freq_factor, r.number_or("low_freq_factor", 1.0));
+    KVFLEET_ASSIGN_OR_RETURN(scaling.high_freq_factor, r.number_or("high_freq_factor", 4.0));
+    KVFLEET_ASSIGN_OR_RETURN(scaling.original_max_position,
+                             r.integer_or("original_max_position_embeddings", 0));
+    if (!(scaling.factor > 0))
+      return invalid_argument(where + ": rope_scaling factor must be positive");
+    s.rope_scaling = scaling;
+  }
+  for (auto [key, out] :
+       {std::pair{"bos_token_id", &s.bos_token_id}, std::pair{"eos_token_id", &s.eos_token_id}}) {
+    if (!f.has(key)) continue;
+    const json& v = config.at(key);
+    if (v.is_array() && !v.empty() && v.front().is_number_integer()) {
+      *out = v.front().get<std::int64_t>();
+    } else {
+      KVFLEET_ASSIGN_OR_RETURN(std::int64_t id, f.integer(key));
+      *out = id;
+    }
+  }
+
   KVFLEET_RETURN_IF_ERROR(positive(where, "num_hidden_layers", s.num_layers));
   KVFLEET_RETURN_IF_ERROR(positive(where, "hidden_size", s.hidden_size));
   KVFLEET_RETURN_IF_ERROR(positive(where, "num_attention_heads", s.num_heads));

@@ -46,6 +46,17 @@ struct MoeSpec {
   bool shared_expert_gate = false;            // qwen2_moe: a sigmoid gate (hidden -> 1) on it
 };
 
+// rope_scaling from the config: "linear" divides positions by `factor`; "llama3" rescales low
+// frequencies (Llama 3.1); others (yarn, dynamic, longrope) are parsed but not run by the cpu
+// engine.
+struct RopeScaling {
+  std::string type;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  std::int64_t original_max_position = 0;
+};
+
 struct ModelSpec {
   std::string name;        // built-in name, or the path it was loaded from
   std::string model_type;  // the config's model_type
@@ -64,6 +75,9 @@ struct ModelSpec {
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-6;
   DType dtype = DType::kBf16;  // torch_dtype: the weights' native type
+  std::optional<RopeScaling> rope_scaling;
+  std::optional<std::int64_t> bos_token_id;
+  std::optional<std::int64_t> eos_token_id;  // the first one when the config lists several
   std::optional<MoeSpec> moe;
   std::optional<MlaSpec> mla;
 
