@@ -95,6 +95,11 @@ void HostKvStore::publish(BlockId id, BlockHash hash) {
   pool_.set_hash(id, hash);
 }
 
+bool HostKvStore::contains(BlockHash hash) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pool_.lookup(hash).has_value();
+}
+
 std::optional<BlockId> HostKvStore::lookup_and_retain(BlockHash hash) {
   std::lock_guard<std::mutex> lock(mu_);
   ++counters_.lookups_total;

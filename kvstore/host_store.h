@@ -62,6 +62,8 @@ class HostKvStore {
   void release(std::span<const BlockId> ids);
   // Indexes a full block under its prefix hash (see prefix_hash.h).
   void publish(BlockId id, BlockHash hash);
+  // Whether a block holds `hash` (not counted as a lookup).
+  bool contains(BlockHash hash) const;
   // The block holding `hash`, retained for the caller, or nullopt.
   std::optional<BlockId> lookup_and_retain(BlockHash hash);
 

@@ -1,0 +1,305 @@
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+#include "tests/worker/engine_test_util.h"
+
+namespace kvfleet::worker {
+namespace {
+
+using namespace test;
+
+// Reference: each prompt alone in a roomy engine without prefix caching.
+std::vector<std::vector<std::int32_t>> reference(
+    const std::vector<std::vector<std::int32_t>>& prompts, std::int64_t max_tokens) {
+  std::vector<std::vector<std::int32_t>> out;
+  auto engine = make_engine({.blocks = 512, .prefix_caching = false});
+  for (const auto& p : prompts) out.push_back(generate(*engine, {p}, max_tokens)[0].tokens);
+  return out;
+}
+
+void expect_same_tokens(const std::vector<RequestOutput>& got,
+                        const std::vector<std::vector<std::int32_t>>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].tokens, want[i]) << "request " << i;
+    EXPECT_EQ(got[i].finish, FinishReason::kLength) << "request " << i;
+  }
+}
+
+void expect_all_blocks_free(const Engine& engine) {
+  const EngineStats s = engine.stats();
+  EXPECT_EQ(s.device_blocks_used, 0);
+  EXPECT_EQ(s.host.used_blocks, 0);
+  EXPECT_EQ(s.running + s.waiting + s.swapped, 0);
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = kvfleet::test::test_seed();
+    rng_.seed(seed_);
+  }
+  std::vector<std::vector<std::int32_t>> prompts(int n, size_t min_len, size_t max_len) {
+    std::vector<std::vector<std::int32_t>> out;
+    for (int i = 0; i < n; ++i) {
+      out.push_back(random_tokens(rng_, min_len + rng_() % (max_len - min_len + 1)));
+    }
+    return out;
+  }
+  std::uint64_t seed_ = 0;
+  std::mt19937_64 rng_;
+};
+
+TEST_F(EngineTest, ContinuousBatchingAndChunkedPrefillGiveSingleRequestTokens) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto ps = prompts(6, 5, 60);
+  const auto want = reference(ps, 12);
+  auto batched = make_engine({.blocks = 512, .max_batch_tokens = 512});
+  expect_same_tokens(generate(*batched, ps, 12), want);
+  auto chunked = make_engine({.blocks = 512, .max_batch_tokens = 7});
+  expect_same_tokens(generate(*chunked, ps, 12), want);
+  expect_all_blocks_free(*chunked);
+}
+
+TEST_F(EngineTest, PrefixReuseGivesTheSameTokens) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto shared = random_tokens(rng_, 40);
+  std::vector<std::vector<std::int32_t>> ps;
+  for (int i = 0; i < 4; ++i) {
+    auto p = shared;
+    auto tail = random_tokens(rng_, 3 + static_cast<size_t>(i) * 5);
+    p.insert(p.end(), tail.begin(), tail.end());
+    ps.push_back(p);
+  }
+  const auto want = reference(ps, 10);
+  auto engine = make_engine({.blocks = 512});
+  // One at a time, so later requests find the earlier ones' blocks in the cache.
+  std::vector<RequestOutput> got;
+  for (const auto& p : ps) got.push_back(generate(*engine, {p}, 10)[0]);
+  expect_same_tokens(got, want);
+  EXPECT_EQ(got[0].timings.prefix_hit_tokens, 0);
+  for (size_t i = 1; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].timings.prefix_hit_tokens, 40) << i;  // 5 full blocks of 8
+  }
+  expect_all_blocks_free(*engine);
+}
+
+TEST_F(EngineTest, SwappingOutAndInManyTimesChangesNoToken) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto ps = prompts(8, 20, 40);
+  const auto want = reference(ps, 40);
+  // 14 blocks of 8 tokens for 8 sequences that grow to up to 80 tokens (10 blocks) each: at
+  // most two fit at once, and every growth step preempts someone.
+  auto engine =
+      make_engine({.blocks = 14,
+                   .max_batch_tokens = 64,
+                   .host_bytes = 512 * tiny_model()->kv_layout(8, DType::kFp32).block_bytes()});
+  const auto got = generate(*engine, ps, 40);
+  expect_same_tokens(got, want);
+  std::int64_t swaps_out = 0, swaps_in = 0, bytes_out = 0;
+  for (const auto& o : got) {
+    swaps_out += o.timings.swap_out_count;
+    swaps_in += o.timings.swap_in_count;
+    bytes_out += o.timings.swap_out_bytes;
+  }
+  EXPECT_GE(swaps_out, 8) << "the budget must force many context switches";
+  std::int64_t most = 0;
+  for (const auto& o : got) most = std::max(most, o.timings.swap_out_count);
+  EXPECT_GE(most, 2) << "some sequence must be switched out and back in repeatedly";
+  EXPECT_EQ(swaps_in, swaps_out);
+  EXPECT_GT(bytes_out, 0);
+  expect_all_blocks_free(*engine);
+  EXPECT_EQ(engine->stats().swap_outs_total, swaps_out);
+}
+
+TEST_F(EngineTest, RecomputePreemptionWithoutHostStoreChangesNoToken) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto ps = prompts(6, 20, 40);
+  const auto want = reference(ps, 20);
+  auto engine = make_engine({.blocks = 16, .max_batch_tokens = 64});
+  const auto got = generate(*engine, ps, 20);
+  expect_same_tokens(got, want);
+  std::int64_t recomputes = 0;
+  for (const auto& o : got) recomputes += o.timings.recompute_preemptions;
+  EXPECT_GT(recomputes, 0);
+  expect_all_blocks_free(*engine);
+}
+
+TEST_F(EngineTest, HostStoreServesPrefixesEvictedFromTheDevice) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto first = random_tokens(rng_, 64);
+  const std::size_t block = tiny_model()->kv_layout(8, DType::kFp32).block_bytes();
+  auto engine = make_engine({.blocks = 24, .host_bytes = 256 * block});
+  const auto want = reference({first}, 4);
+  EXPECT_EQ(generate(*engine, {first}, 4)[0].tokens, want[0]);
+  // Other requests push the first one's cached blocks off the device.
+  for (int i = 0; i < 3; ++i) generate(*engine, {random_tokens(rng_, 150)}, 2);
+  const auto again = generate(*engine, {first}, 4)[0];
+  EXPECT_EQ(again.tokens, want[0]);
+  EXPECT_EQ(again.timings.prefix_hit_tokens, 0);
+  EXPECT_EQ(again.timings.host_prefix_hit_tokens, 56);  // 7 of the 8 full blocks: 1 token computed
+  expect_all_blocks_free(*engine);
+}
+
+TEST_F(EngineTest, HalfPrecisionKvRunsAndFreesEverything) {
+  auto engine = make_engine({.blocks = 64, .kv_dtype = DType::kBf16});
+  const auto got = generate(*engine, prompts(3, 10, 30), 8);
+  for (const auto& o : got) EXPECT_EQ(o.tokens.size(), 8u);
+  expect_all_blocks_free(*engine);
+}
+
+TEST_F(EngineTest, StressManySequencesNeverLeak) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const std::size_t block = tiny_model()->kv_layout(8, DType::kFp32).block_bytes();
+  auto engine = make_engine(
+      {.blocks = 48, .max_batch_tokens = 96, .max_running = 16, .host_bytes = 96 * block});
+  Collector collector;
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 60; ++i) {
+    Request r;
+    r.prompt = random_tokens(rng_, 1 + rng_() % 80);
+    r.params.max_tokens = 1 + static_cast<std::int64_t>(rng_() % 30);
+    r.params.temperature = (i % 3 == 0) ? 0.8 : 0.0;
+    r.params.seed = static_cast<std::uint64_t>(i);
+    r.on_finish = collector.callback();
+    auto id = engine->submit(std::move(r));
+    ASSERT_TRUE(id.is_ok()) << id.status().to_string();
+    ids.push_back(*id);
+    if (i % 7 == 3) engine->cancel(ids[rng_() % ids.size()]);
+    const EngineStats s = engine->stats();
+    ASSERT_LE(s.device_blocks_used + s.device_blocks_cached, 48);
+  }
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(120)));
+  const auto outs = collector.outputs();
+  EXPECT_EQ(outs.size(), ids.size());
+  for (const auto& [id, o] : outs) {
+    if (o.finish != FinishReason::kAbort) {
+      EXPECT_TRUE(o.finish == FinishReason::kLength || o.finish == FinishReason::kStop);
+      EXPECT_GE(o.tokens.size(), 1u);
+    }
+  }
+  expect_all_blocks_free(*engine);
+}
+
+TEST_F(EngineTest, CancelFreesBlocksAndReportsAbort) {
+  auto engine = make_engine({.blocks = 64});
+  Collector collector;
+  Request r;
+  r.prompt = random_tokens(rng_, 30);
+  r.params.max_tokens = 200;
+  r.params.ignore_eos = true;
+  std::promise<void> first_token;
+  bool signalled = false;
+  r.on_token = [&](RequestId, std::int32_t) {
+    if (!signalled) {
+      signalled = true;
+      first_token.set_value();
+    }
+  };
+  r.on_finish = collector.callback();
+  auto id = engine->submit(std::move(r));
+  ASSERT_TRUE(id.is_ok());
+  ASSERT_EQ(first_token.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  engine->cancel(*id);
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+  const auto out = collector.outputs().at(*id);
+  EXPECT_EQ(out.finish, FinishReason::kAbort);
+  EXPECT_LT(out.tokens.size(), 200u);
+  expect_all_blocks_free(*engine);
+  engine->cancel(*id);  // already finished: ignored
+  engine->cancel(987654);
+}
+
+TEST_F(EngineTest, SeededSamplingIsReproducible) {
+  auto engine = make_engine({});
+  auto run = [&](std::uint64_t seed) {
+    Collector c;
+    Request r;
+    r.prompt = {256, 10, 20, 30};
+    r.params.max_tokens = 16;
+    r.params.temperature = 1.0;
+    r.params.top_p = 0.9;
+    r.params.seed = seed;
+    r.params.ignore_eos = true;
+    r.on_finish = c.callback();
+    auto id = *engine->submit(std::move(r));
+    EXPECT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+    return c.outputs().at(id).tokens;
+  };
+  EXPECT_EQ(run(7), run(7));
+  EXPECT_NE(run(7), run(8));
+}
+
+TEST_F(EngineTest, EosStopsUnlessIgnoredAndMinTokensDelaysIt) {
+  auto engine = make_engine({});
+  const std::int32_t eos = 257;
+  // Make EOS the greedy choice by stopping on whatever token comes first instead.
+  Collector c;
+  Request r;
+  r.prompt = {256, 1, 2, 3};
+  r.params.max_tokens = 10;
+  r.on_finish = c.callback();
+  auto first = generate(*engine, {r.prompt}, 3)[0].tokens;
+  r.params.stop_token_ids = {first[0]};
+  auto id = *engine->submit(r);
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+  EXPECT_EQ(c.outputs().at(id).finish, FinishReason::kStop);
+  EXPECT_EQ(c.outputs().at(id).tokens.size(), 1u);
+  r.params.min_tokens = 3;
+  auto id2 = *engine->submit(r);
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+  EXPECT_GE(c.outputs().at(id2).tokens.size(), 3u);
+  (void)eos;
+}
+
+TEST_F(EngineTest, BadRequestsGetClearErrors) {
+  auto engine = make_engine({.blocks = 64});
+  auto expect = [&](Request r, StatusCode code, const std::string& fragment) {
+    auto id = engine->submit(std::move(r));
+    ASSERT_FALSE(id.is_ok());
+    EXPECT_EQ(id.status().code(), code);
+    EXPECT_NE(id.status().message().find(fragment), std::string::npos) << id.status().message();
+  };
+  Request empty;
+  expect(empty, StatusCode::kInvalidArgument, "prompt is empty");
+  Request vocab;
+  vocab.prompt = {1, 2, 300};
+  expect(vocab, StatusCode::kInvalidArgument, "prompt token 300 at position 2 is outside");
+  Request negative;
+  negative.prompt = {-1};
+  expect(negative, StatusCode::kInvalidArgument, "outside the vocabulary");
+  Request too_long;
+  too_long.prompt.assign(5000, 65);
+  expect(too_long, StatusCode::kOutOfRange, "does not fit the model's context of 4096");
+  Request with_tokens;
+  with_tokens.prompt.assign(4000, 65);
+  with_tokens.params.max_tokens = 200;
+  expect(with_tokens, StatusCode::kOutOfRange, "exceeds the model's context");
+  Request pool;
+  pool.prompt.assign(600, 65);
+  expect(pool, StatusCode::kOutOfRange, "KV blocks");
+  Request zero;
+  zero.prompt = {65};
+  zero.params.max_tokens = 0;
+  expect(zero, StatusCode::kInvalidArgument, "max_tokens");
+  Request temp;
+  temp.prompt = {65};
+  temp.params.temperature = -1;
+  expect(temp, StatusCode::kInvalidArgument, "temperature");
+  Request top_p;
+  top_p.prompt = {65};
+  top_p.params.top_p = 0;
+  expect(top_p, StatusCode::kInvalidArgument, "top_p");
+  // The engine still serves good requests afterwards.
+  EXPECT_EQ(generate(*engine, {{256, 65, 66}}, 3)[0].tokens.size(), 3u);
+}
+
+TEST(EngineBackends, UnknownBackendListsTheKnownOnes) {
+  register_cpu_backend();
+  auto b = create_backend("tpu", BackendOptions{});
+  ASSERT_FALSE(b.is_ok());
+  EXPECT_NE(b.status().message().find("known: cpu"), std::string::npos) << b.status().message();
+}
+
+}  // namespace
+}  // namespace kvfleet::worker

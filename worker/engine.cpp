@@ -1,0 +1,420 @@
+#include "worker/engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/log.h"
+#include "kvstore/prefix_hash.h"
+#include "worker/sampler.h"
+
+namespace kvfleet::worker {
+namespace {
+
+constexpr auto kIdleWait = std::chrono::milliseconds(100);  // re-checks stop while idle
+
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::uint64_t layout_salt(const ModelSpec& spec, const kernels::KvLayout& layout) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : spec.name) h = (h ^ c) * 1099511628211ull;
+  h = (h ^ static_cast<std::uint64_t>(layout.block_tokens)) * 1099511628211ull;
+  h = (h ^ static_cast<std::uint64_t>(layout.dtype)) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+std::string_view finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+    case FinishReason::kError: return "error";
+  }
+  return "?";
+}
+
+Result<std::unique_ptr<Engine>> Engine::create(const EngineConfig& config,
+                                               std::unique_ptr<EngineBackend> backend) {
+  if (!backend) return invalid_argument("engine: no backend");
+  if (config.scheduler.max_batch_tokens < 1 || config.scheduler.max_running < 1) {
+    return invalid_argument("engine: max batch tokens and max running sequences must be >= 1");
+  }
+  std::unique_ptr<kvstore::HostKvStore> host;
+  if (config.host_kv_bytes > 0) {
+    kvstore::HostKvStoreConfig hc;
+    hc.capacity_bytes = config.host_kv_bytes;
+    hc.block_bytes = backend->kv_layout().block_bytes();
+    KVFLEET_ASSIGN_OR_RETURN(host, kvstore::HostKvStore::create(hc));
+  }
+  return std::unique_ptr<Engine>(new Engine(config, std::move(backend), std::move(host)));
+}
+
+Engine::Engine(const EngineConfig& config, std::unique_ptr<EngineBackend> backend,
+               std::unique_ptr<kvstore::HostKvStore> host)
+    : config_(config),
+      clock_(config.clock ? config.clock : steady_seconds),
+      backend_(std::move(backend)),
+      host_(std::move(host)),
+      device_(backend_->num_blocks()),
+      scheduler_(
+          [&] {
+            SchedulerConfig s = config.scheduler;
+            s.hash_salt = layout_salt(backend_->spec(), backend_->kv_layout());
+            return s;
+          }(),
+          backend_->kv_layout(), device_, host_.get()) {
+  max_model_len_ =
+      config.max_model_len > 0 ? config.max_model_len : backend_->spec().max_position_embeddings;
+  if (max_model_len_ <= 0) max_model_len_ = std::int64_t{1} << 30;
+  published_.device_blocks_total = device_.capacity();
+  thread_ = std::thread([this] { loop(); });
+}
+
+Engine::~Engine() {
+  stop();
+}
+
+void Engine::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+Result<RequestId> Engine::submit(Request request) {
+  const ModelSpec& spec = backend_->spec();
+  const auto& prompt = request.prompt;
+  const SamplingParams& p = request.params;
+  if (prompt.empty()) return invalid_argument("prompt is empty");
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= spec.vocab_size) {
+      return invalid_argument("prompt token " + std::to_string(prompt[i]) + " at position " +
+                              std::to_string(i) + " is outside the vocabulary [0, " +
+                              std::to_string(spec.vocab_size) + ")");
+    }
+  }
+  if (p.max_tokens < 1) return invalid_argument("max_tokens must be at least 1");
+  if (p.min_tokens < 0 || p.min_tokens > p.max_tokens) {
+    return invalid_argument("min_tokens must be in [0, max_tokens]");
+  }
+  if (!(p.temperature >= 0 && std::isfinite(p.temperature))) {
+    return invalid_argument("temperature must be a finite number >= 0");
+  }
+  if (!(p.top_p > 0 && p.top_p <= 1)) return invalid_argument("top_p must be in (0, 1]");
+  if (p.top_k < 0) return invalid_argument("top_k must be >= 0");
+  const auto len = static_cast<std::int64_t>(prompt.size());
+  if (len >= max_model_len_) {
+    return out_of_range("prompt of " + std::to_string(len) +
+                        " tokens does not fit the model's context of " +
+                        std::to_string(max_model_len_) + " tokens");
+  }
+  if (len + p.max_tokens > max_model_len_) {
+    return out_of_range("prompt (" + std::to_string(len) + " tokens) + max_tokens (" +
+                        std::to_string(p.max_tokens) + ") exceeds the model's context of " +
+                        std::to_string(max_model_len_) + " tokens");
+  }
+  const std::int64_t blocks = backend_->kv_layout().blocks_for_tokens(len + p.max_tokens);
+  if (blocks > backend_->num_blocks()) {
+    return out_of_range("the request needs " + std::to_string(blocks) +
+                        " KV blocks for its prompt and max_tokens; the engine has " +
+                        std::to_string(backend_->num_blocks()));
+  }
+
+  auto seq = std::make_unique<Sequence>();
+  seq->id = next_id_.fetch_add(1);
+  seq->tokens = prompt;
+  seq->prompt_len = len;
+  seq->params = p;
+  seq->rng.seed(p.seed ^ (0x9e3779b97f4a7c15ull * seq->id * (p.seed == 0 ? 1 : 0)));
+  seq->on_token = std::move(request.on_token);
+  seq->on_finish = std::move(request.on_finish);
+  seq->output.id = seq->id;
+  seq->output.timings.prompt_tokens = len;
+  seq->arrival_time = now();
+  const RequestId id = seq->id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status(StatusCode::kFailedPrecondition, "the engine is stopping");
+    inbox_.push_back(std::move(seq));
+    ++in_flight_;
+  }
+  cv_.notify_all();
+  return id;
+}
+
+void Engine::cancel(RequestId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back(id);
+  }
+  cv_.notify_all();
+}
+
+bool Engine::wait_idle(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return idle_cv_.wait_for(lock, timeout, [&] { return in_flight_ == 0; });
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return published_;
+}
+
+void Engine::drain_inbox() {
+  std::vector<std::unique_ptr<Sequence>> arrived;
+  std::vector<RequestId> cancels;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    arrived.swap(inbox_);
+    cancels.swap(cancels_);
+  }
+  for (auto& seq : arrived) {
+    seq->arrival = next_arrival_++;
+    Sequence* raw = seq.get();
+    sequences_.emplace(raw->id, std::move(seq));
+    scheduler_.add(raw);
+  }
+  for (RequestId id : cancels) {
+    auto it = sequences_.find(id);
+    if (it != sequences_.end()) finish(it->second.get(), FinishReason::kAbort);
+  }
+}
+
+void Engine::loop() {
+  set_thread_name(config_.name);
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, kIdleWait, [&] {
+        return stopping_ || !inbox_.empty() || !cancels_.empty() || !scheduler_.idle();
+      });
+      if (stopping_) break;
+    }
+    drain_inbox();
+    if (scheduler_.idle()) {
+      settle(0);
+      continue;
+    }
+    double step_seconds = 0;
+    try {
+      step_seconds = step();
+    } catch (const std::exception& e) {
+      KVFLEET_LOG(kError) << "engine step failed: " << e.what();
+      std::vector<Sequence*> all;
+      for (auto& [id, s] : sequences_) all.push_back(s.get());
+      for (Sequence* s : all) finish(s, FinishReason::kError, e.what());
+    }
+    settle(step_seconds);
+  }
+  drain_inbox();
+  std::vector<Sequence*> all;
+  for (auto& [id, s] : sequences_) all.push_back(s.get());
+  for (Sequence* s : all) finish(s, FinishReason::kAbort, "the engine stopped");
+  settle(0);
+}
+
+double Engine::step() {
+  std::int64_t host_available = 0;
+  if (host_) {
+    const auto hs = host_->stats();
+    host_available = hs.free_blocks + hs.cached_blocks;
+  }
+  StepPlan plan = scheduler_.schedule(host_available);
+  const double start = now();
+  const std::int64_t bt = backend_->kv_layout().block_tokens;
+  const auto block_bytes = static_cast<std::int64_t>(backend_->kv_layout().block_bytes());
+
+  // 1. Context switch out: copy preempted sequences' blocks to the host store.
+  for (SwapOut& out : plan.swap_outs) {
+    Sequence* s = out.seq;
+    const double t0 = now();
+    auto ids = backend_->swap_out(out.device_blocks, *host_);
+    if (!ids.is_ok()) {
+      // The host store filled up after planning: fall back to recomputation.
+      KVFLEET_LOG(kWarning) << "swap-out of request " << s->id << " failed ("
+                            << ids.status().message() << "); it will be recomputed";
+      scheduler_.remove(s);
+      s->num_computed = 0;
+      scheduler_.add(s);
+      ++s->output.timings.recompute_preemptions;
+      ++totals_.recompute_preemptions_total;
+      continue;
+    }
+    s->host_blocks = std::move(ids).value();
+    const std::int64_t full =
+        std::min<std::int64_t>({s->num_computed / bt, static_cast<std::int64_t>(s->hashes.size()),
+                                static_cast<std::int64_t>(s->host_blocks.size())});
+    if (config_.scheduler.prefix_caching) {
+      for (std::int64_t i = 0; i < full; ++i) {
+        host_->publish(s->host_blocks[static_cast<size_t>(i)], s->hashes[static_cast<size_t>(i)]);
+      }
+    }
+    auto& t = s->output.timings;
+    ++t.swap_out_count;
+    t.swap_out_seconds += now() - t0;
+    t.swap_out_bytes += static_cast<std::int64_t>(out.device_blocks.size()) * block_bytes;
+    ++totals_.swap_outs_total;
+  }
+  for (Sequence* s : plan.recomputed) {
+    ++s->output.timings.recompute_preemptions;
+    ++totals_.recompute_preemptions_total;
+  }
+
+  // 2. Context switch in, and host prefix hits: copy host blocks back to device blocks.
+  std::vector<Sequence*> failed;
+  for (Restore& r : plan.restores) {
+    const double t0 = now();
+    Status st = backend_->swap_in(r.host_blocks, r.device_blocks, *host_);
+    host_->release(r.host_blocks);
+    if (!st.is_ok()) {
+      failed.push_back(r.seq);
+      continue;
+    }
+    if (r.resume) {
+      auto& t = r.seq->output.timings;
+      ++t.swap_in_count;
+      t.swap_in_seconds += now() - t0;
+      t.swap_in_bytes += static_cast<std::int64_t>(r.device_blocks.size()) * block_bytes;
+      ++totals_.swap_ins_total;
+    }
+  }
+
+  // 3. The forward pass over every scheduled chunk.
+  std::vector<SeqChunk> chunks;
+  std::vector<ScheduledChunk> ran;
+  for (const ScheduledChunk& c : plan.chunks) {
+    Sequence* s = c.seq;
+    if (std::find(failed.begin(), failed.end(), s) != failed.end()) continue;
+    if (s->first_scheduled_time < 0) {
+      s->first_scheduled_time = start;
+      s->output.timings.queue_seconds = start - s->arrival_time;
+    }
+    const bool completes =
+        s->num_computed + c.num_tokens == static_cast<std::int64_t>(s->tokens.size());
+    chunks.push_back({std::span(s->tokens).subspan(static_cast<size_t>(s->num_computed),
+                                                   static_cast<size_t>(c.num_tokens)),
+                      s->num_computed, s->blocks,
+                      completes ? LogitsWanted::kLast : LogitsWanted::kNone});
+    ran.push_back(c);
+  }
+  logits_.clear();
+  const double f0 = now();
+  if (!chunks.empty()) backend_->forward(chunks, logits_);
+  const double f1 = now();
+  const double step_seconds = f1 - f0;
+
+  // 4. Advance, publish full blocks, sample, finish.
+  const std::int64_t vocab = backend_->spec().vocab_size;
+  std::int64_t row = 0;
+  for (size_t i = 0; i < ran.size(); ++i) {
+    Sequence* s = ran[i].seq;
+    const std::int64_t before = s->num_computed;
+    totals_.prompt_tokens_total +=
+        std::max<std::int64_t>(0, std::min(s->prompt_len, before + ran[i].num_tokens) - before);
+    s->num_computed += ran[i].num_tokens;
+    scheduler_.publish_full_blocks(s);
+    if (chunks[i].logits == LogitsWanted::kLast) {
+      sample_and_append(s, logits_.data() + row * vocab, f1, step_seconds);
+      ++row;
+    }
+  }
+  for (Sequence* s : failed)
+    finish(s, FinishReason::kError, "restoring KV from host memory failed");
+  ++totals_.steps;
+  return step_seconds;
+}
+
+void Engine::sample_and_append(Sequence* s, const float* logits, double t, double step_seconds) {
+  const std::int32_t token = sample_token(logits, backend_->spec().vocab_size, s->params, s->rng);
+  s->tokens.push_back(token);
+  s->output.tokens.push_back(token);
+  ++totals_.generated_tokens_total;
+  auto& timings = s->output.timings;
+  if (s->last_token_time < 0) {
+    timings.time_to_first_token = t - s->arrival_time;
+    timings.prefill_seconds = t - s->first_scheduled_time;
+  } else {
+    timings.inter_token_seconds.push_back(t - s->last_token_time);
+    timings.decode_step_seconds.push_back(step_seconds);
+  }
+  s->last_token_time = t;
+  if (s->on_token) s->on_token(s->id, token);
+
+  const SamplingParams& p = s->params;
+  const std::int64_t generated = s->generated();
+  const bool eos = token == static_cast<std::int32_t>(backend_->spec().eos_token_id.value_or(-1));
+  const bool stop_id =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  if (generated >= p.min_tokens && ((eos && !p.ignore_eos) || stop_id)) {
+    finish(s, FinishReason::kStop);
+  } else if (generated >= p.max_tokens ||
+             static_cast<std::int64_t>(s->tokens.size()) >= max_model_len_) {
+    finish(s, FinishReason::kLength);
+  }
+}
+
+void Engine::offload(Sequence* s) {
+  if (!host_ || !config_.offload_finished || !config_.scheduler.prefix_caching) return;
+  const std::int64_t bt = backend_->kv_layout().block_tokens;
+  const std::int64_t full =
+      std::min<std::int64_t>({s->num_computed / bt, static_cast<std::int64_t>(s->hashes.size()),
+                              static_cast<std::int64_t>(s->blocks.size())});
+  std::vector<kvstore::BlockId> device;
+  std::vector<kvstore::BlockHash> hashes;
+  for (std::int64_t i = 0; i < full; ++i) {
+    if (host_->contains(s->hashes[static_cast<size_t>(i)])) continue;
+    device.push_back(s->blocks[static_cast<size_t>(i)]);
+    hashes.push_back(s->hashes[static_cast<size_t>(i)]);
+  }
+  if (device.empty()) return;
+  auto ids = backend_->swap_out(device, *host_);
+  if (!ids.is_ok()) return;  // a full host store just does not cache this prefix
+  for (size_t i = 0; i < ids->size(); ++i) host_->publish((*ids)[i], hashes[i]);
+  host_->release(*ids);
+}
+
+void Engine::finish(Sequence* s, FinishReason reason, std::string error) {
+  if (reason == FinishReason::kStop || reason == FinishReason::kLength) offload(s);
+  scheduler_.remove(s);
+  s->output.finish = reason;
+  s->output.error = std::move(error);
+  s->output.timings.generated_tokens = s->generated();
+  totals_.prefix_hit_tokens_total +=
+      s->output.timings.prefix_hit_tokens + s->output.timings.host_prefix_hit_tokens;
+  ++totals_.finished_total;
+  if (s->on_finish) s->on_finish(s->output);
+  sequences_.erase(s->id);
+  ++finished_unsettled_;
+}
+
+void Engine::settle(double step_seconds) {
+  publish_stats(step_seconds);
+  if (finished_unsettled_ == 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_ -= finished_unsettled_;
+  }
+  finished_unsettled_ = 0;
+  idle_cv_.notify_all();
+}
+
+void Engine::publish_stats(double step_seconds) {
+  EngineStats s = totals_;
+  s.running = scheduler_.num_running();
+  s.waiting = scheduler_.num_waiting();
+  s.swapped = scheduler_.num_swapped();
+  s.device_blocks_total = device_.capacity();
+  s.device_blocks_used = device_.num_used();
+  s.device_blocks_cached = device_.num_cached();
+  if (host_) s.host = host_->stats();
+  s.last_step_seconds = step_seconds;
+  std::lock_guard<std::mutex> lock(mu_);
+  published_ = s;
+}
+
+}  // namespace kvfleet::worker

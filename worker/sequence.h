@@ -1,0 +1,100 @@
+#pragma once
+// Request-facing types of the engine, and the engine's per-sequence state.
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvstore/block_pool.h"
+
+namespace kvfleet::worker {
+
+using RequestId = std::uint64_t;
+
+struct SamplingParams {
+  std::int64_t max_tokens = 16;
+  std::int64_t min_tokens = 0;  // EOS is ignored until this many tokens were generated
+  double temperature = 0.0;     // 0: greedy
+  double top_p = 1.0;           // nucleus sampling, in (0, 1]
+  std::int64_t top_k = 0;       // 0: all tokens
+  std::uint64_t seed = 0;       // sampling RNG seed (with temperature > 0)
+  bool ignore_eos = false;
+  std::vector<std::int32_t> stop_token_ids;
+};
+
+enum class FinishReason { kStop, kLength, kAbort, kError };
+std::string_view finish_reason_name(FinishReason r);  // "stop", "length", "abort", "error"
+
+// What one request cost, for metrics and for `kvfleet generate --json`. Seconds from the
+// engine's clock.
+struct RequestTimings {
+  double queue_seconds = 0;                 // arrival -> first scheduled
+  double prefill_seconds = 0;               // first scheduled -> first token
+  double time_to_first_token = 0;           // arrival -> first token
+  std::vector<double> inter_token_seconds;  // between consecutive tokens
+  std::vector<double> decode_step_seconds;  // forward time of each step that produced a token
+  std::int64_t prompt_tokens = 0;
+  std::int64_t generated_tokens = 0;
+  std::int64_t prefix_hit_tokens = 0;       // prompt tokens whose KV came from the device cache
+  std::int64_t host_prefix_hit_tokens = 0;  // ... from the host KV store
+  std::int64_t swap_out_count = 0;
+  std::int64_t swap_in_count = 0;
+  double swap_out_seconds = 0;
+  double swap_in_seconds = 0;
+  std::int64_t swap_out_bytes = 0;
+  std::int64_t swap_in_bytes = 0;
+  std::int64_t recompute_preemptions = 0;  // preempted without a host copy (recomputed later)
+};
+
+struct RequestOutput {
+  RequestId id = 0;
+  std::vector<std::int32_t> tokens;  // generated tokens
+  FinishReason finish = FinishReason::kStop;
+  std::string error;  // for kError
+  RequestTimings timings;
+};
+
+// Called on the engine thread: keep them short and never block.
+using TokenCallback = std::function<void(RequestId, std::int32_t token)>;
+using FinishCallback = std::function<void(const RequestOutput&)>;
+
+struct Request {
+  std::vector<std::int32_t> prompt;
+  SamplingParams params;
+  TokenCallback on_token;    // optional
+  FinishCallback on_finish;  // optional
+};
+
+// The engine's state of one sequence. Owned by the engine thread.
+struct Sequence {
+  enum class State { kWaiting, kRunning, kSwapped, kFinished };
+
+  RequestId id = 0;
+  std::uint64_t arrival = 0;  // admission order: lower runs first, is preempted last
+  State state = State::kWaiting;
+  std::vector<std::int32_t> tokens;  // prompt, then generated tokens
+  std::int64_t prompt_len = 0;
+  std::int64_t num_computed = 0;  // tokens whose KV is in the cache (device, or host if swapped)
+  std::vector<kvstore::BlockId> blocks;       // device blocks, in token order
+  std::vector<kvstore::BlockId> host_blocks;  // while swapped out
+  std::vector<kvstore::BlockHash> hashes;     // chain hashes of full blocks computed so far
+  std::int64_t published_blocks = 0;          // device blocks already indexed by hash
+  SamplingParams params;
+  std::mt19937_64 rng;
+  TokenCallback on_token;
+  FinishCallback on_finish;
+  RequestOutput output;
+  double arrival_time = 0;
+  double first_scheduled_time = -1;
+  double last_token_time = -1;
+
+  std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
+  std::int64_t remaining_to_compute() const {
+    return static_cast<std::int64_t>(tokens.size()) - num_computed;
+  }
+};
+
+}  // namespace kvfleet::worker
