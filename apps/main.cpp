@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/config_args.h"
+#include "apps/generate_command.h"
 #include "apps/plan_command.h"
 #include "common/log.h"
 
@@ -66,6 +67,8 @@ int run(int argc, char** argv) {
 
   kvfleet::apps::PlanOptions plan_opts;
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
+  kvfleet::apps::GenerateOptions generate_opts;
+  CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->add_option("--config", "YAML/JSON file with this subcommand's flags (flags override)");
   }
@@ -111,6 +114,7 @@ int run(int argc, char** argv) {
   kvfleet::set_log_level(level);
 
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
+  if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   return 2;
 }
 
