@@ -5,6 +5,7 @@
 
 #include "common/check.h"
 #include "kvstore/block_ranges.h"
+#include "kvstore/bulk_copy.h"
 
 namespace kvfleet::kvstore {
 
@@ -43,9 +44,9 @@ Result<std::vector<BlockId>> HostKvStore::spill(const std::byte* src_pool,
   const std::size_t bb = config_.block_bytes;
   const auto runs = coalesce_runs(src_ids, ids);
   for (const BlockRun& r : runs) {
-    std::memcpy(buffer_.data() + static_cast<std::size_t>(r.dst) * bb,
-                src_pool + static_cast<std::size_t>(r.src) * bb,
-                static_cast<std::size_t>(r.count) * bb);
+    bulk_copy(buffer_.data() + static_cast<std::size_t>(r.dst) * bb,
+              src_pool + static_cast<std::size_t>(r.src) * bb,
+              static_cast<std::size_t>(r.count) * bb);
   }
   counters_.spilled_blocks_total += static_cast<std::int64_t>(ids.size());
   counters_.spilled_bytes_total += static_cast<std::int64_t>(ids.size() * bb);
@@ -69,9 +70,9 @@ Status HostKvStore::restore(std::span<const BlockId> ids, std::byte* dst_pool,
   const std::size_t bb = config_.block_bytes;
   const auto runs = coalesce_runs(ids, dst_ids);
   for (const BlockRun& r : runs) {
-    std::memcpy(dst_pool + static_cast<std::size_t>(r.dst) * bb,
-                buffer_.data() + static_cast<std::size_t>(r.src) * bb,
-                static_cast<std::size_t>(r.count) * bb);
+    bulk_copy(dst_pool + static_cast<std::size_t>(r.dst) * bb,
+              buffer_.data() + static_cast<std::size_t>(r.src) * bb,
+              static_cast<std::size_t>(r.count) * bb);
   }
   counters_.restored_blocks_total += static_cast<std::int64_t>(ids.size());
   counters_.restored_bytes_total += static_cast<std::int64_t>(ids.size() * bb);

@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "common/check.h"
+#include "kernels/cpu/simd.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -24,13 +25,71 @@ void rms_norm(float* out, const float* in, const float* weight, std::int64_t row
   }
 }
 
+namespace {
+
+// out[r][j] = a[r] . w[j] for R <= kSmallBatchRows rows: each weight row is streamed from memory
+// once and multiplied by every input row while it sits in L1. Decode steps are this shape (a few
+// tokens against every weight), where the BLAS's packing makes sgemm slower than the memory.
+// Each row's dot product is accumulated in the same order whatever R is, so a sequence's logits
+// do not depend on how many others share its decode step.
+template <int R>
+KVFLEET_INLINE void small_batch_body(float* out, const float* a, const float* w, std::int64_t n,
+                                     std::int64_t k) {
+  using simd::v8;
+  const std::int64_t vk = k / 8 * 8;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float* wj = w + j * k;
+    v8 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = simd::splat(0.0f);
+    for (std::int64_t i = 0; i < vk; i += 8) {
+      const v8 wv = simd::load(wj + i);
+      for (int r = 0; r < R; ++r) acc[r] += simd::load(a + r * k + i) * wv;
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = simd::hsum(acc[r]);
+      for (std::int64_t t = vk; t < k; ++t) s += a[r * k + t] * wj[t];
+      out[r * n + j] = s;
+    }
+  }
+}
+
+template <int R>
+KVFLEET_TARGET_AVX2_FMA void small_batch_avx2(float* out, const float* a, const float* w,
+                                              std::int64_t n, std::int64_t k) {
+  small_batch_body<R>(out, a, w, n, k);
+}
+
+template <int R>
+void small_batch_linear(float* out, const float* a, const float* w, std::int64_t n,
+                        std::int64_t k) {
+  if (simd::has_avx2_fma()) {
+    small_batch_avx2<R>(out, a, w, n, k);
+  } else {
+    small_batch_body<R>(out, a, w, n, k);
+  }
+}
+
+void small_batch_dispatch(float* out, const float* a, const float* w, std::int64_t m,
+                          std::int64_t n, std::int64_t k) {
+  switch (m) {
+    case 1: small_batch_linear<1>(out, a, w, n, k); break;
+    case 2: small_batch_linear<2>(out, a, w, n, k); break;
+    case 3: small_batch_linear<3>(out, a, w, n, k); break;
+    case 4: small_batch_linear<4>(out, a, w, n, k); break;
+    case 5: small_batch_linear<5>(out, a, w, n, k); break;
+    case 6: small_batch_linear<6>(out, a, w, n, k); break;
+    case 7: small_batch_linear<7>(out, a, w, n, k); break;
+    default: small_batch_linear<8>(out, a, w, n, k); break;
+  }
+}
+
+}  // namespace
+
 void linear(float* out, const float* a, const float* w, const float* bias, std::int64_t m,
             std::int64_t n, std::int64_t k) {
   KVFLEET_CHECK(m > 0 && n > 0 && k > 0);
-  if (m == 1) {
-    // A matrix-vector product: sgemv avoids sgemm's packing of a single row.
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, w,
-                static_cast<int>(k), a, 1, 0.0f, out, 1);
+  if (m <= kSmallBatchRows) {
+    small_batch_dispatch(out, a, w, m, n, k);
   } else {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
                 static_cast<int>(k), 1.0f, a, static_cast<int>(k), w, static_cast<int>(k), 0.0f,

@@ -12,8 +12,12 @@ namespace kvfleet::kernels::cpu {
 void rms_norm(float* out, const float* in, const float* weight /*[dim]*/, std::int64_t rows,
               std::int64_t dim, float eps);
 
+// Up to this many rows, linear() uses its own weight-streaming kernel instead of the BLAS.
+inline constexpr std::int64_t kSmallBatchRows = 8;
+
 // out[m][n] = a[m][k] * w[n][k]^T (+ bias[n] when non-null). w is a PyTorch Linear weight
-// ([out_features][in_features]). Runs on the BLAS (OpenBLAS sgemm).
+// ([out_features][in_features]). Runs on the BLAS (OpenBLAS sgemm), or for m <= kSmallBatchRows
+// on a kernel that streams each weight row once.
 void linear(float* out, const float* a, const float* w, const float* bias, std::int64_t m,
             std::int64_t n, std::int64_t k);
 

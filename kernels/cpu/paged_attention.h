@@ -18,8 +18,8 @@ namespace kvfleet::kernels::cpu {
 
 // Reusable buffers, so that steady-state calls do not allocate.
 struct AttentionScratch {
-  std::vector<float> scores;  // [group][context]
-  std::vector<float> tile;    // one converted [block_tokens][head_dim] tile (fp16/bf16 KV)
+  std::vector<float> scores;       // one block's scores, running max and sum per head
+  std::vector<float> tile, tile2;  // converted K and V tiles [block_tokens][head_dim] (fp16/bf16)
 };
 
 // q:   [num_queries][num_heads][head_dim]
