@@ -9,6 +9,7 @@
 #include <ostream>
 #include <random>
 
+#include "apps/exit_code.h"
 #include "common/units.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/paged_attention.h"
@@ -358,10 +359,7 @@ CLI::App* add_bench_engine_command(CLI::App& bench, BenchEngineOptions& o) {
 }
 
 int run_bench_engine(const BenchEngineOptions& opts, std::ostream& out, std::ostream& err) {
-  Status s = bench(opts, out, err);
-  if (s.is_ok()) return 0;
-  err << "kvfleet bench engine: error: " << s.message() << "\n";
-  return 2;
+  return finish_command("bench engine", bench(opts, out, err), err);
 }
 
 }  // namespace kvfleet::apps

@@ -11,6 +11,7 @@
 #include <ostream>
 #include <random>
 
+#include "apps/exit_code.h"
 #include "common/units.h"
 #include "worker/cpu_backend.h"
 #include "worker/engine.h"
@@ -195,10 +196,7 @@ CLI::App* add_generate_command(CLI::App& root, GenerateOptions& o) {
 }
 
 int run_generate(const GenerateOptions& opts, std::ostream& out, std::ostream& err) {
-  Status s = generate(opts, out, err);
-  if (s.is_ok()) return 0;
-  err << "kvfleet generate: error: " << s.message() << "\n";
-  return s.code() == StatusCode::kInternal ? 1 : 2;
+  return finish_command("generate", generate(opts, out, err), err);
 }
 
 }  // namespace kvfleet::apps

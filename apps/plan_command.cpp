@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 
+#include "apps/exit_code.h"
 #include "common/model_spec.h"
 #include "common/units.h"
 #include "perfmodel/estimate.h"
@@ -262,10 +263,7 @@ CLI::App* add_plan_command(CLI::App& root, PlanOptions& o) {
 }
 
 int run_plan(const PlanOptions& opts, std::ostream& out, std::ostream& err) {
-  Status s = plan(opts, out);
-  if (s.is_ok()) return 0;
-  err << "kvfleet plan: error: " << s.message() << "\n";
-  return s.code() == StatusCode::kInternal ? 1 : 2;
+  return finish_command("plan", plan(opts, out), err);
 }
 
 }  // namespace kvfleet::apps

@@ -36,18 +36,22 @@ KVFLEET_INLINE float hsum(v8 v) {
 
 typedef int v8i __attribute__((vector_size(32)));
 
+// [x0+x1, y0+y1, x2+x3, y2+y3, x4+x5, y4+y5, x6+x7, y6+y7]
+KVFLEET_INLINE v8 pair_sums(v8 x, v8 y) {
+  return __builtin_shuffle(x, y, v8i{0, 8, 2, 10, 4, 12, 6, 14}) +
+         __builtin_shuffle(x, y, v8i{1, 9, 3, 11, 5, 13, 7, 15});
+}
+// From two pair_sums results: four sums of lanes 0-3 of each original input, then of lanes 4-7.
+KVFLEET_INLINE v8 quad_sums(v8 x, v8 y) {
+  return __builtin_shuffle(x, y, v8i{0, 1, 8, 9, 4, 5, 12, 13}) +
+         __builtin_shuffle(x, y, v8i{2, 3, 10, 11, 6, 7, 14, 15});
+}
 // The horizontal sums of eight vectors, as one vector: result[j] = sum of a[j]'s lanes.
+// (Helpers taking or returning vectors must be always-inline: a real call between an AVX and a
+// baseline function would pass 256-bit vectors under two different ABIs.)
 KVFLEET_INLINE v8 hsum8(const v8 (&a)[8]) {
-  auto pair = [](v8 x, v8 y) {  // [x0+x1, y0+y1, x2+x3, y2+y3, x4+x5, y4+y5, x6+x7, y6+y7]
-    return __builtin_shuffle(x, y, v8i{0, 8, 2, 10, 4, 12, 6, 14}) +
-           __builtin_shuffle(x, y, v8i{1, 9, 3, 11, 5, 13, 7, 15});
-  };
-  auto quad = [](v8 x, v8 y) {  // four sums of lanes 0-3 of each pair's inputs, then of 4-7
-    return __builtin_shuffle(x, y, v8i{0, 1, 8, 9, 4, 5, 12, 13}) +
-           __builtin_shuffle(x, y, v8i{2, 3, 10, 11, 6, 7, 14, 15});
-  };
-  const v8 lo = quad(pair(a[0], a[1]), pair(a[2], a[3]));
-  const v8 hi = quad(pair(a[4], a[5]), pair(a[6], a[7]));
+  const v8 lo = quad_sums(pair_sums(a[0], a[1]), pair_sums(a[2], a[3]));
+  const v8 hi = quad_sums(pair_sums(a[4], a[5]), pair_sums(a[6], a[7]));
   return __builtin_shuffle(lo, hi, v8i{0, 1, 2, 3, 8, 9, 10, 11}) +
          __builtin_shuffle(lo, hi, v8i{4, 5, 6, 7, 12, 13, 14, 15});
 }

@@ -4,7 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tests/test_util.h"
+#include "tests/apps/cli_test_util.h"
 
 namespace kvfleet {
 namespace {
@@ -12,9 +12,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-test::CommandResult kvfleet(const std::string& args) {
-  return test::run_command(std::string(KVFLEET_BINARY) + " " + args);
-}
+using test::kvfleet;
 
 json run_json(const std::string& args) {
   auto r = kvfleet("generate " + args + " --json");
@@ -56,11 +54,7 @@ TEST(GenerateCli, TextPromptAndPlainOutput) {
 }
 
 TEST(GenerateCli, BadInputGetsAClearErrorAndExitCode2) {
-  struct Case {
-    std::string args;
-    std::string fragment;
-  };
-  const std::vector<Case> cases = {
+  test::expect_bad_input({
       {"generate --max-tokens 4", "exactly one of --prompt"},
       {"generate --prompt hi --prompt-tokens 5", "exactly one of --prompt"},
       {"generate --prompt-tokens 5000 --max-tokens 4", "does not fit the model's context of 4096"},
@@ -75,12 +69,7 @@ TEST(GenerateCli, BadInputGetsAClearErrorAndExitCode2) {
       {"generate --prompt hi --max-tokens 0", "--max-tokens"},
       {"generate --prompt-tokens 200 --max-tokens 10 --kv-blocks 3", "KV blocks"},
       {"generate --prompt hi --host-kv-bytes lots", "--host-kv-bytes"},
-  };
-  for (const Case& c : cases) {
-    auto r = kvfleet(c.args);
-    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out << r.err;
-    EXPECT_THAT(r.err, HasSubstr(c.fragment)) << c.args;
-  }
+  });
 }
 
 }  // namespace

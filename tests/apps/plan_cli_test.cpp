@@ -6,7 +6,7 @@
 
 #include "perfmodel/estimate.h"
 #include "perfmodel/report.h"
-#include "tests/test_util.h"
+#include "tests/apps/cli_test_util.h"
 
 namespace kvfleet {
 namespace {
@@ -15,9 +15,7 @@ using nlohmann::json;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-test::CommandResult kvfleet(const std::string& args) {
-  return test::run_command(std::string(KVFLEET_BINARY) + " " + args);
-}
+using test::kvfleet;
 
 constexpr const char* kExample = "plan --model yi-34b-200k --hardware a100-80g";
 
@@ -145,11 +143,7 @@ TEST(PlanCli, ModelsFromConfigJsonFiles) {
 }
 
 TEST(PlanCli, BadInputGetsAClearErrorAndExitCode2) {
-  struct Case {
-    std::string args;
-    std::string fragment;
-  };
-  const std::vector<Case> cases = {
+  test::expect_bad_input({
       {"plan --model gpt-17 --hardware a100-80g --context 4000", "unknown model 'gpt-17'"},
       {"plan --model gpt-17 --hardware a100-80g --context 4000", "llama-3-8b"},
       {"plan --model yi-34b-200k --hardware tpu --context 4000", "unknown hardware 'tpu'"},
@@ -169,13 +163,7 @@ TEST(PlanCli, BadInputGetsAClearErrorAndExitCode2) {
       {std::string(kExample) + " --context 4000 --frobnicate", "frobnicate"},
       {"", "A subcommand is required"},
       {"fly", "fly"},
-  };
-  for (const Case& c : cases) {
-    auto r = kvfleet(c.args);
-    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.out << r.err;
-    EXPECT_THAT(r.err, HasSubstr(c.fragment)) << c.args;
-    EXPECT_THAT(r.err, Not(HasSubstr("internal"))) << c.args;
-  }
+  });
 }
 
 TEST(PlanCli, AModelThatDoesNotFitIsReportedNotACrash) {
