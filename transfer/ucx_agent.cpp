@@ -1,0 +1,635 @@
+// `ucx`: UCP context and worker driven by one named progress thread, which makes every UCP call.
+// Other threads hand it commands (queue + eventfd) and wait for the answer with a timeout.
+//
+// A write posts one ucp_put_nbx per coalesced range, then flushes the endpoint (remote
+// completion of every put), then sends the notification as an active message: the receiver
+// sees the notification only after the data. Peers are connected with peer error handling, so a
+// peer that goes away fails every pending operation on it. Deregistering a region tells
+// connected peers (an active message); their later posts to it fail as stale, as do posts with
+// a descriptor from an earlier instance of the peer.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "common/log.h"
+#include "transfer/agent_base.h"
+#include "transfer/backends.h"
+
+namespace kvfleet::transfer {
+namespace {
+
+constexpr unsigned kNotifyAm = 1;  // header: sender name; data: message
+constexpr unsigned kRevokeAm = 2;  // header: sender name; data: region id (8 bytes)
+
+Status ucs_error(std::string_view what, ucs_status_t s) {
+  return Status(s == UCS_ERR_CANCELED ? StatusCode::kCancelled : StatusCode::kUnavailable,
+                std::string(what) + ": " + ucs_status_string(s));
+}
+
+std::string hex(const void* data, size_t n) {
+  static constexpr char d[] = "0123456789abcdef";
+  std::string out;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    out += d[p[i] >> 4];
+    out += d[p[i] & 15];
+  }
+  return out;
+}
+
+std::string unhex(std::string_view h) {
+  std::string out;
+  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  for (size_t i = 0; i + 1 < h.size(); i += 2) out += static_cast<char>(v(h[i]) * 16 + v(h[i + 1]));
+  return out;
+}
+
+class UcxAgent;
+
+// user_data of every UCP request: which transfer, and what kind of operation.
+struct OpContext {
+  UcxAgent* agent;
+  TransferId id;
+  enum Kind { kData, kFlush, kNotify } kind;
+};
+
+class UcxAgent final : public AgentBase {
+ public:
+  explicit UcxAgent(AgentConfig config) : AgentBase(std::move(config)) {}
+  ~UcxAgent() override { shutdown(); }
+
+  Status start() {
+    ucp_config_t* cfg = nullptr;
+    ucs_status_t s = ucp_config_read(nullptr, nullptr, &cfg);  // honours UCX_* as users set it
+    if (s != UCS_OK) return ucs_error("ucp_config_read", s);
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    s = ucp_init(&params, cfg, &context_);
+    ucp_config_release(cfg);
+    if (s != UCS_OK) return ucs_error("ucp_init", s);
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;  // only the progress thread touches the worker
+    s = ucp_worker_create(context_, &wp, &worker_);
+    if (s != UCS_OK) return ucs_error("ucp_worker_create", s);
+    if (ucp_worker_get_efd(worker_, &worker_fd_) != UCS_OK) worker_fd_ = -1;
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) return io_error("eventfd failed");
+    for (auto [id, cb] : {std::pair{kNotifyAm, &UcxAgent::on_notify_am},
+                          std::pair{kRevokeAm, &UcxAgent::on_revoke_am}}) {
+      ucp_am_handler_param_t hp{};
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+      hp.id = id;
+      hp.cb = cb;
+      hp.arg = this;
+      hp.flags = UCP_AM_FLAG_WHOLE_MSG;
+      s = ucp_worker_set_am_recv_handler(worker_, &hp);
+      if (s != UCS_OK) return ucs_error("ucp_worker_set_am_recv_handler", s);
+    }
+    ucp_address_t* addr = nullptr;
+    size_t addr_len = 0;
+    s = ucp_worker_get_address(worker_, &addr, &addr_len);
+    if (s != UCS_OK) return ucs_error("ucp_worker_get_address", s);
+    worker_address_ = hex(addr, addr_len);
+    ucp_worker_release_address(worker_, addr);
+    progress_ = std::thread([this] { progress_loop(); });
+    return Status::ok();
+  }
+
+  std::string_view backend() const override { return "ucx"; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.cross_process = true;
+    return c;
+  }
+
+  Result<std::string> address() override {
+    nlohmann::json j = {{"name", name()}, {"instance", instance()}, {"worker", worker_address_}};
+    return j.dump();
+  }
+
+  Status connect(const std::string& peer, const std::string& address) override {
+    nlohmann::json j = nlohmann::json::parse(address, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("worker") || !j["worker"].is_string() ||
+        !j.contains("instance") || !j["instance"].is_number_unsigned()) {
+      return invalid_argument("connect to '" + peer + "': not a ucx agent address");
+    }
+    const std::string worker = unhex(j["worker"].get<std::string>());
+    const std::uint64_t peer_instance = j["instance"].get<std::uint64_t>();
+    return run([&]() -> Status {
+      if (peers_.count(peer) != 0) close_peer(peer);
+      auto p = std::make_unique<Peer>();
+      p->agent = this;
+      p->name = peer;
+      p->instance = peer_instance;
+      ucp_ep_params_t ep{};
+      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.address = reinterpret_cast<const ucp_address_t*>(worker.data());
+      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      ep.err_handler.cb = &UcxAgent::on_ep_error;
+      ep.err_handler.arg = p.get();
+      ucs_status_t s = ucp_ep_create(worker_, &ep, &p->ep);
+      if (s == UCS_ERR_UNREACHABLE) {
+        // Some transports (UCX 1.13's shared memory) cannot report a peer's failure. Connect
+        // without it: transfers to a peer that died then end at their wait's timeout.
+        ep.field_mask &= ~static_cast<std::uint64_t>(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                                                     UCP_EP_PARAM_FIELD_ERR_HANDLER);
+        s = ucp_ep_create(worker_, &ep, &p->ep);
+        if (s == UCS_OK) {
+          p->detects_failure = false;
+          KVFLEET_LOG(kInfo) << "transfer agent " << name() << ": the transports to '" << peer
+                             << "' cannot detect its failure; waits rely on their timeouts";
+        }
+      }
+      if (s != UCS_OK) return ucs_error("connect to '" + peer + "'", s);
+      peers_[peer] = std::move(p);
+      return Status::ok();
+    });
+  }
+
+  Status disconnect(const std::string& peer) override {
+    return run([&]() -> Status {
+      if (peers_.count(peer) == 0) return not_found("peer '" + peer + "' is not connected");
+      close_peer(peer);
+      return Status::ok();
+    });
+  }
+
+  Result<Region> register_memory(void* addr, std::size_t length, MemoryKind kind) override {
+    if (kind != MemoryKind::kHost) {
+      return unimplemented("this ucx build registers host memory only");
+    }
+    KVFLEET_ASSIGN_OR_RETURN(Region r, add_region(addr, length, kind));
+    Status st = run([&]() -> Status {
+      ucp_mem_map_params_t mp{};
+      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+      mp.address = addr;
+      mp.length = length;
+      Mem m;
+      ucs_status_t s = ucp_mem_map(context_, &mp, &m.handle);
+      if (s != UCS_OK) return ucs_error("ucp_mem_map", s);
+      void* rkey = nullptr;
+      size_t rkey_len = 0;
+      s = ucp_rkey_pack(context_, m.handle, &rkey, &rkey_len);
+      if (s != UCS_OK) {
+        ucp_mem_unmap(context_, m.handle);
+        return ucs_error("ucp_rkey_pack", s);
+      }
+      m.rkey.assign(static_cast<const char*>(rkey), rkey_len);
+      ucp_rkey_buffer_release(rkey);
+      mems_[r.id] = std::move(m);
+      return Status::ok();
+    });
+    if (!st.is_ok()) {
+      (void)remove_region(r.id);
+      return st;
+    }
+    return r;
+  }
+
+  Status deregister(std::uint64_t region) override {
+    KVFLEET_RETURN_IF_ERROR(remove_region(region));
+    return run([&]() -> Status {
+      auto it = mems_.find(region);
+      if (it == mems_.end()) return Status::ok();
+      ucp_mem_unmap(context_, it->second.handle);
+      mems_.erase(it);
+      for (auto& [name, p] : peers_) send_am(*p, kRevokeAm, &region, sizeof region, nullptr);
+      return Status::ok();
+    });
+  }
+
+  Result<RemoteRegion> describe(std::uint64_t region) override {
+    KVFLEET_ASSIGN_OR_RETURN(Region r, find_region(region));
+    RemoteRegion out{name(),   instance(), r.id, reinterpret_cast<std::uint64_t>(r.addr),
+                     r.length, {}};
+    Status st = run([&]() -> Status {
+      auto it = mems_.find(region);
+      if (it == mems_.end())
+        return not_found("region " + std::to_string(region) + " is not mapped");
+      out.rkey = it->second.rkey;
+      return Status::ok();
+    });
+    KVFLEET_RETURN_IF_ERROR(st);
+    return out;
+  }
+
+  Result<TransferId> post(const TransferRequest& req) override {
+    KVFLEET_ASSIGN_OR_RETURN(Region local, find_region(req.local_region));
+    KVFLEET_RETURN_IF_ERROR(validate(req, local));
+    Result<TransferId> out = Status(StatusCode::kInternal, "post did not run");
+    Status st = run([&]() -> Status {
+      out = post_on_worker(req, local);
+      return Status::ok();
+    });
+    KVFLEET_RETURN_IF_ERROR(st);
+    return out;
+  }
+
+  Status cancel(TransferId id) override {
+    return run([&]() -> Status {
+      auto it = pending_.find(id);
+      if (it == pending_.end()) return Status::ok();
+      Pending& p = it->second;
+      if (p.error.is_ok()) p.error = Status(StatusCode::kCancelled, "transfer cancelled");
+      for (void* r : std::set<void*>(p.requests)) ucp_request_cancel(worker_, r);
+      maybe_finish(id);
+      return Status::ok();
+    });
+  }
+
+ private:
+  struct Mem {
+    ucp_mem_h handle = nullptr;
+    std::string rkey;
+  };
+  struct Peer {
+    UcxAgent* agent = nullptr;
+    std::string name;
+    std::uint64_t instance = 0;
+    ucp_ep_h ep = nullptr;
+    bool detects_failure = true;  // connected with peer error handling
+    Status failed;
+    std::map<std::string, ucp_rkey_h> rkeys;  // by packed key bytes
+  };
+  struct Pending {
+    std::string peer;
+    std::chrono::steady_clock::time_point deadline;
+    bool expired = false;  // failed by its deadline; kept until UCX returns its requests
+    Op op = Op::kWrite;
+    int outstanding = 0;
+    bool flush_done = false;
+    bool notify_needed = false;
+    bool notify_done = false;
+    std::string notification;
+    Status error;
+    std::set<void*> requests;
+    std::vector<std::unique_ptr<OpContext>> contexts;
+  };
+
+  // Runs fn on the progress thread and waits for its Status, up to the control timeout.
+  template <typename Fn>
+  Status run(Fn&& fn) {
+    if (std::this_thread::get_id() == progress_.get_id()) return fn();
+    auto done = std::make_shared<std::promise<Status>>();
+    auto future = done->get_future();
+    {
+      std::lock_guard<std::mutex> lock(cmd_mu_);
+      if (stopping_) return Status(StatusCode::kFailedPrecondition, "the ucx agent is stopping");
+      commands_.push_back(
+          [done, f = std::function<Status()>(std::forward<Fn>(fn))] { done->set_value(f()); });
+    }
+    wake();
+    if (future.wait_for(config_.control_timeout) != std::future_status::ready) {
+      return Status(StatusCode::kDeadlineExceeded,
+                    "the ucx progress thread did not answer within " +
+                        std::to_string(config_.control_timeout.count()) + " ms");
+    }
+    return future.get();
+  }
+
+  void wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  }
+
+  void progress_loop() {
+    set_thread_name("ucx-progress");
+    while (true) {
+      std::deque<std::function<void()>> cmds;
+      {
+        std::lock_guard<std::mutex> lock(cmd_mu_);
+        cmds.swap(commands_);
+        if (cmds.empty() && stop_requested_) break;
+      }
+      for (auto& c : cmds) c();
+      while (ucp_worker_progress(worker_) != 0) {
+      }
+      expire_transfers();
+      {
+        std::lock_guard<std::mutex> lock(cmd_mu_);
+        if (!commands_.empty() || stop_requested_) continue;
+      }
+      // Sleep until the network or a command needs us (or 100 ms, to re-check stop).
+      if (worker_fd_ >= 0 && ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
+      pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {worker_fd_, POLLIN, 0}};
+      ::poll(fds, worker_fd_ >= 0 ? 2 : 1, worker_fd_ >= 0 ? 100 : 1);
+      std::uint64_t drained;
+      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &drained, sizeof drained);
+    }
+  }
+
+  Result<TransferId> post_on_worker(const TransferRequest& req, const Region& local) {
+    auto pit = peers_.find(req.peer);
+    if (pit == peers_.end()) {
+      return Status(StatusCode::kUnavailable, "peer '" + req.peer + "' is not connected");
+    }
+    Peer& peer = *pit->second;
+    if (!peer.failed.is_ok()) return peer.failed;
+    if (req.remote.instance != peer.instance) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "stale descriptor: region " + std::to_string(req.remote.region) +
+                        " belongs to an earlier instance of peer '" + req.peer + "'");
+    }
+    if (auto rv = revoked_.find(req.remote.agent);
+        rv != revoked_.end() && rv->second.count(req.remote.region) != 0) {
+      return Status(StatusCode::kFailedPrecondition, "stale descriptor: peer '" + req.peer +
+                                                         "' deregistered region " +
+                                                         std::to_string(req.remote.region));
+    }
+    ucp_rkey_h rkey = nullptr;
+    if (auto it = peer.rkeys.find(req.remote.rkey); it != peer.rkeys.end()) {
+      rkey = it->second;
+    } else {
+      const ucs_status_t s = ucp_ep_rkey_unpack(peer.ep, req.remote.rkey.data(), &rkey);
+      if (s != UCS_OK) {
+        return invalid_argument("bad remote key for region " + std::to_string(req.remote.region) +
+                                " of peer '" + req.peer + "': " + ucs_status_string(s));
+      }
+      peer.rkeys[req.remote.rkey] = rkey;
+    }
+    std::uint64_t bytes = 0;
+    for (const Range& g : req.ranges) bytes += g.length;
+    const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes);
+    Pending& p = pending_[id];
+    p.peer = req.peer;
+    p.deadline = std::chrono::steady_clock::now() +
+                 (req.timeout.count() > 0 ? req.timeout : config_.transfer_timeout);
+    p.op = req.op;
+    p.notification = req.notification;
+    p.notify_needed = req.op == Op::kWrite && !req.notification.empty();
+    for (const Range& g : req.ranges) {
+      ucp_request_param_t param = request_param(id, OpContext::kData);
+      void* lp = local.addr + g.local_offset;
+      const std::uint64_t rp = req.remote.addr + g.remote_offset;
+      ucs_status_ptr_t sp = req.op == Op::kWrite
+                                ? ucp_put_nbx(peer.ep, lp, g.length, rp, rkey, &param)
+                                : ucp_get_nbx(peer.ep, lp, g.length, rp, rkey, &param);
+      if (!track(p, sp, "ucp_put/get")) break;
+    }
+    if (p.error.is_ok()) {
+      // Remote completion of every put (and of gets) before the transfer counts as done.
+      ucp_request_param_t param = request_param(id, OpContext::kFlush);
+      ucs_status_ptr_t sp = ucp_ep_flush_nbx(peer.ep, &param);
+      if (sp == nullptr) {
+        on_flushed(id);
+      } else {
+        track(p, sp, "ucp_ep_flush");
+      }
+    }
+    maybe_finish(id);
+    return id;
+  }
+
+  ucp_request_param_t request_param(TransferId id, OpContext::Kind kind) {
+    Pending& p = pending_.at(id);
+    p.contexts.push_back(std::make_unique<OpContext>(OpContext{this, id, kind}));
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    param.cb.send = &UcxAgent::on_request_done;
+    param.user_data = p.contexts.back().get();
+    return param;
+  }
+
+  // Records a request: pending (counted), finished already, or failed. False on failure.
+  bool track(Pending& p, ucs_status_ptr_t sp, const char* what) {
+    if (UCS_PTR_IS_ERR(sp)) {
+      if (p.error.is_ok()) p.error = ucs_error(what, UCS_PTR_STATUS(sp));
+      return false;
+    }
+    if (UCS_PTR_IS_PTR(sp)) {
+      ++p.outstanding;
+      p.requests.insert(sp);
+    }
+    return true;
+  }
+
+  static void on_request_done(void* request, ucs_status_t status, void* user_data) {
+    auto* ctx = static_cast<OpContext*>(user_data);
+    ctx->agent->request_done(request, status, *ctx);
+    ucp_request_free(request);
+  }
+
+  void request_done(void* request, ucs_status_t status, const OpContext& ctx) {
+    auto it = pending_.find(ctx.id);
+    if (it == pending_.end()) return;
+    Pending& p = it->second;
+    --p.outstanding;
+    p.requests.erase(request);
+    if (status != UCS_OK && p.error.is_ok())
+      p.error = ucs_error("transfer to '" + p.peer + "'", status);
+    if (ctx.kind == OpContext::kFlush && status == UCS_OK) on_flushed(ctx.id);
+    if (ctx.kind == OpContext::kNotify) p.notify_done = true;
+    maybe_finish(ctx.id);
+  }
+
+  void on_flushed(TransferId id) {
+    Pending& p = pending_.at(id);
+    p.flush_done = true;
+    if (!p.notify_needed || !p.error.is_ok()) return;
+    auto peer = peers_.find(p.peer);
+    if (peer == peers_.end()) {
+      p.error = Status(StatusCode::kUnavailable, "peer '" + p.peer + "' disconnected");
+      return;
+    }
+    ucp_request_param_t param = request_param(id, OpContext::kNotify);
+    ucs_status_ptr_t sp =
+        send_am(*peer->second, kNotifyAm, p.notification.data(), p.notification.size(), &param);
+    if (sp == nullptr) {
+      p.notify_done = true;
+    } else {
+      track(p, sp, "notification");
+    }
+  }
+
+  // Fails transfers past their deadline. A peer whose transports cannot report failures is
+  // taken as failed when one of its transfers times out, so later posts fail at once.
+  void expire_transfers() {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<TransferId> ids;
+    for (auto& [id, p] : pending_) {
+      if (!p.expired && now >= p.deadline) ids.push_back(id);
+    }
+    for (TransferId id : ids) {
+      Pending& p = pending_.at(id);
+      p.expired = true;
+      const Status timeout(StatusCode::kDeadlineExceeded,
+                           "transfer to '" + p.peer + "' did not complete by its deadline");
+      if (p.error.is_ok()) p.error = timeout;
+      auto peer = peers_.find(p.peer);
+      if (peer != peers_.end() && !peer->second->detects_failure && peer->second->failed.is_ok()) {
+        peer->second->failed =
+            Status(StatusCode::kUnavailable,
+                   "peer '" + p.peer + "' is unresponsive: a transfer timed out");
+      }
+      for (void* r : std::set<void*>(p.requests)) ucp_request_cancel(worker_, r);
+      finish_transfer(id, p.error);  // waiters learn now; the entry waits for its requests
+      maybe_finish(id);
+    }
+  }
+
+  void maybe_finish(TransferId id) {
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;
+    Pending& p = it->second;
+    if (p.outstanding > 0) return;  // requests still reference this entry
+    const bool complete = p.flush_done && (!p.notify_needed || p.notify_done);
+    if (!p.error.is_ok() || complete) {
+      finish_transfer(id, p.error);
+      pending_.erase(it);
+    }
+  }
+
+  ucs_status_ptr_t send_am(Peer& peer, unsigned id, const void* data, size_t len,
+                           ucp_request_param_t* param) {
+    if (peer.ep == nullptr || !peer.failed.is_ok()) return UCS_STATUS_PTR(UCS_ERR_CONNECTION_RESET);
+    ucp_request_param_t fire_and_forget{};
+    ucp_request_param_t* pp = param != nullptr ? param : &fire_and_forget;
+    pp->op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+    pp->flags = UCP_AM_SEND_FLAG_EAGER;
+    ucs_status_ptr_t sp = ucp_am_send_nbx(peer.ep, id, name().data(), name().size(), data, len, pp);
+    if (param == nullptr && UCS_PTR_IS_PTR(sp)) ucp_request_free(sp);  // completes on its own
+    return sp;
+  }
+
+  static ucs_status_t on_notify_am(void* arg, const void* header, size_t header_len, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param) {
+    // Sent eager, so the data is here (valid during this call); a rendezvous would need a
+    // receive we never post.
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0) return UCS_OK;
+    static_cast<UcxAgent*>(arg)->push_notification(
+        {std::string(static_cast<const char*>(header), header_len),
+         std::string(static_cast<const char*>(data), length)});
+    return UCS_OK;
+  }
+
+  static ucs_status_t on_revoke_am(void* arg, const void* header, size_t header_len, void* data,
+                                   size_t length, const ucp_am_recv_param_t* param) {
+    if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 || length != sizeof(std::uint64_t)) {
+      return UCS_OK;
+    }
+    std::uint64_t region = 0;
+    std::memcpy(&region, data, sizeof region);
+    auto* self = static_cast<UcxAgent*>(arg);
+    self->revoked_[std::string(static_cast<const char*>(header), header_len)].insert(region);
+    return UCS_OK;
+  }
+
+  static void on_ep_error(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* peer = static_cast<Peer*>(arg);
+    peer->agent->peer_failed(*peer, status);
+  }
+
+  void peer_failed(Peer& peer, ucs_status_t status) {
+    peer.failed = Status(StatusCode::kUnavailable,
+                         "peer '" + peer.name + "' failed: " + ucs_status_string(status));
+    KVFLEET_LOG(kWarning) << "transfer agent " << name() << ": " << peer.failed.message();
+    for (auto& [id, p] : pending_) {
+      if (p.peer == peer.name && p.error.is_ok()) p.error = peer.failed;
+    }
+    std::vector<TransferId> ids;
+    for (auto& [id, p] : pending_) ids.push_back(id);
+    for (TransferId id : ids) maybe_finish(id);
+  }
+
+  void close_peer(const std::string& name_) {
+    auto it = peers_.find(name_);
+    if (it == peers_.end()) return;
+    Peer& p = *it->second;
+    for (auto& [bytes, rkey] : p.rkeys) ucp_rkey_destroy(rkey);
+    p.rkeys.clear();
+    if (p.ep != nullptr) {
+      ucp_request_param_t param{};
+      param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      ucs_status_ptr_t sp = ucp_ep_close_nbx(p.ep, &param);
+      if (UCS_PTR_IS_PTR(sp)) {
+        // A forced close completes locally; progress a bounded number of times.
+        for (int i = 0; i < 100000 && ucp_request_check_status(sp) == UCS_INPROGRESS; ++i) {
+          ucp_worker_progress(worker_);
+        }
+        ucp_request_free(sp);
+      }
+      p.ep = nullptr;
+    }
+    peers_.erase(it);
+  }
+
+  void shutdown() {
+    if (progress_.joinable()) {
+      (void)run([&]() -> Status {
+        std::vector<TransferId> ids;
+        for (auto& [id, p] : pending_) ids.push_back(id);
+        for (TransferId id : ids) {
+          Pending& p = pending_.at(id);
+          if (p.error.is_ok()) p.error = Status(StatusCode::kCancelled, "the agent is stopping");
+          for (void* r : std::set<void*>(p.requests)) ucp_request_cancel(worker_, r);
+        }
+        while (ucp_worker_progress(worker_) != 0) {
+        }
+        std::vector<std::string> names;
+        for (auto& [n, p] : peers_) names.push_back(n);
+        for (const auto& n : names) close_peer(n);
+        for (auto& [id, m] : mems_) ucp_mem_unmap(context_, m.handle);
+        mems_.clear();
+        return Status::ok();
+      });
+      {
+        std::lock_guard<std::mutex> lock(cmd_mu_);
+        stop_requested_ = true;
+        stopping_ = true;
+      }
+      wake();
+      progress_.join();
+    }
+    // Destroying the worker purges requests still queued and calls their callbacks, which look
+    // up pending_: it must outlive the worker.
+    if (worker_ != nullptr) ucp_worker_destroy(worker_);
+    for (auto& [id, p] : pending_)
+      finish_transfer(id, Status(StatusCode::kCancelled, "agent stopped"));
+    pending_.clear();
+    if (context_ != nullptr) ucp_cleanup(context_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+    worker_ = nullptr;
+    context_ = nullptr;
+    wake_fd_ = -1;
+  }
+
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  int worker_fd_ = -1;
+  int wake_fd_ = -1;
+  std::string worker_address_;
+  std::thread progress_;
+  std::mutex cmd_mu_;
+  std::deque<std::function<void()>> commands_;
+  bool stop_requested_ = false;
+  bool stopping_ = false;
+  // Progress-thread state.
+  std::map<std::string, std::unique_ptr<Peer>> peers_;
+  std::map<std::uint64_t, Mem> mems_;
+  std::map<TransferId, Pending> pending_;
+  std::map<std::string, std::set<std::uint64_t>> revoked_;  // by owning agent's name
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Agent>> make_ucx_agent(const AgentConfig& config) {
+  auto agent = std::make_unique<UcxAgent>(config);
+  KVFLEET_RETURN_IF_ERROR(agent->start());
+  return std::unique_ptr<Agent>(std::move(agent));
+}
+
+}  // namespace kvfleet::transfer
