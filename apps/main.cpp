@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/bench_engine_command.h"
+#include "apps/bench_transfer_command.h"
 #include "apps/config_args.h"
 #include "apps/generate_command.h"
 #include "apps/plan_command.h"
@@ -70,10 +71,13 @@ int run(int argc, char** argv) {
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
   kvfleet::apps::GenerateOptions generate_opts;
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine, transfer");
   bench->require_subcommand(1);
   kvfleet::apps::BenchEngineOptions bench_engine_opts;
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
+  kvfleet::apps::BenchTransferOptions bench_transfer_opts;
+  CLI::App* bench_transfer =
+      kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->add_option("--config", "YAML/JSON file with this subcommand's flags (flags override)");
   }
@@ -122,6 +126,9 @@ int run(int argc, char** argv) {
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
+  }
+  if (bench_transfer->parsed()) {
+    return kvfleet::apps::run_bench_transfer(bench_transfer_opts, std::cout, std::cerr);
   }
   return 2;
 }

@@ -60,7 +60,21 @@ class LoopbackAgent final : public AgentBase {
     if (kind != MemoryKind::kHost) return unimplemented("loopback registers host memory only");
     return add_region(addr, length, kind);
   }
-  Status deregister(std::uint64_t region) override { return remove_region(region); }
+  Result<Region> allocate_memory(std::size_t length, MemoryKind kind) override {
+    if (kind != MemoryKind::kHost) return unimplemented("loopback allocates host memory only");
+    if (length == 0) return invalid_argument("allocate_memory: empty region");
+    auto buffer = std::make_unique<std::byte[]>(length);
+    KVFLEET_ASSIGN_OR_RETURN(Region r, add_region(buffer.get(), length, kind));
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    owned_[r.id] = std::move(buffer);
+    return r;
+  }
+  Status deregister(std::uint64_t region) override {
+    KVFLEET_RETURN_IF_ERROR(remove_region(region));
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    owned_.erase(region);
+    return Status::ok();
+  }
   Result<RemoteRegion> describe(std::uint64_t region) override {
     KVFLEET_ASSIGN_OR_RETURN(Region r, find_region(region));
     return RemoteRegion{name(),   instance(), r.id, reinterpret_cast<std::uint64_t>(r.addr),
@@ -111,6 +125,7 @@ class LoopbackAgent final : public AgentBase {
  private:
   std::mutex peers_mu_;
   std::map<std::string, std::string> peers_;
+  std::map<std::uint64_t, std::unique_ptr<std::byte[]>> owned_;  // allocate_memory's buffers
 };
 
 }  // namespace

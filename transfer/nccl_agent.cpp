@@ -11,6 +11,7 @@
 #include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
@@ -149,7 +150,27 @@ class NcclAgent final : public AgentBase {
     if (kind != MemoryKind::kDevice) return unimplemented("nccl moves device memory only");
     return add_region(addr, length, kind);
   }
-  Status deregister(std::uint64_t region) override { return remove_region(region); }
+  Result<Region> allocate_memory(std::size_t length, MemoryKind kind) override {
+    if (kind != MemoryKind::kDevice) return unimplemented("nccl moves device memory only");
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, length);
+    if (e != cudaSuccess) return cuda_error("cudaMalloc", e);
+    auto r = add_region(p, length, kind);
+    if (!r.is_ok()) {
+      cudaFree(p);
+      return r;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    owned_.insert(r->id);
+    return r;
+  }
+  Status deregister(std::uint64_t region) override {
+    KVFLEET_ASSIGN_OR_RETURN(Region r, find_region(region));
+    KVFLEET_RETURN_IF_ERROR(remove_region(region));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (owned_.erase(region) != 0) cudaFree(r.addr);
+    return Status::ok();
+  }
   Result<RemoteRegion> describe(std::uint64_t region) override {
     KVFLEET_ASSIGN_OR_RETURN(Region r, find_region(region));
     return RemoteRegion{name(),   instance(), r.id, reinterpret_cast<std::uint64_t>(r.addr),
@@ -286,6 +307,7 @@ class NcclAgent final : public AgentBase {
   ncclUniqueId unique_id_{};
   std::map<std::string, Peer> peers_;
   std::map<TransferId, Inflight> inflight_;
+  std::set<std::uint64_t> owned_;  // regions from allocate_memory (freed with them)
   std::atomic<bool> stop_{false};
   std::thread poller_;
 };

@@ -5,8 +5,10 @@
 // (in-process, for tests of everything above transfer), `ucx` (processes and hosts), `nccl`
 // (GPUs; CUDA builds). No call blocks without a timeout.
 //
-// A write lands in the peer's registered memory and, when the request carries a notification,
-// the peer receives that notification only after every byte of the write is visible to it.
+// A write lands in the peer's registered memory. When the request carries a notification, the
+// peer receives it only after every byte of the write is visible to it (the sender flushes
+// first). Without one, a transfer is done when its operations completed locally: the local
+// buffer may be reused, and the data is on its way (as NIXL and ucx_perftest count it).
 
 #include <chrono>
 #include <cstddef>
@@ -118,6 +120,11 @@ class Agent {
   // Registration lasts until deregister() or the agent's destruction. Deregistering tells
   // connected peers, whose later posts to the region fail as stale.
   virtual Result<Region> register_memory(void* addr, std::size_t length, MemoryKind kind) = 0;
+  // Memory allocated by the backend and registered, owned by the agent until deregister() or
+  // its destruction. Prefer it for buffers that peers write: some transports then reach it
+  // directly (UCX over shared memory maps it into the peer instead of copying through the
+  // kernel).
+  virtual Result<Region> allocate_memory(std::size_t length, MemoryKind kind) = 0;
   virtual Status deregister(std::uint64_t region) = 0;
   virtual Result<RemoteRegion> describe(std::uint64_t region) = 0;
 

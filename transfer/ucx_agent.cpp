@@ -8,11 +8,13 @@
 // connected peers (an active message); their later posts to it fail as stale, as do posts with
 // a descriptor from an earlier instance of the peer.
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <ucp/api/ucp.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <future>
 #include <map>
@@ -33,6 +35,12 @@ constexpr unsigned kRevokeAm = 2;  // header: sender name; data: region id (8 by
 Status ucs_error(std::string_view what, ucs_status_t s) {
   return Status(s == UCS_ERR_CANCELED ? StatusCode::kCancelled : StatusCode::kUnavailable,
                 std::string(what) + ": " + ucs_status_string(s));
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  ::gethostname(buf, sizeof buf - 1);
+  return buf;
 }
 
 std::string hex(const void* data, size_t n) {
@@ -115,7 +123,11 @@ class UcxAgent final : public AgentBase {
   }
 
   Result<std::string> address() override {
-    nlohmann::json j = {{"name", name()}, {"instance", instance()}, {"worker", worker_address_}};
+    nlohmann::json j = {{"name", name()},
+                        {"instance", instance()},
+                        {"worker", worker_address_},
+                        {"host", host_name()},
+                        {"pid", static_cast<std::int64_t>(::getpid())}};
     return j.dump();
   }
 
@@ -127,12 +139,20 @@ class UcxAgent final : public AgentBase {
     }
     const std::string worker = unhex(j["worker"].get<std::string>());
     const std::uint64_t peer_instance = j["instance"].get<std::uint64_t>();
+    // A peer on this host can be checked for liveness by its process id (used when the
+    // transports cannot report its failure, as with shared memory).
+    pid_t peer_pid = 0;
+    if (j.contains("host") && j["host"] == host_name() && j.contains("pid") &&
+        j["pid"].is_number_integer()) {
+      peer_pid = static_cast<pid_t>(j["pid"].get<std::int64_t>());
+    }
     return run([&]() -> Status {
       if (peers_.count(peer) != 0) close_peer(peer);
       auto p = std::make_unique<Peer>();
       p->agent = this;
       p->name = peer;
       p->instance = peer_instance;
+      p->pid = peer_pid;
       ucp_ep_params_t ep{};
       ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                       UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -155,6 +175,7 @@ class UcxAgent final : public AgentBase {
       }
       if (s != UCS_OK) return ucs_error("connect to '" + peer + "'", s);
       peers_[peer] = std::move(p);
+      set_peer_state(peer, peer_instance, Status::ok());
       return Status::ok();
     });
   }
@@ -199,14 +220,62 @@ class UcxAgent final : public AgentBase {
     return r;
   }
 
+  Result<Region> allocate_memory(std::size_t length, MemoryKind kind) override {
+    if (kind != MemoryKind::kHost)
+      return unimplemented("this ucx build allocates host memory only");
+    if (length == 0) return invalid_argument("allocate_memory: empty region");
+    Result<Region> out = Status(StatusCode::kInternal, "allocation did not run");
+    Status st = run([&]() -> Status {
+      ucp_mem_map_params_t mp{};
+      mp.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS;
+      mp.address = nullptr;
+      mp.length = length;
+      mp.flags = UCP_MEM_MAP_ALLOCATE;
+      Mem m;
+      ucs_status_t s = ucp_mem_map(context_, &mp, &m.handle);
+      if (s != UCS_OK) return ucs_error("ucp_mem_map (allocate)", s);
+      ucp_mem_attr_t attr{};
+      attr.field_mask = UCP_MEM_ATTR_FIELD_ADDRESS | UCP_MEM_ATTR_FIELD_LENGTH;
+      s = ucp_mem_query(m.handle, &attr);
+      void* rkey = nullptr;
+      size_t rkey_len = 0;
+      if (s == UCS_OK) s = ucp_rkey_pack(context_, m.handle, &rkey, &rkey_len);
+      if (s != UCS_OK) {
+        ucp_mem_unmap(context_, m.handle);
+        return ucs_error("allocate_memory", s);
+      }
+      m.rkey.assign(static_cast<const char*>(rkey), rkey_len);
+      m.allocated = true;
+      ucp_rkey_buffer_release(rkey);
+      out = add_region(attr.address, length, kind);
+      if (!out.is_ok()) {
+        ucp_mem_unmap(context_, m.handle);
+        return out.status();
+      }
+      mems_[out->id] = std::move(m);
+      return Status::ok();
+    });
+    KVFLEET_RETURN_IF_ERROR(st);
+    return out;
+  }
+
   Status deregister(std::uint64_t region) override {
     KVFLEET_RETURN_IF_ERROR(remove_region(region));
     return run([&]() -> Status {
       auto it = mems_.find(region);
       if (it == mems_.end()) return Status::ok();
-      ucp_mem_unmap(context_, it->second.handle);
+      if (it->second.allocated) {
+        // Peers learn of the revocation below, but a write already on its way (software RMA
+        // over TCP) would still land here: memory the agent allocated stays mapped until the
+        // agent shuts down. Caller-owned memory is unmapped now; the caller frees it once its
+        // writers are stopped (the lease protocol above the transfer layer).
+        retired_.push_back(it->second);
+      } else {
+        ucp_mem_unmap(context_, it->second.handle);
+      }
       mems_.erase(it);
-      for (auto& [name, p] : peers_) send_am(*p, kRevokeAm, &region, sizeof region, nullptr);
+      for (auto& [peer_name, p] : peers_) send_am(*p, kRevokeAm, &region, sizeof region, nullptr);
       return Status::ok();
     });
   }
@@ -226,16 +295,25 @@ class UcxAgent final : public AgentBase {
     return out;
   }
 
+  // Checks the request here (regions, ranges, the peer's state) and hands the posting to the
+  // progress thread without waiting for it: many transfers can be in flight from one caller.
   Result<TransferId> post(const TransferRequest& req) override {
     KVFLEET_ASSIGN_OR_RETURN(Region local, find_region(req.local_region));
     KVFLEET_RETURN_IF_ERROR(validate(req, local));
-    Result<TransferId> out = Status(StatusCode::kInternal, "post did not run");
-    Status st = run([&]() -> Status {
-      out = post_on_worker(req, local);
-      return Status::ok();
-    });
-    KVFLEET_RETURN_IF_ERROR(st);
-    return out;
+    KVFLEET_RETURN_IF_ERROR(check_peer(req));
+    std::uint64_t bytes = 0;
+    for (const Range& g : req.ranges) bytes += g.length;
+    const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes);
+    {
+      std::lock_guard<std::mutex> lock(cmd_mu_);
+      if (stopping_) {
+        finish_transfer(id, Status(StatusCode::kFailedPrecondition, "the ucx agent is stopping"));
+        return id;
+      }
+      commands_.push_back([this, req, local, id] { post_on_worker(req, local, id); });
+    }
+    wake();
+    return id;
   }
 
   Status cancel(TransferId id) override {
@@ -254,6 +332,7 @@ class UcxAgent final : public AgentBase {
   struct Mem {
     ucp_mem_h handle = nullptr;
     std::string rkey;
+    bool allocated = false;  // from allocate_memory: UCX owns the bytes
   };
   struct Peer {
     UcxAgent* agent = nullptr;
@@ -261,6 +340,7 @@ class UcxAgent final : public AgentBase {
     std::uint64_t instance = 0;
     ucp_ep_h ep = nullptr;
     bool detects_failure = true;  // connected with peer error handling
+    pid_t pid = 0;                // same-host peer's process, for liveness checks
     Status failed;
     std::map<std::string, ucp_rkey_h> rkeys;  // by packed key bytes
   };
@@ -331,14 +411,15 @@ class UcxAgent final : public AgentBase {
     }
   }
 
-  Result<TransferId> post_on_worker(const TransferRequest& req, const Region& local) {
-    auto pit = peers_.find(req.peer);
-    if (pit == peers_.end()) {
+  // The peer's state as the progress thread last saw it; errors here are returned by post().
+  Status check_peer(const TransferRequest& req) {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    auto it = peer_state_.find(req.peer);
+    if (it == peer_state_.end()) {
       return Status(StatusCode::kUnavailable, "peer '" + req.peer + "' is not connected");
     }
-    Peer& peer = *pit->second;
-    if (!peer.failed.is_ok()) return peer.failed;
-    if (req.remote.instance != peer.instance) {
+    if (!it->second.failed.is_ok()) return it->second.failed;
+    if (req.remote.instance != it->second.instance) {
       return Status(StatusCode::kFailedPrecondition,
                     "stale descriptor: region " + std::to_string(req.remote.region) +
                         " belongs to an earlier instance of peer '" + req.peer + "'");
@@ -349,20 +430,38 @@ class UcxAgent final : public AgentBase {
                                                          "' deregistered region " +
                                                          std::to_string(req.remote.region));
     }
+    return Status::ok();
+  }
+
+  void set_peer_state(const std::string& peer, std::uint64_t instance, const Status& failed) {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    peer_state_[peer] = {instance, failed};
+  }
+
+  void post_on_worker(const TransferRequest& req, const Region& local, TransferId id) {
+    auto pit = peers_.find(req.peer);
+    if (pit == peers_.end()) {
+      finish_transfer(id, Status(StatusCode::kUnavailable, "peer '" + req.peer + "' disconnected"));
+      return;
+    }
+    Peer& peer = *pit->second;
+    if (!peer.failed.is_ok()) {
+      finish_transfer(id, peer.failed);
+      return;
+    }
     ucp_rkey_h rkey = nullptr;
     if (auto it = peer.rkeys.find(req.remote.rkey); it != peer.rkeys.end()) {
       rkey = it->second;
     } else {
       const ucs_status_t s = ucp_ep_rkey_unpack(peer.ep, req.remote.rkey.data(), &rkey);
       if (s != UCS_OK) {
-        return invalid_argument("bad remote key for region " + std::to_string(req.remote.region) +
-                                " of peer '" + req.peer + "': " + ucs_status_string(s));
+        finish_transfer(
+            id, invalid_argument("bad remote key for region " + std::to_string(req.remote.region) +
+                                 " of peer '" + req.peer + "': " + ucs_status_string(s)));
+        return;
       }
       peer.rkeys[req.remote.rkey] = rkey;
     }
-    std::uint64_t bytes = 0;
-    for (const Range& g : req.ranges) bytes += g.length;
-    const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes);
     Pending& p = pending_[id];
     p.peer = req.peer;
     p.deadline = std::chrono::steady_clock::now() +
@@ -379,8 +478,8 @@ class UcxAgent final : public AgentBase {
                                 : ucp_get_nbx(peer.ep, lp, g.length, rp, rkey, &param);
       if (!track(p, sp, "ucp_put/get")) break;
     }
-    if (p.error.is_ok()) {
-      // Remote completion of every put (and of gets) before the transfer counts as done.
+    if (p.error.is_ok() && p.notify_needed) {
+      // Remote completion of every put before the notification is sent.
       ucp_request_param_t param = request_param(id, OpContext::kFlush);
       ucs_status_ptr_t sp = ucp_ep_flush_nbx(peer.ep, &param);
       if (sp == nullptr) {
@@ -388,9 +487,10 @@ class UcxAgent final : public AgentBase {
       } else {
         track(p, sp, "ucp_ep_flush");
       }
+    } else {
+      p.flush_done = true;  // no notification: done when every operation completed locally
     }
     maybe_finish(id);
-    return id;
   }
 
   ucp_request_param_t request_param(TransferId id, OpContext::Kind kind) {
@@ -458,6 +558,14 @@ class UcxAgent final : public AgentBase {
   // taken as failed when one of its transfers times out, so later posts fail at once.
   void expire_transfers() {
     const auto now = std::chrono::steady_clock::now();
+    // Same-host peers whose transports cannot report failure: is the process still there?
+    for (auto& [peer_name, peer] : peers_) {
+      if (!peer->detects_failure && peer->pid > 0 && peer->failed.is_ok() &&
+          ::kill(peer->pid, 0) != 0 && errno == ESRCH) {
+        mark_peer_failed(*peer, Status(StatusCode::kUnavailable,
+                                       "peer '" + peer_name + "' failed: its process exited"));
+      }
+    }
     std::vector<TransferId> ids;
     for (auto& [id, p] : pending_) {
       if (!p.expired && now >= p.deadline) ids.push_back(id);
@@ -523,6 +631,7 @@ class UcxAgent final : public AgentBase {
     std::uint64_t region = 0;
     std::memcpy(&region, data, sizeof region);
     auto* self = static_cast<UcxAgent*>(arg);
+    std::lock_guard<std::mutex> lock(self->state_mu_);
     self->revoked_[std::string(static_cast<const char*>(header), header_len)].insert(region);
     return UCS_OK;
   }
@@ -533,9 +642,15 @@ class UcxAgent final : public AgentBase {
   }
 
   void peer_failed(Peer& peer, ucs_status_t status) {
-    peer.failed = Status(StatusCode::kUnavailable,
-                         "peer '" + peer.name + "' failed: " + ucs_status_string(status));
+    mark_peer_failed(peer, Status(StatusCode::kUnavailable,
+                                  "peer '" + peer.name + "' failed: " + ucs_status_string(status)));
+  }
+
+  // Fails the peer and every transfer pending on it; later posts to it fail at once.
+  void mark_peer_failed(Peer& peer, Status why) {
+    peer.failed = std::move(why);
     KVFLEET_LOG(kWarning) << "transfer agent " << name() << ": " << peer.failed.message();
+    set_peer_state(peer.name, peer.instance, peer.failed);
     for (auto& [id, p] : pending_) {
       if (p.peer == peer.name && p.error.is_ok()) p.error = peer.failed;
     }
@@ -565,6 +680,8 @@ class UcxAgent final : public AgentBase {
       p.ep = nullptr;
     }
     peers_.erase(it);
+    std::lock_guard<std::mutex> lock(state_mu_);
+    peer_state_.erase(name_);
   }
 
   void shutdown() {
@@ -582,8 +699,6 @@ class UcxAgent final : public AgentBase {
         std::vector<std::string> names;
         for (auto& [n, p] : peers_) names.push_back(n);
         for (const auto& n : names) close_peer(n);
-        for (auto& [id, m] : mems_) ucp_mem_unmap(context_, m.handle);
-        mems_.clear();
         return Status::ok();
       });
       {
@@ -600,6 +715,11 @@ class UcxAgent final : public AgentBase {
     for (auto& [id, p] : pending_)
       finish_transfer(id, Status(StatusCode::kCancelled, "agent stopped"));
     pending_.clear();
+    // Memory goes last: until the worker is gone, data from a peer may still land in it.
+    for (auto& [id, m] : mems_) ucp_mem_unmap(context_, m.handle);
+    mems_.clear();
+    for (auto& m : retired_) ucp_mem_unmap(context_, m.handle);
+    retired_.clear();
     if (context_ != nullptr) ucp_cleanup(context_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
     worker_ = nullptr;
@@ -620,7 +740,15 @@ class UcxAgent final : public AgentBase {
   // Progress-thread state.
   std::map<std::string, std::unique_ptr<Peer>> peers_;
   std::map<std::uint64_t, Mem> mems_;
+  std::vector<Mem> retired_;  // deregistered allocated memory, unmapped at shutdown
   std::map<TransferId, Pending> pending_;
+  // Read by callers of post(), written by the progress thread.
+  struct PeerState {
+    std::uint64_t instance = 0;
+    Status failed;
+  };
+  std::mutex state_mu_;
+  std::map<std::string, PeerState> peer_state_;
   std::map<std::string, std::set<std::uint64_t>> revoked_;  // by owning agent's name
 };
 

@@ -1,0 +1,434 @@
+#include "apps/bench_transfer_command.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <ostream>
+#include <random>
+#include <sstream>
+
+#include "apps/exit_code.h"
+#include "common/units.h"
+#include "kvstore/host_memory.h"
+#include "transfer/transfer.h"
+
+namespace kvfleet::apps {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using transfer::Op;
+using transfer::Range;
+
+constexpr std::int64_t kLayersForComparison =
+    8;  // `small`: what a per-block-per-layer scheme posts
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// --- A tiny control channel to the receiving process ------------------------------------------
+bool send_msg(int fd, const std::string& m) {
+  const auto n = static_cast<std::uint32_t>(m.size());
+  return ::write(fd, &n, 4) == 4 &&
+         ::write(fd, m.data(), m.size()) == static_cast<ssize_t>(m.size());
+}
+std::string recv_msg(int fd, int timeout_ms = 30000) {
+  auto read_exact = [&](char* p, size_t n) {
+    while (n > 0) {
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, timeout_ms) <= 0) return false;
+      const ssize_t r = ::read(fd, p, n);
+      if (r <= 0) return false;
+      p += r;
+      n -= static_cast<size_t>(r);
+    }
+    return true;
+  };
+  std::uint32_t n = 0;
+  if (!read_exact(reinterpret_cast<char*>(&n), 4)) return {};
+  std::string m(n, '\0');
+  if (!read_exact(m.data(), n)) return {};
+  return m;
+}
+
+// The receiving process: registers `bytes`, publishes address and descriptor, waits for "bye".
+int receiver_main(int fd, const std::string& backend, std::size_t bytes) {
+  auto agent = transfer::create_agent(backend, {"bench-receiver"});
+  if (!agent.is_ok()) return 3;
+  auto region = (*agent)->allocate_memory(bytes, transfer::MemoryKind::kHost);
+  if (!region.is_ok()) return 5;
+  send_msg(fd, *(*agent)->address());
+  send_msg(fd, (*agent)->describe(region->id)->serialize());
+  while (recv_msg(fd, 600000) != "bye") {
+  }
+  return 0;
+}
+
+// --- ucx_perftest as the baseline --------------------------------------------------------------
+int free_tcp_port() {
+  const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(s);
+  return port;  // released for ucx_perftest to bind (a small window another process could take)
+}
+
+struct Spawned {
+  pid_t pid = -1;
+  int out = -1;  // stdout+stderr
+};
+
+Spawned spawn(const std::vector<std::string>& argv) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    ::dup2(p[1], 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    _exit(127);
+  }
+  ::close(p[1]);
+  return {pid, p[0]};
+}
+
+// Reads the child's output until `marker` appears (true), it exits, or the timeout passes.
+bool read_until(int fd, std::string& text, const std::string& marker, int timeout_ms) {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  char buf[4096];
+  while (text.find(marker) == std::string::npos) {
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (left <= 0) return false;
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, left) <= 0) return false;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return false;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void reap(Spawned& s) {
+  if (s.pid > 0) {
+    ::kill(s.pid, SIGKILL);
+    ::waitpid(s.pid, nullptr, 0);
+  }
+  if (s.out >= 0) ::close(s.out);
+  s = {};
+}
+
+// ucx_perftest put bandwidth for one size: GB/s, or a Status saying why there is none.
+Result<double> ucx_perftest_gbps(std::uint64_t size, std::int64_t iterations, std::int64_t window) {
+  const std::string port = std::to_string(free_tcp_port());
+  // stdbuf: ucx_perftest block-buffers stdout into a pipe, hiding its readiness line.
+  Spawned server = spawn({"stdbuf", "-oL", "ucx_perftest", "-p", port});
+  if (server.pid < 0) return unimplemented("cannot start ucx_perftest");
+  std::string text;
+  if (!read_until(server.out, text, "Waiting for connection", 10000)) {
+    reap(server);
+    return Status(StatusCode::kUnavailable, "ucx_perftest server did not start: " + text);
+  }
+  Spawned client = spawn({"stdbuf", "-oL", "ucx_perftest", "127.0.0.1", "-p", port, "-t",
+                          "ucp_put_bw", "-s", std::to_string(size), "-n",
+                          std::to_string(iterations), "-w", "5", "-O", std::to_string(window)});
+  std::string out;
+  const bool done = read_until(client.out, out, "Final:", 120000);
+  std::string rest;
+  read_until(client.out, rest, "\n", 2000);
+  out += rest;
+  reap(client);
+  reap(server);
+  if (!done) return Status(StatusCode::kUnavailable, "ucx_perftest client failed: " + out);
+  // "Final: iters p50 avg overall bw_avg(MB/s) bw_overall(MB/s) ..." with MB = 2^20 bytes.
+  std::istringstream line(out.substr(out.find("Final:") + 6));
+  double iters, p50, avg, overall, bw_avg, bw_overall;
+  if (!(line >> iters >> p50 >> avg >> overall >> bw_avg >> bw_overall)) {
+    return Status(StatusCode::kInternal, "cannot parse ucx_perftest output: " + out);
+  }
+  return bw_overall * 1048576.0 / 1e9;
+}
+
+struct RowResult {
+  std::uint64_t size = 0;
+  double gbps = 0, p50_us = 0, p99_us = 0;
+  std::int64_t ops = 0, blocks = 0;
+  double perftest_gbps = 0, memcpy_gbps = 0;
+  std::string perftest_note;
+};
+
+Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err) {
+  std::vector<std::uint64_t> sizes;
+  {
+    std::string_view rest(o.sizes);
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      auto v = parse_quantity(rest.substr(0, comma), Quantity::kBytes);
+      if (!v.is_ok() || *v < 1) {
+        return invalid_argument("--sizes: '" + std::string(rest.substr(0, comma)) +
+                                "' is not a positive byte size");
+      }
+      sizes.push_back(static_cast<std::uint64_t>(*v));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  if (o.pattern != "contiguous" && o.pattern != "blocks") {
+    return invalid_argument("--pattern must be contiguous or blocks");
+  }
+  if (o.backend != "ucx" && o.backend != "loopback" && o.backend != "nccl") {
+    return invalid_argument("--backend must be ucx, loopback or nccl");
+  }
+  if (o.backend == "nccl") {
+    return unimplemented("bench transfer --backend nccl needs two GPUs in this build's machine");
+  }
+  auto block_q = parse_quantity(o.block_bytes, Quantity::kBytes);
+  if (!block_q.is_ok() || *block_q < 64) return invalid_argument("--block-bytes must be >= 64");
+  const auto block = static_cast<std::uint64_t>(*block_q);
+  if (o.window < 1 || o.window > 1024) return invalid_argument("--window must be in [1, 1024]");
+  if (!o.ucx_tls.empty()) setenv("UCX_TLS", o.ucx_tls.c_str(), 1);
+  const std::uint64_t max_size = *std::max_element(sizes.begin(), sizes.end());
+  // Blocks pattern: the local and remote regions hold twice the blocks, so each side's blocks
+  // are a scattered subset, as a fragmented KV pool gives.
+  const std::uint64_t region =
+      o.pattern == "blocks" ? 2 * ((max_size + block - 1) / block) * block : max_size;
+
+  // The receiver: another process for ucx, another agent in this one for loopback.
+  int sv[2] = {-1, -1};
+  pid_t child = -1;
+  std::unique_ptr<transfer::Agent> local_receiver;
+  std::string peer_address, peer_descriptor;
+  std::optional<kvstore::HostBuffer> loop_buf;
+  if (o.backend == "ucx") {
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return io_error("socketpair failed");
+    child = fork();
+    if (child == 0) {
+      ::close(sv[0]);
+      _exit(receiver_main(sv[1], "ucx", region));
+    }
+    ::close(sv[1]);
+    peer_address = recv_msg(sv[0]);
+    peer_descriptor = recv_msg(sv[0]);
+    if (peer_address.empty() || peer_descriptor.empty()) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+      return Status(StatusCode::kUnavailable, "the receiving process did not start its agent");
+    }
+  } else {
+    KVFLEET_ASSIGN_OR_RETURN(local_receiver,
+                             transfer::create_agent("loopback", {"bench-receiver"}));
+    KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer b, kvstore::allocate_host_buffer(region));
+    loop_buf = std::move(b);
+    KVFLEET_ASSIGN_OR_RETURN(
+        transfer::Region r,
+        local_receiver->register_memory(loop_buf->data(), region, transfer::MemoryKind::kHost));
+    peer_address = *local_receiver->address();
+    peer_descriptor = local_receiver->describe(r.id)->serialize();
+  }
+  auto cleanup = [&] {
+    if (child > 0) {
+      send_msg(sv[0], "bye");
+      ::waitpid(child, nullptr, 0);
+      ::close(sv[0]);
+      child = -1;
+    }
+  };
+
+  auto sender_or = transfer::create_agent(o.backend, {"bench-sender"});
+  if (!sender_or.is_ok()) {
+    cleanup();
+    return sender_or.status();
+  }
+  auto sender = std::move(sender_or).value();
+  KVFLEET_ASSIGN_OR_RETURN(transfer::Region local,
+                           sender->allocate_memory(region, transfer::MemoryKind::kHost));
+  std::memset(local.addr, 0x5a, region);
+  KVFLEET_RETURN_IF_ERROR(sender->connect("receiver", peer_address));
+  KVFLEET_ASSIGN_OR_RETURN(transfer::RemoteRegion remote,
+                           transfer::RemoteRegion::parse(peer_descriptor));
+  KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer copy_dst, kvstore::allocate_host_buffer(max_size));
+
+  std::mt19937_64 rng(7);
+  std::vector<RowResult> rows;
+  for (std::uint64_t size : sizes) {
+    err << "bench transfer: " << format_bytes(static_cast<double>(size)) << " (" << o.backend
+        << (o.backend == "ucx"
+                ? ", UCX_TLS=" + std::string(getenv("UCX_TLS") ? getenv("UCX_TLS") : "default")
+                : "")
+        << ")\n"
+        << std::flush;
+    RowResult row;
+    row.size = size;
+    std::vector<Range> ranges;
+    if (o.pattern == "contiguous") {
+      ranges.push_back({0, 0, size});
+    } else {
+      const std::int64_t n = static_cast<std::int64_t>((size + block - 1) / block);
+      std::vector<std::int32_t> pool(static_cast<size_t>(2 * n));
+      std::iota(pool.begin(), pool.end(), 0);
+      std::vector<std::int32_t> s = pool, d = pool;
+      std::shuffle(s.begin(), s.end(), rng);
+      std::shuffle(d.begin(), d.end(), rng);
+      s.resize(static_cast<size_t>(n));
+      d.resize(static_cast<size_t>(n));
+      std::sort(s.begin(), s.end());  // a request's blocks in token order
+      std::sort(d.begin(), d.end());
+      ranges = transfer::block_ranges(s, d, block);
+      row.blocks = n;
+    }
+    const transfer::TransferRequest req{"receiver", Op::kWrite, local.id, remote, ranges, "", 0ms};
+    auto once = [&]() -> Status {
+      KVFLEET_ASSIGN_OR_RETURN(transfer::TransferId id, sender->post(req));
+      Status st = sender->wait(id, 120s);
+      row.ops = sender->poll(id).operations;
+      sender->release(id);
+      return st;
+    };
+    // Latency: one at a time, for the time budget (at least 5, at most 2000).
+    std::vector<double> lat;
+    const auto t_lat = Clock::now();
+    while ((lat.size() < 5 || since(t_lat) < o.seconds) && lat.size() < 2000) {
+      const auto t0 = Clock::now();
+      Status st = once();
+      if (!st.is_ok()) {
+        cleanup();
+        return st.with_context("transfer of " + std::to_string(size) + " bytes");
+      }
+      lat.push_back(since(t0));
+    }
+    std::sort(lat.begin(), lat.end());
+    row.p50_us = lat[lat.size() / 2] * 1e6;
+    row.p99_us = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)] * 1e6;
+    // Bandwidth: `window` transfers in flight.
+    const auto iterations =
+        static_cast<std::int64_t>(std::clamp<double>(o.seconds / lat[lat.size() / 2], 8, 20000));
+    std::vector<transfer::TransferId> inflight;
+    const auto t_bw = Clock::now();
+    for (std::int64_t i = 0; i < iterations; ++i) {
+      if (static_cast<std::int64_t>(inflight.size()) >= o.window) {
+        KVFLEET_RETURN_IF_ERROR(sender->wait(inflight.front(), 120s));
+        sender->release(inflight.front());
+        inflight.erase(inflight.begin());
+      }
+      KVFLEET_ASSIGN_OR_RETURN(transfer::TransferId id, sender->post(req));
+      inflight.push_back(id);
+    }
+    for (auto id : inflight) {
+      KVFLEET_RETURN_IF_ERROR(sender->wait(id, 120s));
+      sender->release(id);
+    }
+    row.gbps = static_cast<double>(size) * static_cast<double>(iterations) / since(t_bw) / 1e9;
+    // Baselines in the same run.
+    const auto copies =
+        std::max<std::int64_t>(3, static_cast<std::int64_t>(2e8 / static_cast<double>(size)));
+    const auto t_mc = Clock::now();
+    for (std::int64_t i = 0; i < copies; ++i) std::memcpy(copy_dst.data(), local.addr, size);
+    row.memcpy_gbps = static_cast<double>(size) * static_cast<double>(copies) / since(t_mc) / 1e9;
+    if (o.backend == "ucx") {
+      auto pt = ucx_perftest_gbps(size, iterations, o.window);
+      if (pt.is_ok()) {
+        row.perftest_gbps = *pt;
+      } else {
+        row.perftest_note = pt.status().message();
+      }
+    }
+    rows.push_back(row);
+  }
+  cleanup();
+
+  if (o.json) {
+    json list = json::array();
+    for (const auto& r : rows) {
+      json j = {{"size_bytes", r.size}, {"gbps", r.gbps},           {"p50_us", r.p50_us},
+                {"p99_us", r.p99_us},   {"ops_per_request", r.ops}, {"memcpy_gbps", r.memcpy_gbps},
+                {"backend", o.backend}, {"pattern", o.pattern}};
+      if (o.pattern == "blocks") {
+        j["blocks"] = r.blocks;
+        j["ops_per_block_per_layer_scheme"] = r.blocks * kLayersForComparison * 2;
+      }
+      if (o.backend == "ucx") {
+        j["ucx_tls"] = getenv("UCX_TLS") ? getenv("UCX_TLS") : "";
+        j["ucx_perftest_gbps"] = r.perftest_gbps > 0 ? json(r.perftest_gbps) : json(nullptr);
+        j["ratio_vs_ucx_perftest"] =
+            r.perftest_gbps > 0 ? json(r.gbps / r.perftest_gbps) : json(nullptr);
+        if (!r.perftest_note.empty()) j["ucx_perftest_error"] = r.perftest_note;
+      }
+      list.push_back(j);
+    }
+    out << list.dump(2) << "\n";
+    return Status::ok();
+  }
+  out << "kvfleet bench transfer: backend " << o.backend << ", pattern " << o.pattern << ", window "
+      << o.window
+      << (o.backend == "ucx"
+              ? ", UCX_TLS=" + std::string(getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)")
+              : "")
+      << "\n\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s\n", "size", "GB/s",
+                "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy");
+  out << line;
+  for (const auto& r : rows) {
+    std::snprintf(line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f\n",
+                  format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
+                  static_cast<long long>(r.ops),
+                  r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
+                  r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
+                  r.memcpy_gbps);
+    out << line;
+    if (o.pattern == "blocks") {
+      out << "           " << r.blocks << " scattered blocks -> " << r.ops
+          << " operations (one per block per layer for K and V would be "
+          << r.blocks * kLayersForComparison * 2 << ")\n";
+    }
+    if (!r.perftest_note.empty()) out << "           ucx_perftest: " << r.perftest_note << "\n";
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+CLI::App* add_bench_transfer_command(CLI::App& bench, BenchTransferOptions& o) {
+  CLI::App* cmd =
+      bench.add_subcommand("transfer", "KV transfer bandwidth and latency vs baselines");
+  cmd->add_option("--backend", o.backend, "ucx | loopback | nccl")->capture_default_str();
+  cmd->add_option("--sizes", o.sizes, "Transfer sizes")->capture_default_str();
+  cmd->add_option("--pattern", o.pattern, "contiguous | blocks")->capture_default_str();
+  cmd->add_option("--block-bytes", o.block_bytes, "Block size for --pattern blocks")
+      ->capture_default_str();
+  cmd->add_option("--ucx-tls", o.ucx_tls, "Sets UCX_TLS for both processes and ucx_perftest");
+  cmd->add_option("--window", o.window, "Transfers in flight (bandwidth pass)")
+      ->capture_default_str();
+  cmd->add_option("--seconds", o.seconds, "Time budget per size and pass")->capture_default_str();
+  cmd->add_flag("--json", o.json, "JSON rows");
+  return cmd;
+}
+
+int run_bench_transfer(const BenchTransferOptions& opts, std::ostream& out, std::ostream& err) {
+  return finish_command("bench transfer", bench(opts, out, err), err);
+}
+
+}  // namespace kvfleet::apps
