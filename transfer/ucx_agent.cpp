@@ -453,6 +453,14 @@ class UcxAgent final : public AgentBase {
     if (auto it = peer.rkeys.find(req.remote.rkey); it != peer.rkeys.end()) {
       rkey = it->second;
     } else {
+      // UCX 1.13 can crash while unpacking a key for shared memory whose owner already exited
+      // (its error path releases a half-made key): check a same-host peer first.
+      if (peer.pid > 0 && ::kill(peer.pid, 0) != 0 && errno == ESRCH) {
+        mark_peer_failed(peer, Status(StatusCode::kUnavailable,
+                                      "peer '" + req.peer + "' failed: its process exited"));
+        finish_transfer(id, peer.failed);
+        return;
+      }
       const ucs_status_t s = ucp_ep_rkey_unpack(peer.ep, req.remote.rkey.data(), &rkey);
       if (s != UCS_OK) {
         finish_transfer(

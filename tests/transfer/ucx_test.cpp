@@ -274,7 +274,11 @@ TEST_P(UcxTwoProcess, BadAndStaleDescriptorsAreErrors) {
 
 TEST_P(UcxTwoProcess, KilledPeerFailsPendingWorkWithinTheTimeout) {
   SCOPED_TRACE(std::string("UCX_TLS=") + GetParam());
-  // Keep many transfers in flight, then kill the receiver.
+  // A first write completes (the peer's key is in use, as in a running system), then many
+  // transfers are in flight when the receiver is killed.
+  auto warm = agent_->post({"receiver", Op::kWrite, local_.id, remote_, {{0, 0, 4096}}, "warm"});
+  ASSERT_TRUE(warm.is_ok());
+  ASSERT_TRUE(agent_->wait(*warm, 10s).is_ok());
   std::vector<TransferId> ids;
   for (int i = 0; i < 64; ++i) {
     auto id =
