@@ -164,10 +164,14 @@ Result<double> ucx_perftest_gbps(std::uint64_t size, std::int64_t iterations, st
   reap(server);
   if (!done) return Status(StatusCode::kUnavailable, "ucx_perftest client failed: " + out);
   // "Final: iters p50 avg overall bw_avg(MB/s) bw_overall(MB/s) ..." with MB = 2^20 bytes.
+  // Fields may read "inf" (ucx_perftest's average over one sample): read them as text.
   std::istringstream line(out.substr(out.find("Final:") + 6));
-  double iters, p50, avg, overall, bw_avg, bw_overall;
-  if (!(line >> iters >> p50 >> avg >> overall >> bw_avg >> bw_overall)) {
-    return Status(StatusCode::kInternal, "cannot parse ucx_perftest output: " + out);
+  std::vector<std::string> fields;
+  for (std::string f; line >> f && fields.size() < 6;) fields.push_back(f);
+  char* end = nullptr;
+  const double bw_overall = fields.size() == 6 ? std::strtod(fields[5].c_str(), &end) : 0.0;
+  if (fields.size() < 6 || end == fields[5].c_str() || !(bw_overall > 0)) {
+    return Status(StatusCode::kInternal, "cannot parse ucx_perftest's Final line");
   }
   return bw_overall * 1048576.0 / 1e9;
 }
@@ -428,7 +432,19 @@ CLI::App* add_bench_transfer_command(CLI::App& bench, BenchTransferOptions& o) {
 }
 
 int run_bench_transfer(const BenchTransferOptions& opts, std::ostream& out, std::ostream& err) {
-  return finish_command("bench transfer", bench(opts, out, err), err);
+  // UCX logs to the process's stdout; results (JSON) must own it. Send fd 1 to stderr while the
+  // benchmark runs, and print the results to the real stdout afterwards.
+  std::ostringstream results;
+  std::fflush(stdout);
+  out.flush();
+  const int saved = ::dup(1);
+  ::dup2(2, 1);
+  const Status status = bench(opts, results, err);
+  std::fflush(stdout);
+  ::dup2(saved, 1);
+  ::close(saved);
+  out << results.str() << std::flush;
+  return finish_command("bench transfer", status, err);
 }
 
 }  // namespace kvfleet::apps

@@ -380,7 +380,10 @@ class UcxAgent final : public AgentBase {
     return future.get();
   }
 
+  // Wakes the progress thread if it sleeps (or is about to): it sets sleeping_ before its last
+  // look at the command queue, and callers read it after queueing, so no wake-up is lost.
   void wake() {
+    if (!sleeping_.load()) return;
     const std::uint64_t one = 1;
     [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
   }
@@ -398,14 +401,22 @@ class UcxAgent final : public AgentBase {
       while (ucp_worker_progress(worker_) != 0) {
       }
       expire_transfers();
+      sleeping_.store(true);
       {
         std::lock_guard<std::mutex> lock(cmd_mu_);
-        if (!commands_.empty() || stop_requested_) continue;
+        if (!commands_.empty() || stop_requested_) {
+          sleeping_.store(false);
+          continue;
+        }
       }
       // Sleep until the network or a command needs us (or 100 ms, to re-check stop).
-      if (worker_fd_ >= 0 && ucp_worker_arm(worker_) == UCS_ERR_BUSY) continue;
+      if (worker_fd_ >= 0 && ucp_worker_arm(worker_) == UCS_ERR_BUSY) {
+        sleeping_.store(false);
+        continue;
+      }
       pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {worker_fd_, POLLIN, 0}};
       ::poll(fds, worker_fd_ >= 0 ? 2 : 1, worker_fd_ >= 0 ? 100 : 1);
+      sleeping_.store(false);
       std::uint64_t drained;
       [[maybe_unused]] ssize_t n = ::read(wake_fd_, &drained, sizeof drained);
     }
@@ -744,6 +755,7 @@ class UcxAgent final : public AgentBase {
   std::mutex cmd_mu_;
   std::deque<std::function<void()>> commands_;
   bool stop_requested_ = false;
+  std::atomic<bool> sleeping_{true};
   bool stopping_ = false;
   // Progress-thread state.
   std::map<std::string, std::unique_ptr<Peer>> peers_;
