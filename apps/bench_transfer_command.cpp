@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "apps/exit_code.h"
+#include "common/framed_pipe.h"
 #include "common/units.h"
 #include "kvstore/host_memory.h"
 #include "transfer/transfer.h"
@@ -39,29 +40,11 @@ double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// --- A tiny control channel to the receiving process ------------------------------------------
 bool send_msg(int fd, const std::string& m) {
-  const auto n = static_cast<std::uint32_t>(m.size());
-  return ::write(fd, &n, 4) == 4 &&
-         ::write(fd, m.data(), m.size()) == static_cast<ssize_t>(m.size());
+  return send_frame(fd, m);
 }
 std::string recv_msg(int fd, int timeout_ms = 30000) {
-  auto read_exact = [&](char* p, size_t n) {
-    while (n > 0) {
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, timeout_ms) <= 0) return false;
-      const ssize_t r = ::read(fd, p, n);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  };
-  std::uint32_t n = 0;
-  if (!read_exact(reinterpret_cast<char*>(&n), 4)) return {};
-  std::string m(n, '\0');
-  if (!read_exact(m.data(), n)) return {};
-  return m;
+  return recv_frame(fd, std::chrono::milliseconds(timeout_ms));
 }
 
 // The receiving process: registers `bytes`, publishes address and descriptor, waits for "bye".

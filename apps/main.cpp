@@ -76,8 +76,7 @@ int run(int argc, char** argv) {
   kvfleet::apps::BenchEngineOptions bench_engine_opts;
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
   kvfleet::apps::BenchTransferOptions bench_transfer_opts;
-  CLI::App* bench_transfer =
-      kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
+  CLI::App* bench_transfer = kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->add_option("--config", "YAML/JSON file with this subcommand's flags (flags override)");
   }

@@ -9,11 +9,13 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "transfer/agent_base.h"
 #include "transfer/backends.h"
@@ -26,26 +28,6 @@ Status nccl_error(std::string_view what, ncclResult_t r) {
 }
 Status cuda_error(std::string_view what, cudaError_t e) {
   return Status(StatusCode::kUnavailable, std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-std::string to_hex(const void* data, size_t n) {
-  static constexpr char d[] = "0123456789abcdef";
-  std::string out;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    out += d[p[i] >> 4];
-    out += d[p[i] & 15];
-  }
-  return out;
-}
-
-bool from_hex(std::string_view h, void* out, size_t n) {
-  if (h.size() != 2 * n) return false;
-  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  auto* p = static_cast<unsigned char*>(out);
-  for (size_t i = 0; i < n; ++i)
-    p[i] = static_cast<unsigned char>(v(h[2 * i]) * 16 + v(h[2 * i + 1]));
-  return true;
 }
 
 class NcclAgent final : public AgentBase {
@@ -90,9 +72,10 @@ class NcclAgent final : public AgentBase {
   }
 
   Result<std::string> address() override {
-    nlohmann::json j = {{"name", name()},
-                        {"instance", instance()},
-                        {"unique_id", to_hex(&unique_id_, sizeof unique_id_)}};
+    nlohmann::json j = {
+        {"name", name()},
+        {"instance", instance()},
+        {"unique_id", to_hex(std::string_view(unique_id_.internal, sizeof unique_id_))}};
     return j.dump();
   }
 
@@ -108,8 +91,12 @@ class NcclAgent final : public AgentBase {
     if (peer_agent == name()) return invalid_argument("an nccl agent cannot connect to itself");
     ncclUniqueId id = unique_id_;
     const int rank = name() < peer_agent ? 0 : 1;
-    if (rank == 1 && !from_hex(j["unique_id"].get<std::string>(), &id, sizeof id)) {
-      return invalid_argument("connect to '" + peer + "': bad nccl unique id");
+    if (rank == 1) {
+      auto bytes = from_hex(j["unique_id"].get<std::string>());
+      if (!bytes.is_ok() || bytes->size() != sizeof id) {
+        return invalid_argument("connect to '" + peer + "': bad nccl unique id");
+      }
+      std::memcpy(&id, bytes->data(), sizeof id);
     }
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;

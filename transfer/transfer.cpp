@@ -3,38 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config_file.h"
+#include "common/hex.h"
 
 namespace kvfleet::transfer {
-namespace {
-
-std::string to_hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
-
-Result<std::string> from_hex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return invalid_argument("remote key is not hex");
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  std::string out;
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return invalid_argument("remote key is not hex");
-    out += static_cast<char>(hi * 16 + lo);
-  }
-  return out;
-}
-
-}  // namespace
 
 std::string RemoteRegion::serialize() const {
   nlohmann::json j = {{"agent", agent}, {"instance", instance}, {"region", region},
@@ -59,7 +30,9 @@ Result<RemoteRegion> RemoteRegion::parse(std::string_view text) {
     *out = j[key].get<std::uint64_t>();
   }
   KVFLEET_ASSIGN_OR_RETURN(std::string hex, f.string("rkey"));
-  KVFLEET_ASSIGN_OR_RETURN(r.rkey, from_hex(hex));
+  auto key = from_hex(hex);
+  if (!key.is_ok()) return key.status().with_context("remote region descriptor: rkey");
+  r.rkey = std::move(key).value();
   return r;
 }
 

@@ -22,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "common/hex.h"
 #include "common/log.h"
 #include "transfer/agent_base.h"
 #include "transfer/backends.h"
@@ -41,24 +42,6 @@ std::string host_name() {
   char buf[256] = {};
   ::gethostname(buf, sizeof buf - 1);
   return buf;
-}
-
-std::string hex(const void* data, size_t n) {
-  static constexpr char d[] = "0123456789abcdef";
-  std::string out;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    out += d[p[i] >> 4];
-    out += d[p[i] & 15];
-  }
-  return out;
-}
-
-std::string unhex(std::string_view h) {
-  std::string out;
-  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  for (size_t i = 0; i + 1 < h.size(); i += 2) out += static_cast<char>(v(h[i]) * 16 + v(h[i + 1]));
-  return out;
 }
 
 class UcxAgent;
@@ -109,7 +92,8 @@ class UcxAgent final : public AgentBase {
     size_t addr_len = 0;
     s = ucp_worker_get_address(worker_, &addr, &addr_len);
     if (s != UCS_OK) return ucs_error("ucp_worker_get_address", s);
-    worker_address_ = hex(addr, addr_len);
+    worker_address_ = to_hex(
+        std::string_view(static_cast<const char*>(static_cast<const void*>(addr)), addr_len));
     ucp_worker_release_address(worker_, addr);
     progress_ = std::thread([this] { progress_loop(); });
     return Status::ok();
@@ -137,7 +121,10 @@ class UcxAgent final : public AgentBase {
         !j.contains("instance") || !j["instance"].is_number_unsigned()) {
       return invalid_argument("connect to '" + peer + "': not a ucx agent address");
     }
-    const std::string worker = unhex(j["worker"].get<std::string>());
+    auto worker_bytes = from_hex(j["worker"].get<std::string>());
+    if (!worker_bytes.is_ok())
+      return worker_bytes.status().with_context("connect to '" + peer + "'");
+    const std::string worker = std::move(worker_bytes).value();
     const std::uint64_t peer_instance = j["instance"].get<std::uint64_t>();
     // A peer on this host can be checked for liveness by its process id (used when the
     // transports cannot report its failure, as with shared memory).
@@ -275,7 +262,19 @@ class UcxAgent final : public AgentBase {
         ucp_mem_unmap(context_, it->second.handle);
       }
       mems_.erase(it);
-      for (auto& [peer_name, p] : peers_) send_am(*p, kRevokeAm, &region, sizeof region, nullptr);
+      // Tell every peer, and return only once the messages are out (or the control timeout
+      // passed): a caller that next frees the memory relies on peers knowing first.
+      const auto deadline = std::chrono::steady_clock::now() + config_.control_timeout;
+      for (auto& [peer_name, p] : peers_) {
+        ucp_request_param_t param{};
+        ucs_status_ptr_t sp = send_am(*p, kRevokeAm, &region, sizeof region, &param);
+        if (!UCS_PTR_IS_PTR(sp)) continue;
+        while (ucp_request_check_status(sp) == UCS_INPROGRESS &&
+               std::chrono::steady_clock::now() < deadline) {
+          ucp_worker_progress(worker_);
+        }
+        ucp_request_free(sp);
+      }
       return Status::ok();
     });
   }

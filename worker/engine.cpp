@@ -87,6 +87,35 @@ void Engine::stop() {
 }
 
 Result<RequestId> Engine::submit(Request request) {
+  std::vector<Request> one;
+  one.push_back(std::move(request));
+  KVFLEET_ASSIGN_OR_RETURN(std::vector<RequestId> ids, submit_batch(std::move(one)));
+  return ids.front();
+}
+
+Result<std::vector<RequestId>> Engine::submit_batch(std::vector<Request> requests) {
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<RequestId> ids;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto seq = make_sequence(std::move(requests[i]));
+    if (!seq.is_ok()) {
+      return requests.size() == 1 ? seq.status()
+                                  : seq.status().with_context("request " + std::to_string(i));
+    }
+    ids.push_back((*seq)->id);
+    seqs.push_back(std::move(seq).value());
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status(StatusCode::kFailedPrecondition, "the engine is stopping");
+    for (auto& s : seqs) inbox_.push_back(std::move(s));
+    in_flight_ += static_cast<std::int64_t>(seqs.size());
+  }
+  cv_.notify_all();
+  return ids;
+}
+
+Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
   const ModelSpec& spec = backend_->spec();
   const auto& prompt = request.prompt;
   const SamplingParams& p = request.params;
@@ -136,15 +165,7 @@ Result<RequestId> Engine::submit(Request request) {
   seq->output.id = seq->id;
   seq->output.timings.prompt_tokens = len;
   seq->arrival_time = now();
-  const RequestId id = seq->id;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return Status(StatusCode::kFailedPrecondition, "the engine is stopping");
-    inbox_.push_back(std::move(seq));
-    ++in_flight_;
-  }
-  cv_.notify_all();
-  return id;
+  return seq;
 }
 
 void Engine::cancel(RequestId id) {

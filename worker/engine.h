@@ -59,6 +59,9 @@ class Engine {
   // the vocabulary, bad sampling parameters), out_of_range (prompt + max_tokens beyond the
   // model's context or the KV pool), failed_precondition (stopped).
   Result<RequestId> submit(Request request);
+  // Queues several requests at once: all are validated first (one bad request queues none) and
+  // reach the scheduler in the same step, in order.
+  Result<std::vector<RequestId>> submit_batch(std::vector<Request> requests);
   // Finishes the request with kAbort and frees its blocks; unknown or finished ids are ignored.
   void cancel(RequestId id);
   // Waits until no request is queued or running; false on timeout.
@@ -73,6 +76,7 @@ class Engine {
  private:
   Engine(const EngineConfig& config, std::unique_ptr<EngineBackend> backend,
          std::unique_ptr<kvstore::HostKvStore> host);
+  Result<std::unique_ptr<Sequence>> make_sequence(Request request);
   void loop();
   void drain_inbox();
   double step();  // returns the forward pass's seconds

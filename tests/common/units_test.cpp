@@ -63,3 +63,19 @@ TEST(Units, FormatsForHumans) {
 
 }  // namespace
 }  // namespace kvfleet
+
+#include "common/hex.h"
+
+namespace kvfleet {
+namespace {
+
+TEST(Hex, RoundTripsBytesAndRejectsGarbage) {
+  const std::string bytes("\x00\x01\x7f\x80\xff", 5);
+  EXPECT_EQ(to_hex(bytes), "00017f80ff");
+  EXPECT_EQ(*from_hex("00017F80ff"), bytes);
+  EXPECT_FALSE(from_hex("abc").is_ok());
+  EXPECT_FALSE(from_hex("zz").is_ok());
+}
+
+}  // namespace
+}  // namespace kvfleet

@@ -15,6 +15,7 @@
 #include <random>
 #include <span>
 
+#include "common/framed_pipe.h"
 #include "tests/test_util.h"
 #include "transfer/transfer.h"
 
@@ -26,28 +27,11 @@ using Clock = std::chrono::steady_clock;
 
 // Length-prefixed messages over a socketpair: the tests' control plane.
 bool send_msg(int fd, const std::string& m) {
-  const std::uint32_t n = static_cast<std::uint32_t>(m.size());
-  return ::write(fd, &n, 4) == 4 &&
-         ::write(fd, m.data(), m.size()) == static_cast<ssize_t>(m.size());
+  return send_frame(fd, m);
 }
 std::string recv_msg(int fd, std::chrono::milliseconds timeout = 20s) {
-  auto read_exact = [&](void* buf, size_t n) {
-    auto* p = static_cast<char*>(buf);
-    while (n > 0) {
-      pollfd pfd{fd, POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(timeout.count())) <= 0) return false;
-      const ssize_t r = ::read(fd, p, n);
-      if (r <= 0) return false;
-      p += r;
-      n -= static_cast<size_t>(r);
-    }
-    return true;
-  };
-  std::uint32_t n = 0;
-  if (!read_exact(&n, 4)) return "<eof>";
-  std::string m(n, '\0');
-  if (!read_exact(m.data(), n)) return "<eof>";
-  return m;
+  std::string m = recv_frame(fd, timeout);
+  return m.empty() ? "<eof>" : m;
 }
 
 std::uint64_t fnv(const std::byte* p, size_t n) {

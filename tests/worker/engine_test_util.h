@@ -72,17 +72,19 @@ inline std::vector<RequestOutput> generate(Engine& engine,
                                            const std::vector<std::vector<std::int32_t>>& prompts,
                                            std::int64_t max_tokens) {
   Collector collector;
-  std::vector<RequestId> ids;
+  std::vector<Request> requests;
   for (const auto& p : prompts) {
     Request r;
     r.prompt = p;
     r.params.max_tokens = max_tokens;
     r.params.ignore_eos = true;
     r.on_finish = collector.callback();
-    auto id = engine.submit(std::move(r));
-    EXPECT_TRUE(id.is_ok()) << id.status().to_string();
-    ids.push_back(*id);
+    requests.push_back(std::move(r));
   }
+  // All at once: the same schedule however the threads are timed.
+  auto submitted = engine.submit_batch(std::move(requests));
+  EXPECT_TRUE(submitted.is_ok()) << submitted.status().to_string();
+  const std::vector<RequestId> ids = submitted.is_ok() ? *submitted : std::vector<RequestId>{};
   EXPECT_TRUE(engine.wait_idle(std::chrono::seconds(120)));
   auto outs = collector.outputs();
   std::vector<RequestOutput> ordered;
