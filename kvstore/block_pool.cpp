@@ -1,5 +1,7 @@
 #include "kvstore/block_pool.h"
 
+#include <algorithm>
+
 #include "common/check.h"
 
 namespace kvfleet::kvstore {
@@ -95,6 +97,16 @@ std::int32_t BlockPool::evict_until(std::int32_t max_occupied) {
     ++evicted;
   }
   return evicted;
+}
+
+std::vector<BlockHash> BlockPool::indexed_hashes(std::size_t limit) const {
+  std::vector<BlockHash> out;
+  out.reserve(std::min(limit, index_.size()));
+  for (const auto& [hash, id] : index_) {
+    if (out.size() >= limit) break;
+    out.push_back(hash);
+  }
+  return out;
 }
 
 }  // namespace kvfleet::kvstore

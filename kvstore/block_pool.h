@@ -38,6 +38,8 @@ class BlockPool {
   // The block holding `hash`, if any (not retained: call retain() to use it).
   std::optional<BlockId> lookup(BlockHash hash) const;
   std::optional<BlockHash> hash_of(BlockId id) const;
+  // Up to `limit` hashes the prefix index holds (blocks in use or cached), in no order.
+  std::vector<BlockHash> indexed_hashes(std::size_t limit) const;
   // Evicts cached blocks, least recently released first, until at most `max_occupied` blocks
   // are used or cached. Returns how many were evicted.
   std::int32_t evict_until(std::int32_t max_occupied);

@@ -51,6 +51,9 @@ class EngineBackend {
   // The device KV memory as bytes, for backends whose device memory the host can address
   // (cpu); nullptr otherwise. Used by tests and by transfer registration.
   virtual std::byte* host_addressable_kv() = 0;
+  std::byte* host_addressable_kv_const() const {
+    return const_cast<EngineBackend*>(this)->host_addressable_kv();
+  }
 };
 
 using BackendFactory =

@@ -11,6 +11,8 @@ namespace kvfleet::worker {
 namespace {
 
 constexpr auto kIdleWait = std::chrono::milliseconds(100);  // re-checks stop while idle
+constexpr double kPrefixSummarySeconds = 0.25;
+constexpr std::size_t kPrefixSummaryLimit = 8192;
 
 double steady_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -136,7 +138,21 @@ Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
   }
   if (!(p.top_p > 0 && p.top_p <= 1)) return invalid_argument("top_p must be in (0, 1]");
   if (p.top_k < 0) return invalid_argument("top_k must be >= 0");
-  const auto len = static_cast<std::int64_t>(prompt.size());
+  const KvImport* import = request.kv_import ? &*request.kv_import : nullptr;
+  const auto len = import ? import->prompt_len : static_cast<std::int64_t>(prompt.size());
+  if (import) {
+    const auto total = static_cast<std::int64_t>(prompt.size());
+    if (import->prompt_len < 1 || import->prompt_len > total) {
+      return invalid_argument("an imported request's prompt length must be in [1, tokens]");
+    }
+    if (import->computed_tokens < 1 || import->computed_tokens >= total) {
+      return invalid_argument("an imported request must leave at least one token to compute");
+    }
+    if (total - import->prompt_len >= p.max_tokens) {
+      return invalid_argument("an imported request has already generated max_tokens");
+    }
+    if (request.hold_kv) return invalid_argument("an imported request cannot hold its KV");
+  }
   if (len >= max_model_len_) {
     return out_of_range("prompt of " + std::to_string(len) +
                         " tokens does not fit the model's context of " +
@@ -158,6 +174,12 @@ Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
   seq->id = next_id_.fetch_add(1);
   seq->tokens = prompt;
   seq->prompt_len = len;
+  seq->hold_kv = request.hold_kv;
+  if (import) {
+    seq->import_reservation = import->reservation;
+    seq->num_computed = import->computed_tokens;
+    seq->output.tokens.assign(prompt.begin() + len, prompt.end());
+  }
   seq->params = p;
   seq->rng.seed(p.seed ^ (0x9e3779b97f4a7c15ull * seq->id * (p.seed == 0 ? 1 : 0)));
   seq->on_token = std::move(request.on_token);
@@ -166,6 +188,45 @@ Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
   seq->output.timings.prompt_tokens = len;
   seq->arrival_time = now();
   return seq;
+}
+
+void Engine::reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      reserves_.push_back({tokens, std::move(done)});
+      ++in_flight_;  // until settled, so wait_idle() sees its effect in stats()
+      done = nullptr;
+    }
+  }
+  if (done) {
+    done(Status(StatusCode::kFailedPrecondition, "the engine is stopping"));
+    return;
+  }
+  cv_.notify_all();
+}
+
+void Engine::cancel_reservation(std::uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unreserves_.push_back(id);
+    ++in_flight_;
+  }
+  cv_.notify_all();
+}
+
+void Engine::release_held(RequestId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    unholds_.push_back(id);
+    ++in_flight_;
+  }
+  cv_.notify_all();
+}
+
+std::vector<kvstore::BlockHash> Engine::prefix_summary() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prefix_summary_;
 }
 
 void Engine::cancel(RequestId id) {
@@ -188,15 +249,58 @@ EngineStats Engine::stats() const {
 
 void Engine::drain_inbox() {
   std::vector<std::unique_ptr<Sequence>> arrived;
-  std::vector<RequestId> cancels;
+  std::vector<RequestId> cancels, unholds;
+  std::vector<PendingReserve> reserves;
+  std::vector<std::uint64_t> unreserves;
   {
     std::lock_guard<std::mutex> lock(mu_);
     arrived.swap(inbox_);
     cancels.swap(cancels_);
+    reserves.swap(reserves_);
+    unreserves.swap(unreserves_);
+    unholds.swap(unholds_);
+  }
+  finished_unsettled_ +=
+      static_cast<std::int64_t>(reserves.size() + unreserves.size() + unholds.size());
+  for (RequestId id : unholds) {
+    auto it = held_.find(id);
+    if (it == held_.end()) continue;
+    for (kvstore::BlockId b : it->second) device_.release(b);
+    held_.erase(it);
+  }
+  for (std::uint64_t id : unreserves) {
+    auto it = reserved_.find(id);
+    if (it == reserved_.end()) continue;
+    for (kvstore::BlockId b : it->second) device_.release(b);
+    reserved_.erase(it);
+  }
+  for (PendingReserve& r : reserves) {
+    const std::int64_t need = backend_->kv_layout().blocks_for_tokens(r.tokens);
+    if (r.tokens < 1 || device_.num_available() < need) {
+      r.done(Status(StatusCode::kResourceExhausted,
+                    "the engine has " + std::to_string(device_.num_available()) +
+                        " free KV blocks; the import needs " + std::to_string(need)));
+      continue;
+    }
+    Reservation res{next_reservation_++, {}};
+    for (std::int64_t i = 0; i < need; ++i) res.blocks.push_back(*device_.allocate());
+    reserved_[res.id] = res.blocks;
+    r.done(std::move(res));
   }
   for (auto& seq : arrived) {
     seq->arrival = next_arrival_++;
     Sequence* raw = seq.get();
+    if (raw->import_reservation != 0) {
+      auto it = reserved_.find(raw->import_reservation);
+      const std::int64_t need = backend_->kv_layout().blocks_for_tokens(raw->num_computed);
+      if (it == reserved_.end() || static_cast<std::int64_t>(it->second.size()) < need) {
+        sequences_.emplace(raw->id, std::move(seq));
+        finish(raw, FinishReason::kError, "unknown or too small KV reservation");
+        continue;
+      }
+      raw->blocks = std::move(it->second);
+      reserved_.erase(it);
+    }
     sequences_.emplace(raw->id, std::move(seq));
     scheduler_.add(raw);
   }
@@ -212,7 +316,8 @@ void Engine::loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, kIdleWait, [&] {
-        return stopping_ || !inbox_.empty() || !cancels_.empty() || !scheduler_.idle();
+        return stopping_ || !inbox_.empty() || !cancels_.empty() || !reserves_.empty() ||
+               !unreserves_.empty() || !unholds_.empty() || !scheduler_.idle();
       });
       if (stopping_) break;
     }
@@ -330,6 +435,19 @@ double Engine::step() {
   const double step_seconds = f1 - f0;
 
   // 4. Advance, publish full blocks, sample, finish.
+  if (config_.on_step && !chunks.empty()) {
+    StepReport report;
+    report.forward_seconds = step_seconds;
+    for (const ScheduledChunk& c : ran) {
+      const bool decode = c.seq->num_computed >= c.seq->prompt_len && c.num_tokens == 1;
+      if (decode) {
+        ++report.decode_sequences;
+      } else {
+        report.prefill_tokens += c.num_tokens;
+      }
+    }
+    config_.on_step(report);
+  }
   const std::int64_t vocab = backend_->spec().vocab_size;
   std::int64_t row = 0;
   for (size_t i = 0; i < ran.size(); ++i) {
@@ -400,7 +518,20 @@ void Engine::offload(Sequence* s) {
 }
 
 void Engine::finish(Sequence* s, FinishReason reason, std::string error) {
-  if (reason == FinishReason::kStop || reason == FinishReason::kLength) offload(s);
+  const bool normal = reason == FinishReason::kStop || reason == FinishReason::kLength;
+  if (normal) offload(s);
+  if (normal && s->hold_kv && s->num_computed > 0) {
+    const std::int64_t keep = std::min<std::int64_t>(
+        backend_->kv_layout().blocks_for_tokens(s->num_computed),
+        static_cast<std::int64_t>(s->blocks.size()));
+    auto& held = held_[s->id];
+    for (std::int64_t i = 0; i < keep; ++i) {
+      device_.retain(s->blocks[static_cast<size_t>(i)]);
+      held.push_back(s->blocks[static_cast<size_t>(i)]);
+    }
+    s->output.held_blocks = held;
+    s->output.held_tokens = s->num_computed;
+  }
   scheduler_.remove(s);
   s->output.finish = reason;
   s->output.error = std::move(error);
@@ -434,8 +565,22 @@ void Engine::publish_stats(double step_seconds) {
   s.device_blocks_cached = device_.num_cached();
   if (host_) s.host = host_->stats();
   s.last_step_seconds = step_seconds;
+  s.prefix_hash_salt = layout_salt(backend_->spec(), backend_->kv_layout());
+  for (const auto& [id, blocks] : held_) s.held_blocks += static_cast<std::int64_t>(blocks.size());
+  for (const auto& [id, blocks] : reserved_) {
+    s.reserved_blocks += static_cast<std::int64_t>(blocks.size());
+  }
+  std::vector<kvstore::BlockHash> summary;
+  const double t = now();
+  const bool refresh = config_.scheduler.prefix_caching &&
+                       (last_summary_time_ < 0 || t - last_summary_time_ >= kPrefixSummarySeconds);
+  if (refresh) {
+    summary = device_.indexed_hashes(kPrefixSummaryLimit);
+    last_summary_time_ = t;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   published_ = s;
+  if (refresh) prefix_summary_ = std::move(summary);
 }
 
 }  // namespace kvfleet::worker

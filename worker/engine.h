@@ -31,6 +31,20 @@ struct EngineConfig {
   std::int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   std::string name = "engine";     // thread name and log prefix
   std::function<double()> clock;   // seconds; default: steady clock
+  // Called on the engine thread after every forward pass (keep it short).
+  std::function<void(const struct StepReport&)> on_step;
+};
+
+struct StepReport {
+  double forward_seconds = 0;
+  std::int64_t decode_sequences = 0;  // sequences that computed one token to produce the next
+  std::int64_t prefill_tokens = 0;    // tokens of prefill chunks
+};
+
+// Device blocks set aside for KV that arrives from elsewhere (see KvImport).
+struct Reservation {
+  std::uint64_t id = 0;
+  std::vector<kvstore::BlockId> blocks;
 };
 
 // A consistent snapshot for metrics.
@@ -44,7 +58,10 @@ struct EngineStats {
   std::int64_t prefix_hit_tokens_total = 0;  // device + host
   std::int64_t swap_outs_total = 0, swap_ins_total = 0, recompute_preemptions_total = 0;
   std::int64_t finished_total = 0;
+  std::int64_t held_blocks = 0;      // kept for hand-off (hold_kv)
+  std::int64_t reserved_blocks = 0;  // set aside for imports
   double last_step_seconds = 0;
+  std::uint64_t prefix_hash_salt = 0;
 };
 
 class Engine {
@@ -64,7 +81,19 @@ class Engine {
   Result<std::vector<RequestId>> submit_batch(std::vector<Request> requests);
   // Finishes the request with kAbort and frees its blocks; unknown or finished ids are ignored.
   void cancel(RequestId id);
-  // Waits until no request is queued or running; false on timeout.
+  // Sets aside blocks for the KV of `tokens` tokens; `done` runs on the engine thread with the
+  // blocks, or resource_exhausted when fewer blocks are available (nothing is queued).
+  void reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done);
+  // Frees an unused reservation (an import that failed). Unknown ids are ignored.
+  void cancel_reservation(std::uint64_t id);
+  // Frees the KV kept by a hold_kv request. Unknown ids are ignored.
+  void release_held(RequestId id);
+  // Up to `limit` hashes of full blocks in the device prefix cache (most recently used first),
+  // refreshed by the engine thread at most every `prefix_summary_seconds`.
+  std::vector<kvstore::BlockHash> prefix_summary() const;
+
+  // Waits until no request is queued or running and every reserve/release call took effect
+  // (stats() shows it); false on timeout.
   bool wait_idle(std::chrono::milliseconds timeout);
   void stop();
 
@@ -109,6 +138,19 @@ class Engine {
   std::condition_variable idle_cv_;  // wakes wait_idle
   std::vector<std::unique_ptr<Sequence>> inbox_;
   std::vector<RequestId> cancels_;
+  struct PendingReserve {
+    std::int64_t tokens;
+    std::function<void(Result<Reservation>)> done;
+  };
+  std::vector<PendingReserve> reserves_;
+  std::vector<std::uint64_t> unreserves_;
+  std::vector<RequestId> unholds_;
+  std::vector<kvstore::BlockHash> prefix_summary_;
+  // Engine-thread state for hand-offs.
+  std::unordered_map<std::uint64_t, std::vector<kvstore::BlockId>> reserved_;
+  std::unordered_map<RequestId, std::vector<kvstore::BlockId>> held_;
+  std::uint64_t next_reservation_ = 1;
+  double last_summary_time_ = -1;
   std::int64_t in_flight_ = 0;  // submitted and not finished
   bool stopping_ = false;
   EngineStats published_;

@@ -200,19 +200,21 @@ StepPlan Scheduler::schedule(std::int64_t host_available) {
     Sequence* s = waiting_.front();
     const size_t restores_before = plan.restores.size();
     const auto timings_before = s->output.timings;
-    if (config_.prefix_caching && s->num_computed == 0 && s->blocks.empty()) {
-      match_prefix(s, plan);
-    }
+    const bool matched = config_.prefix_caching && s->num_computed == 0 && s->blocks.empty();
+    if (matched) match_prefix(s, plan);
     const std::int64_t n = std::min(s->remaining_to_compute(), budget);
     if (!allocate_blocks(s, s->num_computed + n)) {
-      // Undo the prefix match: nothing of this sequence runs this step.
-      if (plan.restores.size() > restores_before) {
-        host_->release(plan.restores.back().host_blocks);
-        plan.restores.pop_back();
+      // Undo the prefix match: nothing of this sequence runs this step. (A sequence that
+      // arrived with imported KV keeps its blocks.)
+      if (matched) {
+        if (plan.restores.size() > restores_before) {
+          host_->release(plan.restores.back().host_blocks);
+          plan.restores.pop_back();
+        }
+        release_device(s);
+        s->num_computed = 0;
+        s->output.timings = timings_before;
       }
-      release_device(s);
-      s->num_computed = 0;
-      s->output.timings = timings_before;
       break;
     }
     waiting_.pop_front();

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -55,17 +56,34 @@ struct RequestOutput {
   FinishReason finish = FinishReason::kStop;
   std::string error;  // for kError
   RequestTimings timings;
+  // With Request::hold_kv: the device blocks holding the KV of the first `held_tokens` tokens
+  // (prompt, then generated), kept until Engine::release_held(id).
+  std::vector<kvstore::BlockId> held_blocks;
+  std::int64_t held_tokens = 0;
 };
 
 // Called on the engine thread: keep them short and never block.
 using TokenCallback = std::function<void(RequestId, std::int32_t token)>;
 using FinishCallback = std::function<void(const RequestOutput&)>;
 
+// KV computed elsewhere (a prefill worker) and copied into blocks reserved with
+// Engine::reserve(). The request's `prompt` then holds the original prompt followed by the
+// tokens generated so far; the KV of its first `computed_tokens` tokens is in the blocks.
+struct KvImport {
+  std::uint64_t reservation = 0;
+  std::int64_t prompt_len = 0;       // original prompt length (the rest was generated)
+  std::int64_t computed_tokens = 0;  // tokens whose KV is in the reserved blocks
+};
+
 struct Request {
   std::vector<std::int32_t> prompt;
   SamplingParams params;
   TokenCallback on_token;    // optional
   FinishCallback on_finish;  // optional
+  // Keep the KV after a normal finish (a prefill worker hands it to a decode worker).
+  bool hold_kv = false;
+  std::uint64_t import_reservation = 0;  // KvImport::reservation, adopted on arrival
+  std::optional<KvImport> kv_import;
 };
 
 // The engine's state of one sequence. Owned by the engine thread.
@@ -90,6 +108,8 @@ struct Sequence {
   double arrival_time = 0;
   double first_scheduled_time = -1;
   double last_token_time = -1;
+  bool hold_kv = false;
+  std::uint64_t import_reservation = 0;  // KvImport::reservation, adopted on arrival
 
   std::int64_t generated() const { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
   std::int64_t remaining_to_compute() const {

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <future>
+
 #include "tests/test_util.h"
 #include "tests/worker/engine_test_util.h"
 
@@ -250,6 +253,94 @@ TEST_F(EngineTest, EosStopsUnlessIgnoredAndMinTokensDelaysIt) {
   ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
   EXPECT_GE(c.outputs().at(id2).tokens.size(), 3u);
   (void)eos;
+}
+
+// Disaggregation inside one process: engine P prefills and holds the KV, engine D reserves
+// blocks, the KV bytes are copied block by block, D decodes the rest. Tokens match one engine.
+TEST_F(EngineTest, HeldKvImportedIntoAnotherEngineContinuesWithTheSameTokens) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto ps = prompts(4, 9, 70);
+  const auto want = reference(ps, 10);
+  auto prefill = make_engine({.blocks = 128});
+  auto decode = make_engine({.blocks = 96, .max_batch_tokens = 64});
+  const std::size_t block_bytes = prefill->backend().kv_layout().block_bytes();
+  std::vector<RequestOutput> got;
+  for (const auto& p : ps) {
+    Collector pc;
+    Request pr;
+    pr.prompt = p;
+    pr.params.max_tokens = 1;
+    pr.params.ignore_eos = true;
+    pr.hold_kv = true;
+    pr.on_finish = pc.callback();
+    const RequestId pid = *prefill->submit(std::move(pr));
+    ASSERT_TRUE(prefill->wait_idle(std::chrono::seconds(60)));
+    const RequestOutput first = pc.outputs()[pid];
+    ASSERT_EQ(first.tokens.size(), 1u);
+    ASSERT_EQ(first.held_tokens, static_cast<std::int64_t>(p.size()));
+    EXPECT_EQ(prefill->stats().held_blocks, static_cast<std::int64_t>(first.held_blocks.size()));
+
+    std::promise<Result<Reservation>> reserved;
+    decode->reserve(first.held_tokens, [&](Result<Reservation> r) { reserved.set_value(r); });
+    Result<Reservation> res = reserved.get_future().get();
+    ASSERT_TRUE(res.is_ok()) << res.status().to_string();
+    ASSERT_EQ(res->blocks.size(), first.held_blocks.size());
+    ASSERT_TRUE(decode->wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(decode->stats().reserved_blocks, static_cast<std::int64_t>(res->blocks.size()));
+    // Both engines are idle, so their KV memory may be read and written from this thread.
+    for (size_t b = 0; b < res->blocks.size(); ++b) {
+      std::memcpy(decode->backend().host_addressable_kv_const() + res->blocks[b] * block_bytes,
+                  prefill->backend().host_addressable_kv_const() + first.held_blocks[b] * block_bytes,
+                  block_bytes);
+    }
+    prefill->release_held(pid);
+
+    Collector dc;
+    Request dr;
+    dr.prompt = p;
+    dr.prompt.push_back(first.tokens[0]);
+    dr.params.max_tokens = 10;
+    dr.params.ignore_eos = true;
+    dr.kv_import = KvImport{res->id, static_cast<std::int64_t>(p.size()),
+                            static_cast<std::int64_t>(p.size())};
+    dr.on_finish = dc.callback();
+    const RequestId did = *decode->submit(std::move(dr));
+    ASSERT_TRUE(decode->wait_idle(std::chrono::seconds(60)));
+    got.push_back(dc.outputs()[did]);
+  }
+  expect_same_tokens(got, want);
+  ASSERT_TRUE(prefill->wait_idle(std::chrono::seconds(10)));
+  EXPECT_EQ(prefill->stats().held_blocks, 0);
+  expect_all_blocks_free(*decode);
+  EXPECT_EQ(decode->stats().reserved_blocks, 0);
+}
+
+TEST_F(EngineTest, ReservationsFailClearlyWhenBlocksRunOutAndCanBeCancelled) {
+  auto engine = make_engine({.blocks = 4, .block_tokens = 8});
+  std::promise<Result<Reservation>> too_big;
+  engine->reserve(8 * 5, [&](Result<Reservation> r) { too_big.set_value(r); });
+  Result<Reservation> r = too_big.get_future().get();
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("free KV blocks"), std::string::npos);
+  std::promise<Result<Reservation>> ok;
+  engine->reserve(8 * 4, [&](Result<Reservation> x) { ok.set_value(x); });
+  Result<Reservation> all = ok.get_future().get();
+  ASSERT_TRUE(all.is_ok());
+  engine->cancel_reservation(all->id);
+  std::promise<Result<Reservation>> again;
+  engine->reserve(8 * 4, [&](Result<Reservation> x) { again.set_value(x); });
+  EXPECT_TRUE(again.get_future().get().is_ok());
+  // An import naming an unknown reservation finishes with an error, not a hang.
+  Collector c;
+  Request bad;
+  bad.prompt = {1, 2, 3, 4};
+  bad.params.max_tokens = 3;
+  bad.kv_import = KvImport{999, 3, 3};
+  bad.on_finish = c.callback();
+  const RequestId id = *engine->submit(std::move(bad));
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(10)));
+  EXPECT_EQ(c.outputs()[id].finish, FinishReason::kError);
 }
 
 TEST_F(EngineTest, BadRequestsGetClearErrors) {
