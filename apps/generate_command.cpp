@@ -15,7 +15,7 @@
 #include "common/units.h"
 #include "worker/cpu_backend.h"
 #include "worker/engine.h"
-#include "worker/tokenizer.h"
+#include "common/tokenizer.h"
 
 namespace kvfleet::apps {
 namespace {

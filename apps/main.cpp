@@ -8,6 +8,7 @@
 
 #include "apps/bench_engine_command.h"
 #include "apps/bench_transfer_command.h"
+#include "apps/cluster_commands.h"
 #include "apps/config_args.h"
 #include "apps/generate_command.h"
 #include "apps/plan_command.h"
@@ -77,6 +78,12 @@ int run(int argc, char** argv) {
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
   kvfleet::apps::BenchTransferOptions bench_transfer_opts;
   CLI::App* bench_transfer = kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
+  kvfleet::apps::WorkerOptions worker_opts;
+  CLI::App* worker = kvfleet::apps::add_worker_command(app, worker_opts);
+  kvfleet::coordinator::CoordinatorConfig serve_opts;
+  CLI::App* serve = kvfleet::apps::add_serve_command(app, serve_opts);
+  kvfleet::apps::UpOptions up_opts;
+  CLI::App* up = kvfleet::apps::add_up_command(app, up_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->add_option("--config", "YAML/JSON file with this subcommand's flags (flags override)");
   }
@@ -121,6 +128,9 @@ int run(int argc, char** argv) {
   }
   kvfleet::set_log_level(level);
 
+  if (worker->parsed()) return kvfleet::apps::run_worker(worker_opts, std::cout, std::cerr);
+  if (serve->parsed()) return kvfleet::apps::run_serve(serve_opts, std::cout, std::cerr);
+  if (up->parsed()) return kvfleet::apps::run_up(up_opts, std::cout, std::cerr);
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {

@@ -10,7 +10,7 @@
 
 #include "tests/test_util.h"
 #include "worker/safetensors.h"
-#include "worker/tokenizer.h"
+#include "common/tokenizer.h"
 
 namespace kvfleet::worker {
 namespace {

@@ -1,6 +1,6 @@
-#include "worker/tokenizer.h"
+#include "common/tokenizer.h"
 
-namespace kvfleet::worker {
+namespace kvfleet {
 
 Result<ByteTokenizer> ByteTokenizer::for_model(const ModelSpec& spec) {
   ByteTokenizer t;
@@ -40,4 +40,4 @@ std::string ByteTokenizer::decode(const std::vector<std::int32_t>& tokens) const
   return out;
 }
 
-}  // namespace kvfleet::worker
+}  // namespace kvfleet

@@ -11,7 +11,7 @@
 #include "common/model_spec.h"
 #include "common/status.h"
 
-namespace kvfleet::worker {
+namespace kvfleet {
 
 class ByteTokenizer {
  public:
@@ -33,4 +33,4 @@ class ByteTokenizer {
   std::int64_t vocab_size_ = 259;
 };
 
-}  // namespace kvfleet::worker
+}  // namespace kvfleet

@@ -1,0 +1,275 @@
+#include "apps/cluster_commands.h"
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstring>
+#include <ostream>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+#include "apps/exit_code.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "net/http.h"
+
+namespace kvfleet::apps {
+
+CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
+  auto& c = o.config;
+  CLI::App* w = root.add_subcommand("worker", "Run a prefill, decode or colocated worker");
+  w->add_option("--role", c.role, "prefill | decode | both")->capture_default_str();
+  w->add_option("--model", c.model, "built-in model name or HF config.json")->capture_default_str();
+  w->add_option("--weights", c.weights, "safetensors weights (default: seeded random)");
+  w->add_option("--seed", c.seed, "seed of random weights (all workers of a cluster must agree)")
+      ->capture_default_str();
+  w->add_option("--backend", c.backend, "engine backend")->capture_default_str();
+  w->add_option("--coordinator", c.coordinator, "coordinator URL to register with");
+  w->add_option("--host", c.host, "listen address")->capture_default_str();
+  w->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
+  w->add_option("--advertise-host", c.advertise_host, "host others reach this worker at");
+  w->add_option("--id", c.id, "worker id (default: ROLE-HOST-PID)");
+  w->add_option("--kv-blocks", c.kv_blocks, "device KV blocks")->capture_default_str();
+  w->add_option("--block-tokens", c.block_tokens, "tokens per KV block")->capture_default_str();
+  w->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store size (0: none)")->capture_default_str();
+  w->add_option("--kv-dtype", c.kv_dtype, "fp32 | fp16 | bf16")->capture_default_str();
+  w->add_option("--max-batch-tokens", c.max_batch_tokens, "tokens per engine step")->capture_default_str();
+  w->add_option("--max-running", c.max_running, "sequences per batch")->capture_default_str();
+  w->add_option("--max-model-len", c.max_model_len, "context limit (0: the model's)")->capture_default_str();
+  w->add_option("--max-queued", c.max_queued, "running + waiting beyond which requests get 429")
+      ->capture_default_str();
+  w->add_option("--transfer", c.transfer, "ucx | loopback | nccl")->capture_default_str();
+  w->add_option("--heartbeat-seconds", c.heartbeat_seconds, "heartbeat period")->capture_default_str();
+  w->add_option("--kv-lease-seconds", c.kv_lease_seconds, "held prefill KV lifetime")->capture_default_str();
+  w->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
+  return w;
+}
+
+int run_worker(const WorkerOptions& o, std::ostream& out, std::ostream& err) {
+  worker::WorkerConfig c = o.config;
+  auto bytes = parse_quantity(o.host_kv_bytes, Quantity::kBytes);
+  if (!bytes.is_ok()) return finish_command("worker", bytes.status().with_context("--host-kv-bytes"), err);
+  c.host_kv_bytes = static_cast<std::size_t>(*bytes);
+  auto w = worker::WorkerServer::create(c);
+  if (!w.is_ok()) return finish_command("worker", w.status(), err);
+  out << "kvfleet worker " << (*w)->id() << " listening on " << (*w)->url() << std::endl;
+  (*w)->run();
+  return 0;
+}
+
+CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& c) {
+  CLI::App* s = root.add_subcommand("serve", "Run the coordinator (OpenAI-compatible front door)");
+  s->add_option("--host", c.host, "listen address")->capture_default_str();
+  s->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
+  s->add_option("--mode", c.mode, "disaggregated | colocated | auto")->capture_default_str();
+  s->add_option("--lease-seconds", c.lease_seconds, "worker lease (missed heartbeats)")->capture_default_str();
+  s->add_option("--max-inflight", c.max_inflight, "requests in flight before 429")->capture_default_str();
+  s->add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
+  s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")->capture_default_str();
+  s->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
+  s->add_option("--auto-local-prefill-tokens", c.auto_local_prefill_tokens,
+                "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
+      ->capture_default_str();
+  return s;
+}
+
+int run_serve(const coordinator::CoordinatorConfig& c, std::ostream& out, std::ostream& err) {
+  auto s = coordinator::Coordinator::create(c);
+  if (!s.is_ok()) return finish_command("serve", s.status(), err);
+  out << "kvfleet serve listening on " << (*s)->url() << std::endl;
+  (*s)->run();
+  return 0;
+}
+
+CLI::App* add_up_command(CLI::App& root, UpOptions& o) {
+  CLI::App* u = root.add_subcommand("up", "Start a local cluster: coordinator + workers");
+  u->add_option("--model", o.model, "model for every worker")->capture_default_str();
+  u->add_option("--weights", o.weights, "safetensors weights (default: seeded random)");
+  u->add_option("--seed", o.seed, "seed of random weights")->capture_default_str();
+  u->add_option("--host", o.host, "listen address of every process")->capture_default_str();
+  u->add_option("--port", o.port, "coordinator port (0: any free)")->capture_default_str();
+  u->add_option("--prefill", o.prefill, "prefill workers");
+  u->add_option("--decode", o.decode, "decode workers");
+  u->add_option("--colocated", o.colocated, "workers doing both phases");
+  u->add_option("--mode", o.mode, "coordinator mode (default from the worker counts)");
+  u->add_option("--kv-blocks", o.kv_blocks, "device KV blocks per worker")->capture_default_str();
+  u->add_option("--block-tokens", o.block_tokens, "tokens per KV block")->capture_default_str();
+  u->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker")->capture_default_str();
+  u->add_option("--transfer", o.transfer, "KV transfer backend")->capture_default_str();
+  u->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")->capture_default_str();
+  u->add_option("--timeout", o.timeout_seconds, "seconds to wait for /health")->capture_default_str();
+  return u;
+}
+
+namespace {
+
+volatile std::sig_atomic_t g_up_signal = 0;
+void on_up_signal(int sig) { g_up_signal = sig; }
+
+pid_t spawn(const std::vector<std::string>& args) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; `up` stops children in order
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    std::perror("kvfleet up: exec");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A free TCP port on `host` (bound then released).
+Result<std::uint16_t> free_port(const std::string& host) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = 0;
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    ::close(fd);
+    return invalid_argument("--host must be an IPv4 address, not '" + host + "'");
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return Status(StatusCode::kUnavailable, "cannot bind " + host + ": " + std::strerror(errno));
+  }
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return static_cast<std::uint16_t>(ntohs(a.sin_port));
+}
+
+void stop_all(std::vector<pid_t>& pids, std::ostream& err) {
+  // Workers first (they deregister and drain), then the coordinator (last in the list first).
+  for (auto it = pids.rbegin(); it != pids.rend(); ++it) {
+    if (*it > 0) ::kill(*it, SIGTERM);
+  }
+  for (int i = 0; i < 300; ++i) {
+    bool any = false;
+    for (pid_t& p : pids) {
+      if (p <= 0) continue;
+      if (::waitpid(p, nullptr, WNOHANG) == p) {
+        p = -1;
+      } else {
+        any = true;
+      }
+    }
+    if (!any) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (pid_t& p : pids) {
+    if (p > 0) {
+      err << "kvfleet up: process " << p << " did not stop; killing it\n";
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+}
+
+}  // namespace
+
+int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
+  if (o.prefill < 0 || o.decode < 0 || o.colocated < 0) {
+    return finish_command("up", invalid_argument("worker counts must be >= 0"), err);
+  }
+  if (o.prefill + o.decode + o.colocated == 0) {
+    return finish_command("up", invalid_argument("give --prefill N --decode M, or --colocated N"), err);
+  }
+  if ((o.prefill > 0) != (o.decode > 0) && o.colocated == 0) {
+    return finish_command("up", invalid_argument("a disaggregated cluster needs --prefill and --decode workers"), err);
+  }
+  const std::string mode = !o.mode.empty() ? o.mode : o.colocated > 0 && o.prefill == 0 ? "colocated" : "disaggregated";
+  std::uint16_t port = o.port;
+  if (port == 0) {
+    auto p = free_port(o.host);
+    if (!p.is_ok()) return finish_command("up", p.status(), err);
+    port = *p;
+  }
+  const std::string url = "http://" + o.host + ":" + std::to_string(port);
+  std::vector<pid_t> pids;
+  struct sigaction sa {};
+  sa.sa_handler = on_up_signal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
+  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port), "--mode", mode}));
+  auto add_workers = [&](const char* role, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<std::string> a = {"kvfleet", "worker", "--role", role, "--model", o.model,
+                                    "--coordinator", url, "--host", o.host,
+                                    "--id", std::string(role) + "-" + std::to_string(i) + "-" + std::to_string(port),
+                                    "--kv-blocks", std::to_string(o.kv_blocks),
+                                    "--block-tokens", std::to_string(o.block_tokens),
+                                    "--host-kv-bytes", o.host_kv_bytes, "--transfer", o.transfer,
+                                    "--max-batch-tokens", std::to_string(o.max_batch_tokens),
+                                    "--seed", std::to_string(o.seed)};
+      if (!o.weights.empty()) {
+        a.push_back("--weights");
+        a.push_back(o.weights);
+      }
+      pids.push_back(spawn(a));
+    }
+  };
+  add_workers("prefill", o.prefill);
+  add_workers("decode", o.decode);
+  add_workers("both", o.colocated);
+
+  auto ep = net::parse_url(url);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_seconds);
+  bool ready = false;
+  while (!ready && g_up_signal == 0) {
+    for (pid_t& p : pids) {
+      int status = 0;
+      if (p > 0 && ::waitpid(p, &status, WNOHANG) == p) {
+        p = -1;
+        err << "kvfleet up: a process exited during start-up (status " << status << "); stopping\n";
+        stop_all(pids, err);
+        return 1;
+      }
+    }
+    net::ClientOptions co;
+    co.connect_timeout = net::Seconds(1);
+    co.timeout = net::Seconds(2);
+    auto r = net::http_call_sync(*ep, "GET", "/health", "", co);
+    if (r.is_ok() && r->status == 200) {
+      ready = true;
+      break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      err << "kvfleet up: " << url << "/health did not turn 200 within " << o.timeout_seconds << " s\n";
+      stop_all(pids, err);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (ready) {
+    out << "kvfleet up: " << mode << " cluster of " << (o.prefill + o.decode + o.colocated)
+        << " workers (" << o.model << ") ready at " << url << std::endl;
+    out << "kvfleet up: OpenAI API at " << url << "/v1, metrics at " << url << "/metrics; Ctrl-C stops it"
+        << std::endl;
+  }
+  // Serve until a signal or until a process dies.
+  while (g_up_signal == 0) {
+    int status = 0;
+    const pid_t p = ::waitpid(-1, &status, 0);
+    if (p > 0) {
+      for (pid_t& x : pids) {
+        if (x == p) x = -1;
+      }
+      err << "kvfleet up: process " << p << " exited (status " << status << "); stopping the cluster\n";
+      stop_all(pids, err);
+      return 1;
+    }
+  }
+  out << "kvfleet up: stopping" << std::endl;
+  stop_all(pids, err);
+  return 0;
+}
+
+}  // namespace kvfleet::apps

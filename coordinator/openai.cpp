@@ -1,0 +1,326 @@
+#include "coordinator/openai.h"
+
+#include <algorithm>
+
+namespace kvfleet::coordinator {
+namespace {
+
+using nlohmann::json;
+
+Status fail(ApiError& e, int status, std::string param, std::string message) {
+  e.status = status;
+  e.param = std::move(param);
+  e.message = std::move(message);
+  return invalid_argument(e.message);
+}
+
+bool is_int(const json& v) { return v.is_number_integer(); }
+
+}  // namespace
+
+std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string sse(const json& j) { return "data: " + json_text(j) + "\n\n"; }
+
+std::string apply_chat_template(const json& messages) {
+  std::string out;
+  for (const json& m : messages) {
+    std::string content;
+    const json& c = m["content"];
+    if (c.is_string()) {
+      content = c.get<std::string>();
+    } else if (c.is_array()) {
+      for (const json& part : c) {
+        if (part.is_object() && part.value("type", "") == "text" && part.contains("text") &&
+            part["text"].is_string()) {
+          content += part["text"].get<std::string>();
+        }
+      }
+    }
+    out += "<|" + m["role"].get<std::string>() + "|>\n" + content + "\n";
+  }
+  out += "<|assistant|>\n";
+  return out;
+}
+
+Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat, ApiError& e) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded()) return fail(e, 400, "", "the request body is not valid JSON");
+  if (!j.is_object()) return fail(e, 400, "", "the request body must be a JSON object");
+  CompletionRequest r;
+  r.chat = chat;
+  if (!j.contains("model") || !j["model"].is_string()) {
+    return fail(e, 400, "model", "'model' is required and must be a string");
+  }
+  r.model = j["model"].get<std::string>();
+
+  if (chat) {
+    if (!j.contains("messages") || !j["messages"].is_array() || j["messages"].empty()) {
+      return fail(e, 400, "messages", "'messages' must be a non-empty array");
+    }
+    for (const json& m : j["messages"]) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+          !(m["content"].is_string() || m["content"].is_array())) {
+        return fail(e, 400, "messages",
+                    "each message needs a string 'role' and a string or array 'content'");
+      }
+    }
+    r.prompt_text = apply_chat_template(j["messages"]);
+  } else {
+    if (!j.contains("prompt")) return fail(e, 400, "prompt", "'prompt' is required");
+    const json& p = j["prompt"];
+    if (p.is_string()) {
+      r.prompt_text = p.get<std::string>();
+    } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), is_int)) {
+      r.prompt_is_tokens = true;
+      for (const json& t : p) r.prompt.push_back(t.get<std::int32_t>());
+    } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
+      r.prompt_text = p[0].get<std::string>();
+    } else if (p.is_array() && p.size() == 1 && p[0].is_array() && !p[0].empty() &&
+               std::all_of(p[0].begin(), p[0].end(), is_int)) {
+      r.prompt_is_tokens = true;
+      for (const json& t : p[0]) r.prompt.push_back(t.get<std::int32_t>());
+    } else if (p.is_array() && p.size() > 1) {
+      return fail(e, 400, "prompt", "batched prompts are not supported: send one prompt per request");
+    } else {
+      return fail(e, 400, "prompt", "'prompt' must be a string or a non-empty array of token ids");
+    }
+    if (!r.prompt_is_tokens && r.prompt_text.empty()) {
+      return fail(e, 400, "prompt", "'prompt' is empty");
+    }
+  }
+
+  auto number = [&](const char* name, auto& out, bool integer) -> Status {
+    if (!j.contains(name) || j[name].is_null()) return Status();
+    const json& v = j[name];
+    if (integer ? !v.is_number_integer() : !v.is_number()) {
+      return fail(e, 400, name, std::string("'") + name + "' must be " + (integer ? "an integer" : "a number"));
+    }
+    out = v.get<std::remove_reference_t<decltype(out)>>();
+    return Status();
+  };
+  auto boolean = [&](const json& obj, const char* name, bool& out) -> Status {
+    if (!obj.contains(name) || obj[name].is_null()) return Status();
+    if (!obj[name].is_boolean()) return fail(e, 400, name, std::string("'") + name + "' must be a boolean");
+    out = obj[name].get<bool>();
+    return Status();
+  };
+  const char* max_name = chat && j.contains("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+  std::int64_t max_tokens = 0;
+  bool has_max = j.contains(max_name) && !j[max_name].is_null();
+  KVFLEET_RETURN_IF_ERROR(number(max_name, max_tokens, true));
+  if (has_max) {
+    if (max_tokens <= 0) return fail(e, 400, max_name, std::string("'") + max_name + "' must be at least 1");
+    r.max_tokens = max_tokens;
+  }
+  KVFLEET_RETURN_IF_ERROR(number("min_tokens", r.min_tokens, true));
+  KVFLEET_RETURN_IF_ERROR(number("temperature", r.temperature, false));
+  KVFLEET_RETURN_IF_ERROR(number("top_p", r.top_p, false));
+  KVFLEET_RETURN_IF_ERROR(number("top_k", r.top_k, true));
+  if (j.contains("seed") && !j["seed"].is_null()) {
+    if (!j["seed"].is_number_integer()) return fail(e, 400, "seed", "'seed' must be an integer");
+    r.seed = static_cast<std::uint64_t>(j["seed"].get<std::int64_t>());
+  }
+  if (r.temperature < 0 || r.temperature > 100) {
+    return fail(e, 400, "temperature", "'temperature' must be in [0, 100]");
+  }
+  if (!(r.top_p > 0 && r.top_p <= 1)) return fail(e, 400, "top_p", "'top_p' must be in (0, 1]");
+  if (r.top_k < -1) return fail(e, 400, "top_k", "'top_k' must be -1, 0 or positive");
+  if (r.top_k == -1) r.top_k = 0;
+  if (r.min_tokens < 0) return fail(e, 400, "min_tokens", "'min_tokens' must be >= 0");
+  if (r.max_tokens && r.min_tokens > *r.max_tokens) {
+    return fail(e, 400, "min_tokens", "'min_tokens' must not exceed 'max_tokens'");
+  }
+  KVFLEET_RETURN_IF_ERROR(boolean(j, "ignore_eos", r.ignore_eos));
+  KVFLEET_RETURN_IF_ERROR(boolean(j, "stream", r.stream));
+  KVFLEET_RETURN_IF_ERROR(boolean(j, "return_token_ids", r.return_token_ids));
+  if (j.contains("stream_options") && !j["stream_options"].is_null()) {
+    if (!j["stream_options"].is_object()) {
+      return fail(e, 400, "stream_options", "'stream_options' must be an object");
+    }
+    KVFLEET_RETURN_IF_ERROR(boolean(j["stream_options"], "include_usage", r.include_usage));
+  }
+  if (j.contains("n") && !j["n"].is_null() && !(j["n"].is_number_integer() && j["n"].get<std::int64_t>() == 1)) {
+    return fail(e, 400, "n", "only n = 1 is supported");
+  }
+  if (j.contains("stop") && !j["stop"].is_null()) {
+    const json& s = j["stop"];
+    if (s.is_string()) {
+      r.stop.push_back(s.get<std::string>());
+    } else if (s.is_array() && std::all_of(s.begin(), s.end(), [](const json& x) { return x.is_string(); })) {
+      for (const json& x : s) r.stop.push_back(x.get<std::string>());
+    } else {
+      return fail(e, 400, "stop", "'stop' must be a string or an array of strings");
+    }
+    r.stop.erase(std::remove(r.stop.begin(), r.stop.end(), std::string()), r.stop.end());
+  }
+  if (j.contains("stop_token_ids") && !j["stop_token_ids"].is_null()) {
+    const json& s = j["stop_token_ids"];
+    if (!s.is_array() || !std::all_of(s.begin(), s.end(), is_int)) {
+      return fail(e, 400, "stop_token_ids", "'stop_token_ids' must be an array of integers");
+    }
+    for (const json& x : s) r.stop_token_ids.push_back(x.get<std::int32_t>());
+  }
+  return r;
+}
+
+std::string Utf8Decoder::feed(std::string_view bytes) {
+  std::string out;
+  pending_.append(bytes);
+  size_t i = 0;
+  const std::string& p = pending_;
+  while (i < p.size()) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || (len == 2 && c < 0xC2) || (len == 4 && c > 0xF4)) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+      continue;
+    }
+    if (i + len > p.size()) {
+      // Possibly incomplete: keep it if the bytes so far are continuations.
+      bool ok = true;
+      for (size_t k = i + 1; k < p.size(); ++k) ok &= (static_cast<unsigned char>(p[k]) & 0xC0) == 0x80;
+      if (ok) break;
+      out += "\xEF\xBF\xBD";
+      ++i;
+      continue;
+    }
+    bool ok = true;
+    for (size_t k = 1; k < len; ++k) ok &= (static_cast<unsigned char>(p[i + k]) & 0xC0) == 0x80;
+    if (ok && len == 3) {
+      const auto c1 = static_cast<unsigned char>(p[i + 1]);
+      ok = !(c == 0xE0 && c1 < 0xA0) && !(c == 0xED && c1 >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && len == 4) {
+      const auto c1 = static_cast<unsigned char>(p[i + 1]);
+      ok = !(c == 0xF0 && c1 < 0x90) && !(c == 0xF4 && c1 >= 0x90);
+    }
+    if (!ok) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+      continue;
+    }
+    out.append(p, i, len);
+    i += len;
+  }
+  pending_.erase(0, i);
+  return out;
+}
+
+std::string Utf8Decoder::flush() {
+  std::string out = pending_.empty() ? "" : "\xEF\xBF\xBD";
+  pending_.clear();
+  return out;
+}
+
+std::string OutputText::append(std::int32_t token) {
+  if (stopped_) return {};
+  text_ += utf8_.feed(tok_.decode_token(token));
+  return take(false);
+}
+
+std::string OutputText::finish() {
+  if (stopped_) return {};
+  text_ += utf8_.flush();
+  return take(true);
+}
+
+std::string OutputText::take(bool final) {
+  // A stop string may start in the already-sent tail; search from there.
+  const std::size_t tail = std::min(sent_.size(), hold_);
+  const std::string window = sent_.substr(sent_.size() - tail) + text_;
+  std::size_t best = std::string::npos;
+  for (const std::string& s : stop_) best = std::min(best, window.find(s));
+  if (best != std::string::npos) {
+    stopped_ = true;
+    // Sent text never contains a whole stop string, so the match ends inside text_.
+    const std::size_t keep = best >= tail ? best - tail : 0;
+    std::string out = text_.substr(0, keep);
+    sent_ += out;
+    text_.clear();
+    return out;
+  }
+  std::size_t n = text_.size();
+  if (!final && hold_ > 0) {
+    n = text_.size() > hold_ ? text_.size() - hold_ : 0;
+    while (n > 0 && (static_cast<unsigned char>(text_[n]) & 0xC0) == 0x80) --n;  // char boundary
+  }
+  std::string out = text_.substr(0, n);
+  text_.erase(0, n);
+  sent_ += out;
+  return out;
+}
+
+json usage_json(const Usage& u) {
+  json j;
+  j["prompt_tokens"] = u.prompt_tokens;
+  j["completion_tokens"] = u.completion_tokens;
+  j["total_tokens"] = u.prompt_tokens + u.completion_tokens;
+  return j;
+}
+
+json completion_response(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                         const std::string& text, const std::string& finish_reason,
+                         const std::vector<std::int32_t>& tokens, const Usage& usage) {
+  json choice;
+  choice["index"] = 0;
+  if (r.chat) {
+    json msg;
+    msg["role"] = "assistant";
+    msg["content"] = text;
+    choice["message"] = msg;
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finish_reason;
+  if (r.return_token_ids) choice["token_ids"] = tokens;
+  json j;
+  j["id"] = id;
+  j["object"] = r.chat ? "chat.completion" : "text_completion";
+  j["created"] = created;
+  j["model"] = r.model;
+  j["choices"] = json::array({choice});
+  j["usage"] = usage_json(usage);
+  return j;
+}
+
+json stream_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                  const std::string& text, const std::string& finish_reason,
+                  const std::vector<std::int32_t>& tokens, bool first) {
+  json choice;
+  choice["index"] = 0;
+  if (r.chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
+  if (r.return_token_ids) choice["token_ids"] = tokens;
+  json j;
+  j["id"] = id;
+  j["object"] = r.chat ? "chat.completion.chunk" : "text_completion";
+  j["created"] = created;
+  j["model"] = r.model;
+  j["choices"] = json::array({choice});
+  if (r.include_usage) j["usage"] = nullptr;
+  return j;
+}
+
+json usage_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
+                 const Usage& usage) {
+  json j;
+  j["id"] = id;
+  j["object"] = r.chat ? "chat.completion.chunk" : "text_completion";
+  j["created"] = created;
+  j["model"] = r.model;
+  j["choices"] = json::array();
+  j["usage"] = usage_json(usage);
+  return j;
+}
+
+}  // namespace kvfleet::coordinator

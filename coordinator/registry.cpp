@@ -1,0 +1,59 @@
+#include "coordinator/registry.h"
+
+#include <set>
+
+namespace kvfleet::coordinator {
+
+Status Registry::add(WorkerInfo info, double now) {
+  if (info.id.empty()) return invalid_argument("worker_id is empty");
+  if (info.role != "prefill" && info.role != "decode" && info.role != "both") {
+    return invalid_argument("role must be prefill, decode or both, not '" + info.role + "'");
+  }
+  if (info.model.empty() || info.url.empty()) return invalid_argument("model and url are required");
+  if (info.block_tokens < 1 || info.kv_blocks < 1 || info.block_bytes < 1) {
+    return invalid_argument("kv_blocks, block_tokens and block_bytes must be >= 1");
+  }
+  info.lease_expiry = now + lease_seconds_;
+  info.registered_at = now;
+  info.assigned = 0;
+  info.suspect = false;
+  workers_[info.id] = std::move(info);
+  return Status();
+}
+
+bool Registry::heartbeat(const std::string& id, WorkerLoad load, double now) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return false;
+  it->second.load = std::move(load);
+  it->second.lease_expiry = now + lease_seconds_;
+  it->second.suspect = false;
+  return true;
+}
+
+bool Registry::remove(const std::string& id) { return workers_.erase(id) != 0; }
+
+std::vector<std::string> Registry::expire(double now) {
+  std::vector<std::string> gone;
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (it->second.lease_expiry <= now) {
+      gone.push_back(it->first);
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return gone;
+}
+
+WorkerInfo* Registry::find(const std::string& id) {
+  auto it = workers_.find(id);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> Registry::models() const {
+  std::set<std::string> m;
+  for (const auto& [id, w] : workers_) m.insert(w.model);
+  return {m.begin(), m.end()};
+}
+
+}  // namespace kvfleet::coordinator

@@ -1,0 +1,55 @@
+#pragma once
+// The coordinator's view of its workers: who they are (registration), how loaded they are
+// (heartbeats), and until when they are trusted (leases). Pure state with an injected clock:
+// no I/O, no threads (the coordinator's event loop owns it).
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "common/status.h"
+
+namespace kvfleet::coordinator {
+
+struct WorkerLoad {
+  std::int64_t running = 0, waiting = 0, swapped = 0;
+  std::int64_t free_blocks = 0, total_blocks = 0, host_free_blocks = 0, held_blocks = 0;
+  std::unordered_set<std::uint64_t> prefix_hashes;  // full blocks in its device prefix cache
+};
+
+struct WorkerInfo {
+  std::string id, url, role, model, transfer;
+  std::int64_t max_model_len = 0, vocab_size = 0, kv_blocks = 0, block_tokens = 16;
+  std::int64_t block_bytes = 0;
+  std::int64_t bos_token_id = -1, eos_token_id = -1;
+  std::uint64_t prefix_hash_salt = 0;
+  WorkerLoad load;
+  double lease_expiry = 0;     // clock seconds
+  double registered_at = 0;
+  std::int64_t assigned = 0;   // requests this coordinator has in flight on it
+  bool suspect = false;        // a call failed; skipped until its next heartbeat
+};
+
+class Registry {
+ public:
+  explicit Registry(double lease_seconds) : lease_seconds_(lease_seconds) {}
+  // Adds or replaces a worker (a restarted worker re-registers under its id).
+  Status add(WorkerInfo info, double now);
+  // Renews a lease and records load; false when the id is unknown (the worker re-registers).
+  bool heartbeat(const std::string& id, WorkerLoad load, double now);
+  bool remove(const std::string& id);
+  // Removes workers whose lease ran out; returns their ids.
+  std::vector<std::string> expire(double now);
+  WorkerInfo* find(const std::string& id);
+  const std::map<std::string, WorkerInfo>& workers() const { return workers_; }
+  std::vector<std::string> models() const;
+  double lease_seconds() const { return lease_seconds_; }
+
+ private:
+  double lease_seconds_;
+  std::map<std::string, WorkerInfo> workers_;
+};
+
+}  // namespace kvfleet::coordinator

@@ -1,0 +1,37 @@
+#pragma once
+// The coordinator process (`kvfleet serve`): the OpenAI front door, the worker registry with
+// leases, routing and admission, disaggregated and colocated request flows, re-runs after
+// worker failures, and the request-level metrics.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace kvfleet::coordinator {
+
+struct CoordinatorConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8000;  // 0: any free port
+  std::string mode = "auto";  // disaggregated | colocated | auto
+  double lease_seconds = 3;   // a worker silent this long is dropped
+  std::int64_t max_inflight = 256;   // requests being served; beyond: 429
+  std::size_t max_body_bytes = 4 << 20;  // larger bodies: 413
+  int max_attempts = 3;       // runs of one request across worker failures
+  double drain_seconds = 30;  // SIGTERM: time for in-flight requests
+  std::int64_t auto_local_prefill_tokens = 256;
+  std::string name = "coordinator";
+};
+
+class Coordinator {
+ public:
+  static Result<std::unique_ptr<Coordinator>> create(const CoordinatorConfig& config);
+  virtual ~Coordinator() = default;
+  virtual std::uint16_t port() const = 0;
+  virtual std::string url() const = 0;
+  virtual void run() = 0;   // until stop() or SIGINT/SIGTERM
+  virtual void stop() = 0;  // graceful: stop accepting, drain, return from run()
+};
+
+}  // namespace kvfleet::coordinator

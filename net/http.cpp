@@ -1,0 +1,498 @@
+#include "net/http.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+#include <atomic>
+#include <strings.h>
+
+#include "common/log.h"
+
+namespace kvfleet::net {
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+auto with_ec(error_code& ec) { return asio::redirect_error(asio::use_awaitable, ec); }
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+template <typename Fields>
+std::vector<Header> copy_headers(const Fields& fields) {
+  std::vector<Header> out;
+  for (const auto& f : fields) {
+    out.push_back({std::string(f.name_string()), std::string(f.value())});
+  }
+  return out;
+}
+
+std::chrono::steady_clock::duration to_duration(Seconds s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(s);
+}
+
+}  // namespace
+
+std::string_view HttpRequest::header(std::string_view name) const {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
+std::string_view HttpResponse::header(std::string_view name) const {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
+std::string_view error_type_for(int status) {
+  switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 405: return "method_not_allowed";
+    case 408: return "timeout_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+std::string error_body(int status, std::string_view message, std::string_view type) {
+  nlohmann::json j;
+  j["error"] = {{"message", std::string(message)},
+                {"type", std::string(type.empty() ? error_type_for(status) : type)},
+                {"param", nullptr},
+                {"code", status}};
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// One accepted connection: reads requests and hands them to the handler, keep-alive aware.
+class Connection {
+ public:
+  Connection(tcp::socket socket, const ServerConfig& config)
+      : stream_(std::move(socket)), config_(config) {}
+
+  Task<void> run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count, bool overloaded);
+
+  Task<bool> write_whole(http::response<http::string_body> res) {
+    stream_.expires_after(to_duration(config_.write_timeout));
+    error_code ec;
+    co_await http::async_write(stream_, res, with_ec(ec));
+    co_return !ec;
+  }
+  Task<bool> write_header(http::response<http::empty_body> res) {
+    http::response_serializer<http::empty_body> sr(res);
+    stream_.expires_after(to_duration(config_.write_timeout));
+    error_code ec;
+    co_await http::async_write_header(stream_, sr, with_ec(ec));
+    co_return !ec;
+  }
+  template <typename Buffers>
+  Task<bool> write_raw(Buffers b) {
+    stream_.expires_after(to_duration(config_.write_timeout));
+    error_code ec;
+    co_await asio::async_write(stream_, b, with_ec(ec));
+    co_return !ec;
+  }
+
+  bool keep_alive = false;
+
+ private:
+  beast::tcp_stream stream_;
+  const ServerConfig& config_;
+};
+
+namespace {
+
+template <typename Message>
+void set_common(Message& h, int status, std::string_view content_type,
+                const std::vector<Header>& extra, bool keep_alive) {
+  h.result(static_cast<http::status>(status));
+  h.version(11);
+  h.set(http::field::server, "kvfleet");
+  h.set(http::field::content_type, std::string(content_type));
+  for (const Header& x : extra) h.set(x.name, x.value);
+  h.keep_alive(keep_alive);
+}
+
+}  // namespace
+
+Task<void> ResponseWriter::send_impl(int status, std::string body, std::string content_type,
+                                     std::vector<Header> extra) {
+  if (started_ || gone_) co_return;
+  started_ = done_ = true;
+  http::response<http::string_body> res;
+  set_common(res, status, content_type, extra, conn_.keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  if (!co_await conn_.write_whole(std::move(res))) gone_ = true;
+}
+
+Task<bool> ResponseWriter::start_stream_impl(int status, std::string content_type,
+                                             std::vector<Header> extra) {
+  if (started_ || gone_) co_return false;
+  started_ = streaming_ = true;
+  http::response<http::empty_body> res;
+  set_common(res, status, content_type, extra, conn_.keep_alive);
+  res.set(http::field::cache_control, "no-cache");
+  res.chunked(true);
+  if (!co_await conn_.write_header(std::move(res))) gone_ = true;
+  co_return !gone_;
+}
+
+Task<bool> ResponseWriter::write_impl(std::string data) {
+  if (!streaming_ || done_ || gone_) co_return false;
+  if (data.empty()) co_return true;
+  auto chunk = http::make_chunk(asio::buffer(data.data(), data.size()));
+  const bool ok = co_await conn_.write_raw(chunk);
+  if (!ok) gone_ = true;
+  co_return !gone_;
+}
+
+Task<bool> ResponseWriter::finish() {
+  if (!streaming_ || done_ || gone_) co_return false;
+  done_ = true;
+  auto last = http::make_chunk_last();
+  const bool ok = co_await conn_.write_raw(last);
+  if (!ok) gone_ = true;
+  co_return !gone_;
+}
+
+Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count,
+                           bool overloaded) {
+  struct Counted {
+    std::shared_ptr<std::atomic<std::size_t>> c;
+    ~Counted() { c->fetch_sub(1); }
+  } counted{count};
+  beast::flat_buffer buffer;
+  std::string peer;
+  {
+    error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+  bool first = true;
+  while (true) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(config_.body_limit);
+    parser.header_limit(64 * 1024);
+    stream_.expires_after(to_duration(first ? config_.read_timeout : config_.idle_timeout));
+    error_code ec;
+    co_await http::async_read_header(stream_, buffer, parser, with_ec(ec));
+    if (!ec && !parser.is_done()) {
+      stream_.expires_after(to_duration(config_.read_timeout));
+      co_await http::async_read(stream_, buffer, parser, with_ec(ec));
+    }
+    first = false;
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == beast::error::timeout) {
+      break;  // the client closed, or sent nothing in time
+    }
+    ResponseWriter writer(*this);
+    if (ec) {
+      keep_alive = false;
+      if (ec == http::error::body_limit) {
+        co_await writer.send_error(413, "request body exceeds the limit of " +
+                                            std::to_string(config_.body_limit) + " bytes");
+      } else {
+        co_await writer.send_error(400, "malformed HTTP request: " + ec.message());
+      }
+      break;
+    }
+    auto msg = parser.release();
+    keep_alive = msg.keep_alive();
+    if (overloaded) {
+      keep_alive = false;
+      std::vector<Header> retry;
+      retry.push_back(Header{std::string("Retry-After"), std::string("1")});
+      co_await writer.send_error(503, "too many open connections", std::move(retry));
+      break;
+    }
+    HttpRequest req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    req.path = req.target.substr(0, req.target.find('?'));
+    req.body = std::move(msg.body());
+    req.headers = copy_headers(msg);
+    req.peer = peer;
+    std::string failure;
+    try {
+      co_await handler(req, writer);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (!failure.empty()) {
+      KVFLEET_LOG(kError) << config_.name << ": handler of " << req.method << " " << req.path
+                          << " failed: " << failure;
+      if (!writer.started()) {
+        co_await writer.send_error(500, "internal error: " + failure);
+      } else {
+        keep_alive = false;
+      }
+    }
+    if (!writer.started()) co_await writer.send_error(500, "the handler sent no response");
+    if (writer.started() && !writer.done()) {
+      keep_alive = false;  // an unfinished stream: only closing tells the client
+    }
+    if (!keep_alive || writer.client_gone()) break;
+  }
+  error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.close();
+}
+
+namespace {
+
+class ServerImpl : public HttpServer, public std::enable_shared_from_this<ServerImpl> {
+ public:
+  ServerImpl(asio::io_context& io, const ServerConfig& config, Handler handler)
+      : io_(io), config_(config), handler_(std::move(handler)), acceptor_(io) {}
+
+  Status bind() {
+    error_code ec;
+    auto addr = asio::ip::make_address(config_.host, ec);
+    if (ec) return invalid_argument("bad listen address '" + config_.host + "': " + ec.message());
+    tcp::endpoint ep(addr, config_.port);
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Status(StatusCode::kUnavailable, config_.name + ": cannot listen on " + config_.host +
+                                                  ":" + std::to_string(config_.port) + ": " +
+                                                  ec.message());
+    }
+    port_ = acceptor_.local_endpoint().port();
+    return Status();
+  }
+
+  void begin() {
+    asio::co_spawn(io_, accept_loop(shared_from_this()), asio::detached);
+  }
+
+  std::uint16_t port() const override { return port_; }
+  void stop() override {
+    asio::post(io_, [self = shared_from_this()] {
+      error_code ignored;
+      self->acceptor_.close(ignored);
+    });
+  }
+  std::size_t connections() const override { return count_->load(); }
+
+ private:
+  static Task<void> accept_loop(std::shared_ptr<ServerImpl> self) {
+    while (self->acceptor_.is_open()) {
+      error_code ec;
+      tcp::socket socket = co_await self->acceptor_.async_accept(with_ec(ec));
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) break;
+        KVFLEET_LOG(kWarning) << self->config_.name << ": accept failed: " << ec.message();
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true), ec);
+      const bool overloaded = self->count_->fetch_add(1) >= self->config_.max_connections;
+      auto conn = std::make_shared<Connection>(std::move(socket), self->config_);
+      asio::co_spawn(
+          self->io_,
+          [conn, self, overloaded]() -> Task<void> {
+            co_await conn->run(self->handler_, self->count_, overloaded);
+          },
+          asio::detached);
+    }
+  }
+
+  asio::io_context& io_;
+  ServerConfig config_;
+  Handler handler_;
+  tcp::acceptor acceptor_;
+  std::uint16_t port_ = 0;
+  std::shared_ptr<std::atomic<std::size_t>> count_ = std::make_shared<std::atomic<std::size_t>>(0);
+};
+
+}  // namespace
+
+Result<std::shared_ptr<HttpServer>> HttpServer::start(asio::io_context& io,
+                                                      const ServerConfig& config, Handler handler) {
+  auto s = std::make_shared<ServerImpl>(io, config, std::move(handler));
+  KVFLEET_RETURN_IF_ERROR(s->bind());
+  s->begin();
+  return std::shared_ptr<HttpServer>(s);
+}
+
+Result<Endpoint> parse_url(std::string_view url) {
+  std::string_view rest = url;
+  if (rest.starts_with("http://")) rest.remove_prefix(7);
+  if (rest.starts_with("https://")) return invalid_argument("https is not supported: " + std::string(url));
+  rest = rest.substr(0, rest.find('/'));
+  const auto colon = rest.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= rest.size()) {
+    return invalid_argument("expected http://HOST:PORT, got '" + std::string(url) + "'");
+  }
+  Endpoint e;
+  e.host = std::string(rest.substr(0, colon));
+  if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']') {
+    e.host = e.host.substr(1, e.host.size() - 2);
+  }
+  int port = 0;
+  for (char c : rest.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535) {
+      return invalid_argument("bad port in '" + std::string(url) + "'");
+    }
+    port = port * 10 + (c - '0');
+  }
+  if (port < 1 || port > 65535) return invalid_argument("bad port in '" + std::string(url) + "'");
+  e.port = static_cast<std::uint16_t>(port);
+  return e;
+}
+
+namespace {
+
+Status transport_error(const Endpoint& to, std::string_view what, const error_code& ec) {
+  const auto code = ec == beast::error::timeout ? StatusCode::kDeadlineExceeded
+                                                : StatusCode::kUnavailable;
+  return Status(code, std::string(what) + " " + to.to_string() + ": " + ec.message());
+}
+
+Task<Result<std::unique_ptr<beast::tcp_stream>>> open(const Endpoint& to, const ClientOptions& o) {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  error_code ec;
+  auto results = co_await resolver.async_resolve(to.host, std::to_string(to.port), with_ec(ec));
+  if (ec) co_return transport_error(to, "cannot resolve", ec);
+  auto stream = std::make_unique<beast::tcp_stream>(ex);
+  stream->expires_after(to_duration(o.connect_timeout));
+  co_await stream->async_connect(results, with_ec(ec));
+  if (ec) co_return transport_error(to, "cannot connect to", ec);
+  stream->socket().set_option(tcp::no_delay(true), ec);
+  co_return std::move(stream);
+}
+
+http::request<http::string_body> make_request(const Endpoint& to, const std::string& method,
+                                              const std::string& target, std::string body,
+                                              const std::vector<Header>& headers) {
+  http::request<http::string_body> req;
+  req.method_string(method);
+  req.target(target);
+  req.version(11);
+  req.set(http::field::host, to.to_string());
+  req.set(http::field::user_agent, "kvfleet");
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  for (const Header& h : headers) req.set(h.name, h.value);
+  req.keep_alive(false);
+  req.body() = std::move(body);
+  req.prepare_payload();
+  return req;
+}
+
+}  // namespace
+
+Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::string target,
+                                          std::string body, ClientOptions options,
+                                          std::vector<Header> headers) {
+  auto opened = co_await open(to, options);
+  if (!opened.is_ok()) co_return opened.status();
+  auto stream = std::move(opened).value();
+  auto req = make_request(to, method, target, std::move(body), headers);
+  error_code ec;
+  stream->expires_after(to_duration(options.timeout));
+  co_await http::async_write(*stream, req, with_ec(ec));
+  if (ec) co_return transport_error(to, "cannot send to", ec);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  co_await http::async_read(*stream, buffer, parser, with_ec(ec));
+  if (ec) co_return transport_error(to, "no complete response from", ec);
+  auto res = parser.release();
+  HttpResponse out;
+  out.status = static_cast<int>(res.result_int());
+  out.body = std::move(res.body());
+  out.headers = copy_headers(res);
+  stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+  co_return out;
+}
+
+Task<Result<int>> http_stream_lines_impl(Endpoint to, std::string method, std::string target,
+                                         std::string body, LineHandler on_line,
+                                         ClientOptions options) {
+  auto opened = co_await open(to, options);
+  if (!opened.is_ok()) co_return opened.status();
+  auto stream = std::move(opened).value();
+  auto req = make_request(to, method, target, std::move(body), {});
+  error_code ec;
+  stream->expires_after(to_duration(options.timeout));
+  co_await http::async_write(*stream, req, with_ec(ec));
+  if (ec) co_return transport_error(to, "cannot send to", ec);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  stream->expires_after(to_duration(options.timeout));
+  co_await http::async_read_header(*stream, buffer, parser, with_ec(ec));
+  if (ec) co_return transport_error(to, "no response header from", ec);
+  const int status = static_cast<int>(parser.get().result_int());
+  std::size_t consumed = 0;
+  bool stopped = false;
+  while (!stopped) {
+    const bool done = parser.is_done();
+    if (!done) {
+      stream->expires_after(to_duration(options.timeout));
+      co_await http::async_read_some(*stream, buffer, parser, with_ec(ec));
+      if (ec && ec != http::error::need_buffer) co_return transport_error(to, "stream broke from", ec);
+    }
+    const std::string& b = parser.get().body();
+    if (status >= 200 && status < 300) {
+      std::size_t nl;
+      while (!stopped && (nl = b.find('\n', consumed)) != std::string::npos) {
+        std::string line = b.substr(consumed, nl - consumed);
+        consumed = nl + 1;
+        if (!co_await on_line(line)) stopped = true;
+      }
+    }
+    if (parser.is_done() && !stopped) {
+      if (consumed < b.size()) {
+        std::string rest = b.substr(consumed);
+        consumed = b.size();
+        co_await on_line(rest);
+      }
+      break;
+    }
+  }
+  stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream->close();
+  co_return status;
+}
+
+Result<HttpResponse> http_call_sync(const Endpoint& to, const std::string& method,
+                                    const std::string& target, const std::string& body,
+                                    ClientOptions options, std::vector<Header> headers) {
+  asio::io_context io;
+  std::optional<Result<HttpResponse>> out;
+  asio::co_spawn(
+      io,
+      [&]() -> Task<void> {
+        out = co_await http_call(to, method, target, body, options, headers);
+      },
+      asio::detached);
+  io.run();
+  if (!out) return Status(StatusCode::kInternal, "http call did not complete");
+  return std::move(*out);
+}
+
+Task<void> sleep_for(Seconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(to_duration(d));
+  error_code ec;
+  co_await t.async_wait(with_ec(ec));
+}
+
+}  // namespace kvfleet::net

@@ -1,0 +1,762 @@
+#include "worker/server.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+#include <atomic>
+#include <map>
+#include <set>
+#include <unistd.h>
+
+#include "common/dtype.h"
+#include "common/log.h"
+#include "common/model_spec.h"
+#include "monitoring/metrics.h"
+#include "net/http.h"
+#include "transfer/transfer.h"
+#include "worker/backend.h"
+#include "worker/cpu_backend.h"
+#include "worker/engine.h"
+
+namespace kvfleet::worker {
+namespace {
+
+using nlohmann::json;
+using net::Task;
+namespace asio = boost::asio;
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Reads optional typed fields of a JSON object, remembering the first type error.
+class Fields {
+ public:
+  explicit Fields(const json& j) : j_(j) {}
+  template <typename T>
+  T get(const char* name, T fallback) {
+    if (!j_.contains(name) || j_[name].is_null()) return fallback;
+    const json& v = j_[name];
+    bool ok = false;
+    if constexpr (std::is_same_v<T, bool>) {
+      ok = v.is_boolean();
+    } else if constexpr (std::is_integral_v<T>) {
+      ok = v.is_number_integer();
+    } else if constexpr (std::is_floating_point_v<T>) {
+      ok = v.is_number();
+    } else {
+      ok = v.is_string();
+    }
+    if (!ok) {
+      if (error.empty()) error = std::string("field '") + name + "' has the wrong type";
+      return fallback;
+    }
+    return v.get<T>();
+  }
+  std::vector<std::int32_t> tokens(const char* name) {
+    std::vector<std::int32_t> out;
+    if (!j_.contains(name) || !j_[name].is_array()) {
+      if (error.empty()) error = std::string("field '") + name + "' must be an array of token ids";
+      return out;
+    }
+    for (const json& t : j_[name]) {
+      if (!t.is_number_integer()) {
+        if (error.empty()) error = std::string("field '") + name + "' must hold integers";
+        return {};
+      }
+      out.push_back(t.get<std::int32_t>());
+    }
+    return out;
+  }
+  std::string error;
+
+ private:
+  const json& j_;
+};
+
+SamplingParams parse_params(const json& j, std::string& error) {
+  SamplingParams p;
+  if (!j.is_object()) return p;
+  Fields f(j);
+  p.max_tokens = f.get<std::int64_t>("max_tokens", p.max_tokens);
+  p.min_tokens = f.get<std::int64_t>("min_tokens", 0);
+  p.temperature = f.get<double>("temperature", 0.0);
+  p.top_p = f.get<double>("top_p", 1.0);
+  p.top_k = f.get<std::int64_t>("top_k", 0);
+  p.seed = f.get<std::uint64_t>("seed", 0);
+  p.ignore_eos = f.get<bool>("ignore_eos", false);
+  if (j.contains("stop_token_ids")) p.stop_token_ids = f.tokens("stop_token_ids");
+  if (error.empty()) error = f.error;
+  return p;
+}
+
+json timings_json(const RequestTimings& t) {
+  json j;
+  j["queue_seconds"] = t.queue_seconds;
+  j["prefill_seconds"] = t.prefill_seconds;
+  j["time_to_first_token"] = t.time_to_first_token;
+  double itl = 0;
+  for (double x : t.inter_token_seconds) itl += x;
+  j["inter_token_seconds_sum"] = itl;
+  j["prompt_tokens"] = t.prompt_tokens;
+  j["generated_tokens"] = t.generated_tokens;
+  j["prefix_hit_tokens"] = t.prefix_hit_tokens + t.host_prefix_hit_tokens;
+  j["swap_out_count"] = t.swap_out_count;
+  j["swap_in_count"] = t.swap_in_count;
+  j["swap_out_seconds"] = t.swap_out_seconds;
+  j["swap_in_seconds"] = t.swap_in_seconds;
+  j["recompute_preemptions"] = t.recompute_preemptions;
+  return j;
+}
+
+struct Event {
+  bool finished = false;
+  std::int32_t token = 0;
+  RequestOutput output;
+};
+
+struct KvSource {
+  std::string agent, address, region, lease, worker_url;
+  std::vector<std::int32_t> blocks;
+  std::uint64_t block_bytes = 0;
+  std::int64_t tokens = 0;
+};
+
+struct ImportResult {
+  double seconds = 0;
+  std::uint64_t bytes = 0;
+  std::int64_t operations = 0;
+};
+
+class Server final : public WorkerServer {
+ public:
+  Server(const WorkerConfig& config, ModelSpec spec, std::unique_ptr<Engine> engine,
+         std::unique_ptr<transfer::Agent> agent, transfer::Region region, std::string id)
+      : cfg_(config),
+        spec_(std::move(spec)),
+        engine_(std::move(engine)),
+        agent_(std::move(agent)),
+        region_(region),
+        id_(std::move(id)),
+        metrics_(monitoring::ProcessLabels{config.role, id_, spec_.name}) {}
+
+  ~Server() override {
+    pool_.join();
+    engine_->stop();
+  }
+
+  Status start(EngineConfig* engine_config) {
+    (void)engine_config;
+    net::ServerConfig sc;
+    sc.host = cfg_.host;
+    sc.port = cfg_.port;
+    sc.name = "worker " + id_;
+    sc.read_timeout = net::Seconds(60);
+    sc.write_timeout = net::Seconds(60);
+    KVFLEET_ASSIGN_OR_RETURN(
+        http_, net::HttpServer::start(io_, sc, [this](const net::HttpRequest& r,
+                                                      net::ResponseWriter& w) -> Task<void> {
+          co_await handle(r, w);
+        }));
+    const std::string host = cfg_.advertise_host.empty() ? cfg_.host : cfg_.advertise_host;
+    url_ = "http://" + host + ":" + std::to_string(http_->port());
+    KVFLEET_ASSIGN_OR_RETURN(auto desc, agent_->describe(region_.id));
+    region_desc_ = desc.serialize();
+    KVFLEET_ASSIGN_OR_RETURN(agent_address_, agent_->address());
+    return Status();
+  }
+
+  std::uint16_t port() const override { return http_->port(); }
+  std::string url() const override { return url_; }
+  const std::string& id() const override { return id_; }
+
+  void run() override {
+    asio::signal_set signals(io_, SIGINT, SIGTERM);
+    signals.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (!ec) {
+        KVFLEET_LOG(kInfo) << "worker " << id_ << ": signal " << sig << ", draining";
+        begin_stop();
+      }
+    });
+    if (!cfg_.coordinator.empty()) {
+      asio::co_spawn(io_, heartbeat_loop(), asio::detached);
+    }
+    KVFLEET_LOG(kInfo) << "worker " << id_ << " (" << cfg_.role << ", " << spec_.name
+                       << ") serving at " << url_;
+    io_.run();
+  }
+
+  void stop() override {
+    asio::post(io_, [this] { begin_stop(); });
+  }
+
+ private:
+  void begin_stop() {
+    if (stopping_.exchange(true)) return;
+    http_->stop();
+    asio::co_spawn(io_, drain(), asio::detached);
+  }
+
+  Task<void> drain() {
+    if (!cfg_.coordinator.empty() && registered_) {
+      json j;
+      j["worker_id"] = id_;
+      auto coord = net::parse_url(cfg_.coordinator);
+      if (coord.is_ok()) {
+        net::ClientOptions o;
+        o.timeout = net::Seconds(2);
+        co_await net::http_call(*coord, "POST", "/internal/deregister", dump(j), o);
+      }
+    }
+    const auto ms = static_cast<std::int64_t>(cfg_.drain_seconds * 1000);
+    auto wait = [this, ms] { return engine_->wait_idle(std::chrono::milliseconds(ms)); };
+    co_await net::run_blocking(pool_, std::move(wait));
+    // Let streams write their last lines before the loop stops.
+    for (int i = 0; i < 100 && active_streams_ > 0; ++i) co_await net::sleep_for(net::Seconds(0.02));
+    io_.stop();
+  }
+
+  // --- coordinator registration --------------------------------------------------------------
+
+  json registration() const {
+    const auto& layout = engine_->backend().kv_layout();
+    json j;
+    j["worker_id"] = id_;
+    j["url"] = url_;
+    j["role"] = cfg_.role;
+    j["model"] = spec_.name;
+    j["max_model_len"] = engine_->max_model_len();
+    j["vocab_size"] = spec_.vocab_size;
+    if (spec_.bos_token_id) j["bos_token_id"] = *spec_.bos_token_id;
+    if (spec_.eos_token_id) j["eos_token_id"] = *spec_.eos_token_id;
+    j["kv_blocks"] = engine_->backend().num_blocks();
+    j["block_tokens"] = layout.block_tokens;
+    j["block_bytes"] = layout.block_bytes();
+    j["transfer"] = std::string(agent_->backend());
+    j["prefix_hash_salt"] = engine_->stats().prefix_hash_salt;
+    j["pid"] = static_cast<std::int64_t>(::getpid());
+    return j;
+  }
+
+  json load() const {
+    const EngineStats s = engine_->stats();
+    json j;
+    j["worker_id"] = id_;
+    j["running"] = s.running;
+    j["waiting"] = s.waiting;
+    j["swapped"] = s.swapped;
+    j["free_blocks"] = s.device_blocks_total - s.device_blocks_used;
+    j["total_blocks"] = s.device_blocks_total;
+    j["host_free_blocks"] = s.host.free_blocks + s.host.cached_blocks;
+    j["held_blocks"] = s.held_blocks;
+    j["prefix_hashes"] = engine_->prefix_summary();
+    return j;
+  }
+
+  Task<void> heartbeat_loop() {
+    auto coord = net::parse_url(cfg_.coordinator);
+    if (!coord.is_ok()) {
+      KVFLEET_LOG(kError) << "worker " << id_ << ": " << coord.status().message();
+      co_return;
+    }
+    net::ClientOptions o;
+    o.connect_timeout = net::Seconds(2);
+    o.timeout = net::Seconds(5);
+    bool warned = false;
+    while (!stopping_) {
+      if (!registered_) {
+        auto r = co_await net::http_call(*coord, "POST", "/internal/register", dump(registration()), o);
+        if (r.is_ok() && r->status == 200) {
+          registered_ = true;
+          warned = false;
+          KVFLEET_LOG(kInfo) << "worker " << id_ << ": registered with " << cfg_.coordinator;
+        } else if (!warned) {
+          warned = true;
+          KVFLEET_LOG(kWarning) << "worker " << id_ << ": cannot register with "
+                                << cfg_.coordinator << ": "
+                                << (r.is_ok() ? r->body : r.status().message()) << " (retrying)";
+        }
+      } else {
+        auto r = co_await net::http_call(*coord, "POST", "/internal/heartbeat", dump(load()), o);
+        if (r.is_ok() && r->status == 404) registered_ = false;  // the coordinator forgot us
+      }
+      if (stopping_) break;
+      co_await net::sleep_for(net::Seconds(registered_ ? cfg_.heartbeat_seconds : 0.2));
+    }
+  }
+
+  // --- HTTP ---------------------------------------------------------------------------------
+
+  Task<void> handle(const net::HttpRequest& req, net::ResponseWriter& w) {
+    if (req.path == "/health") {
+      json j;
+      j["status"] = stopping_ ? "draining" : "ok";
+      j["worker_id"] = id_;
+      j["role"] = cfg_.role;
+      co_await w.send(stopping_ ? 503 : 200, dump(j));
+    } else if (req.path == "/metrics") {
+      update_gauges();
+      co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
+    } else if (req.path == "/info") {
+      json j = registration();
+      j["load"] = load();
+      co_await w.send(200, dump(j));
+    } else if (req.path == "/internal/generate" && req.method == "POST") {
+      co_await generate(req, w);
+    } else if (req.path == "/internal/release" && req.method == "POST") {
+      json j = json::parse(req.body, nullptr, false);
+      if (j.is_discarded() || !j.contains("lease") || !j["lease"].is_string()) {
+        co_await w.send_error(400, "expected {\"lease\": \"...\"}");
+        co_return;
+      }
+      const bool found = release_lease(j["lease"].get<std::string>());
+      json out;
+      out["released"] = found;
+      co_await w.send(200, dump(out));
+    } else {
+      co_await w.send_error(404, "no route for " + req.method + " " + req.path);
+    }
+  }
+
+  void update_gauges() {
+    const EngineStats s = engine_->stats();
+    metrics_.requests_running.Set(static_cast<double>(s.running));
+    metrics_.requests_waiting.Set(static_cast<double>(s.waiting));
+    metrics_.requests_swapped.Set(static_cast<double>(s.swapped));
+    metrics_.kv_usage_device.Set(s.device_blocks_total > 0 ? double(s.device_blocks_used) /
+                                                                 s.device_blocks_total
+                                                           : 0.0);
+    const auto host_total = s.host.capacity_blocks;
+    metrics_.kv_usage_host.Set(host_total > 0 ? double(s.host.used_blocks) / double(host_total) : 0.0);
+  }
+
+  bool release_lease(const std::string& lease) {
+    auto it = leases_.find(lease);
+    if (it == leases_.end()) return false;
+    engine_->release_held(it->second.request);
+    it->second.timer->cancel();
+    leases_.erase(it);
+    return true;
+  }
+
+  std::string add_lease(RequestId request) {
+    std::string lease = id_ + "/" + std::to_string(request);
+    auto timer = std::make_shared<asio::steady_timer>(io_);
+    timer->expires_after(std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.kv_lease_seconds * 1000)));
+    timer->async_wait([this, lease](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (leases_.count(lease) != 0) {
+        KVFLEET_LOG(kWarning) << "worker " << id_ << ": KV lease " << lease
+                              << " expired unreleased; freeing its blocks";
+        metrics_.errors("kv_lease_expired").Increment();
+        release_lease(lease);
+      }
+    });
+    leases_[lease] = Lease{request, timer};
+    return lease;
+  }
+
+  Task<void> generate(const net::HttpRequest& req, net::ResponseWriter& w) {
+    if (stopping_) {
+      co_await w.send_error(503, "worker " + id_ + " is draining");
+      co_return;
+    }
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      co_await w.send_error(400, "the body is not a JSON object");
+      co_return;
+    }
+    Fields f(body);
+    const std::string mode = f.get<std::string>("mode", "full");
+    std::vector<std::int32_t> tokens = f.tokens("tokens");
+    const std::int64_t prompt_len =
+        f.get<std::int64_t>("prompt_len", static_cast<std::int64_t>(tokens.size()));
+    std::string error = f.error;
+    SamplingParams params = parse_params(body.value("params", json::object()), error);
+    if (!error.empty()) {
+      co_await w.send_error(400, error);
+      co_return;
+    }
+    if (mode != "full" && mode != "prefill" && mode != "decode") {
+      co_await w.send_error(400, "mode must be full, prefill or decode");
+      co_return;
+    }
+    // Decode workers also run whole requests (conditional disaggregation prefills short
+    // prompts where they decode); prefill workers only prefill.
+    if ((cfg_.role == "prefill" && mode != "prefill") || (cfg_.role == "decode" && mode == "prefill")) {
+      co_await w.send_error(400, "worker " + id_ + " has role " + cfg_.role + " and does not run " +
+                                     mode + " requests");
+      co_return;
+    }
+    const EngineStats s = engine_->stats();
+    if (s.running + s.waiting >= cfg_.max_queued) {
+      metrics_.errors("overloaded").Increment();
+      co_await w.send_error(429, "worker " + id_ + " is at capacity");
+      co_return;
+    }
+
+    Request request;
+    request.params = params;
+    const std::int64_t already = static_cast<std::int64_t>(tokens.size()) - prompt_len;
+    if (prompt_len < 1 || already < 0) {
+      co_await w.send_error(400, "prompt_len must be in [1, len(tokens)]");
+      co_return;
+    }
+    if (mode == "prefill") {
+      request.hold_kv = true;
+      request.params.max_tokens = already + 1;
+      request.params.min_tokens = std::min(request.params.min_tokens, already + 1);
+    }
+    // Tokens generated before (a retry after a failure) count towards max_tokens.
+    request.prompt = tokens;
+    ImportResult imported;
+    std::optional<Reservation> reservation;
+    if (mode == "decode") {
+      auto src = parse_kv_source(body.value("kv", json()));
+      if (!src.is_ok()) {
+        co_await w.send_error(400, src.status().message());
+        co_return;
+      }
+      auto box = std::make_shared<net::Mailbox<Result<Reservation>>>(co_await asio::this_coro::executor);
+      engine_->reserve(src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); });
+      auto got = co_await box->pop(net::Seconds(30));
+      if (!got || !got->is_ok()) {
+        metrics_.errors("kv_capacity").Increment();
+        std::string why = got ? got->status().message() : std::string("KV reservation timed out");
+        std::vector<net::Header> extra = retry_after();
+        co_await w.send_error(503, std::move(why), std::move(extra));
+        co_return;
+      }
+      reservation = std::move(*got).value();
+      // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
+      auto import = [this, source = *src, res = *reservation] { return import_kv(source, res); };
+      auto result = co_await net::run_blocking(pool_, std::move(import));
+      if (!result.is_ok()) {
+        engine_->cancel_reservation(reservation->id);
+        metrics_.kv_transfer_failures.Increment();
+        metrics_.errors("kv_transfer").Increment();
+        KVFLEET_LOG(kWarning) << "worker " << id_ << ": KV import failed: " << result.status().message();
+        co_await w.send_error(502, "KV transfer from " + src->agent + " failed: " +
+                                       result.status().message());
+        co_return;
+      }
+      imported = *result;
+      metrics_.kv_transfer_seconds.Observe(imported.seconds);
+      metrics_.kv_transfer_bytes.Increment(static_cast<double>(imported.bytes));
+      metrics_.ttft_phase("kv_transfer").Observe(imported.seconds);
+      request.kv_import = KvImport{reservation->id, prompt_len, src->tokens};
+      asio::co_spawn(io_, release_remote(*src), asio::detached);
+    }
+
+    auto box = std::make_shared<net::Mailbox<Event>>(co_await asio::this_coro::executor);
+    request.on_token = [box](RequestId, std::int32_t t) {
+      Event e;
+      e.token = t;
+      box->push(std::move(e));
+    };
+    const std::string m = mode;
+    const std::int64_t before = already;
+    request.on_finish = [this, box, m, before](const RequestOutput& out) {
+      record_finish(out, m, before);
+      Event e;
+      e.finished = true;
+      e.output = out;
+      box->push(std::move(e));
+    };
+    auto id = engine_->submit(std::move(request));
+    if (!id.is_ok()) {
+      if (reservation) engine_->cancel_reservation(reservation->id);
+      metrics_.errors("invalid_request").Increment();
+      co_await w.send_error(id.status().code() == StatusCode::kFailedPrecondition ? 503 : 400,
+                            id.status().message());
+      co_return;
+    }
+    ++active_streams_;
+    struct Active {
+      std::atomic<int>& n;
+      ~Active() { --n; }
+    } active{active_streams_};
+    if (!co_await w.start_stream(200, "application/x-ndjson")) {
+      engine_->cancel(*id);
+      co_return;
+    }
+    if (mode == "decode") {
+      json t;
+      t["kv_transfer"] = {{"seconds", imported.seconds},
+                          {"bytes", imported.bytes},
+                          {"operations", imported.operations}};
+      if (!co_await w.write(dump(t) + "\n")) {
+        engine_->cancel(*id);
+        co_return;
+      }
+    }
+    while (true) {
+      auto ev = co_await box->pop(net::Seconds(600));
+      if (!ev) continue;
+      if (!ev->finished) {
+        json t;
+        t["token"] = ev->token;
+        if (!co_await w.write(dump(t) + "\n")) {
+          engine_->cancel(*id);  // the coordinator went away: free the sequence
+          co_return;
+        }
+        continue;
+      }
+      const RequestOutput& out = ev->output;
+      json fin;
+      fin["finish"] = std::string(finish_reason_name(out.finish));
+      if (!out.error.empty()) fin["error"] = out.error;
+      fin["timings"] = timings_json(out.timings);
+      fin["worker_id"] = id_;
+      if (!out.held_blocks.empty()) {
+        json kv;
+        kv["agent"] = agent_->name();
+        kv["address"] = agent_address_;
+        kv["region"] = region_desc_;
+        kv["blocks"] = out.held_blocks;
+        kv["block_bytes"] = engine_->backend().kv_layout().block_bytes();
+        kv["tokens"] = out.held_tokens;
+        kv["lease"] = add_lease(out.id);
+        kv["worker_url"] = url_;
+        fin["kv"] = kv;
+      }
+      if (!co_await w.write(dump(fin) + "\n") && !out.held_blocks.empty()) {
+        release_lease(fin["kv"]["lease"].get<std::string>());
+      }
+      co_await w.finish();
+      co_return;
+    }
+  }
+
+  static net::Seconds lease_seconds(double s) { return net::Seconds(s); }
+
+  std::vector<net::Header> retry_after() const {
+    std::vector<net::Header> h;
+    h.push_back(net::Header{std::string("Retry-After"), std::string("1")});
+    return h;
+  }
+
+  Result<KvSource> parse_kv_source(const json& j) const {
+    if (!j.is_object()) return invalid_argument("decode requests need a 'kv' object");
+    Fields f(j);
+    KvSource s;
+    s.agent = f.get<std::string>("agent", "");
+    s.address = f.get<std::string>("address", "");
+    s.region = f.get<std::string>("region", "");
+    s.lease = f.get<std::string>("lease", "");
+    s.worker_url = f.get<std::string>("worker_url", "");
+    s.block_bytes = f.get<std::uint64_t>("block_bytes", 0);
+    s.tokens = f.get<std::int64_t>("tokens", 0);
+    s.blocks = f.tokens("blocks");
+    if (!f.error.empty()) return invalid_argument("kv: " + f.error);
+    if (s.agent.empty() || s.address.empty() || s.region.empty()) {
+      return invalid_argument("kv: agent, address and region are required");
+    }
+    const auto& layout = engine_->backend().kv_layout();
+    if (s.block_bytes != layout.block_bytes()) {
+      return invalid_argument("kv: block size " + std::to_string(s.block_bytes) +
+                              " differs from this worker's " + std::to_string(layout.block_bytes()) +
+                              " (same model, block size and KV dtype are required)");
+    }
+    if (s.tokens < 1 ||
+        layout.blocks_for_tokens(s.tokens) > static_cast<std::int64_t>(s.blocks.size())) {
+      return invalid_argument("kv: the blocks do not cover the tokens");
+    }
+    return s;
+  }
+
+  // On the blocking pool: connects to the prefill worker's agent when new and reads its blocks.
+  Result<ImportResult> import_kv(const KvSource& src, const Reservation& res) {
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      auto it = peers_.find(src.agent);
+      if (it == peers_.end() || it->second != src.address) {
+        if (it != peers_.end()) (void)agent_->disconnect(src.agent);
+        KVFLEET_RETURN_IF_ERROR(agent_->connect(src.agent, src.address));
+        peers_[src.agent] = src.address;
+      }
+    }
+    KVFLEET_ASSIGN_OR_RETURN(transfer::RemoteRegion remote, transfer::RemoteRegion::parse(src.region));
+    const size_t n = res.blocks.size();
+    std::vector<std::int32_t> remote_blocks(src.blocks.begin(), src.blocks.begin() + static_cast<long>(n));
+    transfer::TransferRequest tr;
+    tr.peer = src.agent;
+    tr.op = transfer::Op::kRead;
+    tr.local_region = region_.id;
+    tr.remote = remote;
+    tr.ranges = transfer::block_ranges(res.blocks, remote_blocks, src.block_bytes);
+    auto posted = agent_->post(tr);
+    if (!posted.is_ok()) {
+      forget_peer(src.agent);
+      return posted.status();
+    }
+    const Status st = agent_->wait(*posted, std::chrono::seconds(30));
+    const transfer::TransferInfo info = agent_->poll(*posted);
+    agent_->release(*posted);
+    if (!st.is_ok()) {
+      forget_peer(src.agent);
+      return st;
+    }
+    ImportResult r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.bytes = info.bytes;
+    r.operations = info.operations;
+    return r;
+  }
+
+  void forget_peer(const std::string& agent) {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    if (peers_.erase(agent) != 0) (void)agent_->disconnect(agent);
+  }
+
+  Task<void> release_remote(KvSource src) {
+    auto to = net::parse_url(src.worker_url);
+    if (!to.is_ok() || src.lease.empty()) co_return;
+    json j;
+    j["lease"] = src.lease;
+    net::ClientOptions o;
+    o.timeout = net::Seconds(5);
+    auto r = co_await net::http_call(*to, "POST", "/internal/release", dump(j), o);
+    if (!r.is_ok()) {
+      KVFLEET_LOG(kWarning) << "worker " << id_ << ": releasing lease " << src.lease << " failed: "
+                            << r.status().message() << " (its lease timer frees it)";
+    }
+  }
+
+  // On the engine thread.
+  void record_finish(const RequestOutput& out, const std::string& mode, std::int64_t before) {
+    const RequestTimings& t = out.timings;
+    metrics_.requests(finish_reason_name(out.finish)).Increment();
+    if (out.finish == FinishReason::kError) metrics_.errors("engine").Increment();
+    const auto generated = static_cast<std::int64_t>(out.tokens.size()) - (mode == "decode" ? before + 1 : before);
+    if (generated > 0) metrics_.generation_tokens.Increment(static_cast<double>(generated));
+    if (mode != "decode") {
+      metrics_.prompt_tokens.Increment(static_cast<double>(t.prompt_tokens));
+      metrics_.prefix_cache_hit_tokens.Increment(
+          static_cast<double>(t.prefix_hit_tokens + t.host_prefix_hit_tokens));
+      if (!out.tokens.empty()) {
+        metrics_.time_to_first_token.Observe(t.time_to_first_token);
+        metrics_.prefill_seconds.Observe(t.prefill_seconds);
+        metrics_.ttft_phase("queue").Observe(t.queue_seconds);
+        metrics_.ttft_phase("prefill").Observe(t.prefill_seconds);
+      }
+    } else if (t.time_to_first_token > 0) {
+      metrics_.ttft_phase("decode_queue").Observe(t.queue_seconds);
+      metrics_.ttft_phase("first_decode_step").Observe(t.prefill_seconds);
+    }
+    double e2e = t.time_to_first_token;
+    for (double x : t.inter_token_seconds) {
+      metrics_.inter_token_latency.Observe(x);
+      e2e += x;
+    }
+    if (mode != "prefill") metrics_.e2e_latency.Observe(e2e);
+    for (std::int64_t i = 0; i < t.swap_out_count; ++i) {
+      metrics_.swap_out_seconds.Observe(t.swap_out_seconds / static_cast<double>(t.swap_out_count));
+    }
+    for (std::int64_t i = 0; i < t.swap_in_count; ++i) {
+      metrics_.swap_in_seconds.Observe(t.swap_in_seconds / static_cast<double>(t.swap_in_count));
+    }
+    metrics_.swap_out_bytes.Increment(static_cast<double>(t.swap_out_bytes));
+    metrics_.swap_in_bytes.Increment(static_cast<double>(t.swap_in_bytes));
+  }
+
+ public:
+  void on_step(const StepReport& r) {
+    if (r.decode_sequences > 0) metrics_.decode_step.Observe(r.forward_seconds);
+  }
+
+ private:
+  struct Lease {
+    RequestId request = 0;
+    std::shared_ptr<asio::steady_timer> timer;
+  };
+
+  WorkerConfig cfg_;
+  ModelSpec spec_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<transfer::Agent> agent_;
+  transfer::Region region_;
+  std::string id_;
+  monitoring::Metrics metrics_;
+  asio::io_context io_;
+  asio::thread_pool pool_{4};
+  std::shared_ptr<net::HttpServer> http_;
+  std::string url_, region_desc_, agent_address_;
+  std::map<std::string, Lease> leases_;  // io thread
+  std::mutex peers_mu_;
+  std::map<std::string, std::string> peers_;  // connected agents -> their address
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> active_streams_{0};
+  bool registered_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& config) {
+  if (config.role != "prefill" && config.role != "decode" && config.role != "both") {
+    return invalid_argument("--role must be prefill, decode or both, not '" + config.role + "'");
+  }
+  if (config.kv_blocks < 1) return invalid_argument("--kv-blocks must be >= 1");
+  if (config.block_tokens < 1 || config.block_tokens > 4096) {
+    return invalid_argument("--block-tokens must be in [1, 4096]");
+  }
+  if (!config.coordinator.empty()) {
+    KVFLEET_RETURN_IF_ERROR(net::parse_url(config.coordinator).status().with_context("--coordinator"));
+  }
+  if (!(config.heartbeat_seconds > 0) || !(config.kv_lease_seconds > 0)) {
+    return invalid_argument("heartbeat and lease times must be > 0");
+  }
+  KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
+  auto dtype = parse_dtype(config.kv_dtype);
+  if (!dtype.is_ok()) return dtype.status().with_context("--kv-dtype");
+  register_cpu_backend();
+  BackendOptions bo;
+  bo.spec = spec;
+  bo.weights_path = config.weights;
+  bo.seed = config.seed;
+  bo.num_blocks = config.kv_blocks;
+  bo.block_tokens = config.block_tokens;
+  bo.kv_dtype = *dtype;
+  KVFLEET_ASSIGN_OR_RETURN(auto backend, create_backend(config.backend, bo));
+  std::byte* kv = backend->host_addressable_kv();
+  const std::size_t kv_bytes =
+      static_cast<std::size_t>(backend->num_blocks()) * backend->kv_layout().block_bytes();
+
+  // The id names the transfer agent too, so it must be unique in the cluster.
+  std::string id = config.id;
+  if (id.empty()) {
+    id = config.role + "-" + (config.advertise_host.empty() ? config.host : config.advertise_host) +
+         "-" + std::to_string(::getpid());
+  }
+  transfer::AgentConfig ac;
+  ac.name = id;
+  KVFLEET_ASSIGN_OR_RETURN(auto agent, transfer::create_agent(config.transfer, ac));
+  if (kv == nullptr) {
+    return Status(StatusCode::kUnimplemented,
+                  "backend '" + config.backend + "' has no host-addressable KV to register");
+  }
+  KVFLEET_ASSIGN_OR_RETURN(transfer::Region region,
+                           agent->register_memory(kv, kv_bytes, transfer::MemoryKind::kHost));
+
+  Server* raw = nullptr;
+  EngineConfig ec;
+  ec.scheduler.max_batch_tokens = config.max_batch_tokens;
+  ec.scheduler.max_running = config.max_running;
+  ec.host_kv_bytes = config.host_kv_bytes;
+  ec.max_model_len = config.max_model_len;
+  ec.name = "engine";
+  auto raw_slot = std::make_shared<Server*>(nullptr);
+  ec.on_step = [raw_slot](const StepReport& r) {
+    if (*raw_slot) (*raw_slot)->on_step(r);
+  };
+  KVFLEET_ASSIGN_OR_RETURN(auto engine, Engine::create(ec, std::move(backend)));
+  auto server = std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region, id);
+  raw = server.get();
+  *raw_slot = raw;
+  KVFLEET_RETURN_IF_ERROR(server->start(&ec));
+  return std::unique_ptr<WorkerServer>(std::move(server));
+}
+
+}  // namespace kvfleet::worker

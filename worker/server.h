@@ -1,0 +1,54 @@
+#pragma once
+// The worker process: one engine, one transfer agent, an HTTP server for the coordinator's
+// internal API, /health and /metrics, and a heartbeat that keeps its lease in the
+// coordinator's registry. The internal API (JSON over HTTP, NDJSON streams) is described in
+// worker/README.md.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace kvfleet::worker {
+
+struct WorkerConfig {
+  std::string role = "both";  // prefill | decode | both
+  std::string model = "tiny";  // built-in name or config.json path
+  std::string weights;         // safetensors; empty: seeded random weights
+  std::uint64_t seed = 0;
+  std::string backend = "cpu";
+  std::string coordinator;  // URL; empty: standalone (no registration)
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;       // 0: any free port
+  std::string advertise_host;   // the host others reach this worker at; default: host
+  std::string id;               // default: ROLE-HOST-PORT
+  std::int32_t kv_blocks = 1024;
+  std::int64_t block_tokens = 16;
+  std::size_t host_kv_bytes = 0;
+  std::string kv_dtype = "fp32";
+  std::int64_t max_batch_tokens = 512;
+  std::int64_t max_running = 64;
+  std::int64_t max_model_len = 0;  // 0: the model's
+  std::int64_t max_queued = 1024;  // waiting + running beyond which requests get 429
+  std::string transfer = "ucx";    // ucx | loopback | nccl
+  double heartbeat_seconds = 0.5;
+  double kv_lease_seconds = 30;  // held prefill KV is freed when not released by then
+  double drain_seconds = 30;     // graceful stop: time given to in-flight requests
+};
+
+class WorkerServer {
+ public:
+  // Builds the engine and agent, binds the port, registers with the coordinator (when set).
+  static Result<std::unique_ptr<WorkerServer>> create(const WorkerConfig& config);
+  virtual ~WorkerServer() = default;
+  virtual std::uint16_t port() const = 0;
+  virtual std::string url() const = 0;
+  virtual const std::string& id() const = 0;
+  // Serves until stop() (from any thread, or a signal handler via request_stop()).
+  virtual void run() = 0;
+  // Graceful: stops accepting, deregisters, drains in-flight requests, then run() returns.
+  virtual void stop() = 0;
+};
+
+}  // namespace kvfleet::worker
