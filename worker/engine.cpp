@@ -300,6 +300,9 @@ void Engine::drain_inbox() {
       }
       raw->blocks = std::move(it->second);
       reserved_.erase(it);
+      sequences_.emplace(raw->id, std::move(seq));
+      scheduler_.add_running(raw);
+      continue;
     }
     sequences_.emplace(raw->id, std::move(seq));
     scheduler_.add(raw);

@@ -36,6 +36,11 @@ void Scheduler::add(Sequence* seq) {
   waiting_.push_back(seq);
 }
 
+void Scheduler::add_running(Sequence* seq) {
+  seq->state = Sequence::State::kRunning;
+  insert_by_arrival(running_, seq);
+}
+
 void Scheduler::remove(Sequence* seq) {
   erase_from(running_, seq) || erase_from(waiting_, seq) || erase_from(swapped_, seq);
   release_device(seq);

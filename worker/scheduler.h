@@ -62,6 +62,10 @@ class Scheduler {
             kvstore::BlockPool& device, kvstore::HostKvStore* host);
 
   void add(Sequence* seq);  // a new request, at the back of the waiting queue
+  // A sequence that arrives with its KV in device blocks (imported from a prefill worker): it
+  // joins the running batch at once, where it can be preempted like any other. (Waiting with
+  // blocks held could starve swapped sequences of the blocks they need to resume.)
+  void add_running(Sequence* seq);
   // Removes a sequence wherever it is and releases its device and host blocks.
   void remove(Sequence* seq);
   // Plans the next step. `host_available` is the host store's free + cached blocks now.

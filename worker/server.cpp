@@ -368,7 +368,7 @@ class Server final : public WorkerServer {
       co_return;
     }
     Fields f(body);
-    const std::string mode = f.get<std::string>("mode", "full");
+    std::string mode = f.get<std::string>("mode", "full");
     std::vector<std::int32_t> tokens = f.tokens("tokens");
     const std::int64_t prompt_len =
         f.get<std::int64_t>("prompt_len", static_cast<std::int64_t>(tokens.size()));
@@ -403,12 +403,10 @@ class Server final : public WorkerServer {
       co_await w.send_error(400, "prompt_len must be in [1, len(tokens)]");
       co_return;
     }
-    if (mode == "prefill") {
-      request.hold_kv = true;
-      request.params.max_tokens = already + 1;
-      request.params.min_tokens = std::min(request.params.min_tokens, already + 1);
+    if (already >= params.max_tokens) {
+      co_await w.send_error(400, "the request already has max_tokens generated tokens");
+      co_return;
     }
-    // Tokens generated before (a retry after a failure) count towards max_tokens.
     request.prompt = tokens;
     ImportResult imported;
     std::optional<Reservation> reservation;
@@ -422,33 +420,53 @@ class Server final : public WorkerServer {
       engine_->reserve(src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); });
       auto got = co_await box->pop(net::Seconds(30));
       if (!got || !got->is_ok()) {
-        metrics_.errors("kv_capacity").Increment();
-        std::string why = got ? got->status().message() : std::string("KV reservation timed out");
-        std::vector<net::Header> extra = retry_after();
-        co_await w.send_error(503, std::move(why), std::move(extra));
-        co_return;
+        // No room for the imported KV now: run the request whole here instead (the scheduler
+        // then preempts or swaps as it must), and free the prefill worker's copy.
+        KVFLEET_LOG(kInfo) << "worker " << id_ << ": no room to import KV ("
+                           << (got ? got->status().message() : std::string("timed out"))
+                           << "); recomputing the prompt locally";
+        metrics_.errors("kv_import_recomputed").Increment();
+        asio::co_spawn(io_, release_remote(*src), asio::detached);
+        mode = "full";
+      } else {
+        reservation = std::move(*got).value();
       }
-      reservation = std::move(*got).value();
+    }
+    if (reservation) {
+      const KvSource* src_ptr = nullptr;
+      auto src = parse_kv_source(body.value("kv", json()));
+      src_ptr = &*src;
       // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
-      auto import = [this, source = *src, res = *reservation] { return import_kv(source, res); };
+      auto import = [this, source = *src_ptr, res = *reservation] { return import_kv(source, res); };
       auto result = co_await net::run_blocking(pool_, std::move(import));
       if (!result.is_ok()) {
         engine_->cancel_reservation(reservation->id);
         metrics_.kv_transfer_failures.Increment();
         metrics_.errors("kv_transfer").Increment();
         KVFLEET_LOG(kWarning) << "worker " << id_ << ": KV import failed: " << result.status().message();
-        co_await w.send_error(502, "KV transfer from " + src->agent + " failed: " +
-                                       result.status().message());
+        std::string why = "KV transfer from " + src_ptr->agent + " failed: " + result.status().message();
+        co_await w.send_error(502, std::move(why));
         co_return;
       }
       imported = *result;
       metrics_.kv_transfer_seconds.Observe(imported.seconds);
       metrics_.kv_transfer_bytes.Increment(static_cast<double>(imported.bytes));
       metrics_.ttft_phase("kv_transfer").Observe(imported.seconds);
-      request.kv_import = KvImport{reservation->id, prompt_len, src->tokens};
-      asio::co_spawn(io_, release_remote(*src), asio::detached);
+      request.kv_import = KvImport{reservation->id, prompt_len, src_ptr->tokens};
+      asio::co_spawn(io_, release_remote(*src_ptr), asio::detached);
     }
 
+    // Without imported KV the engine sees prompt + tokens generated before (a re-run after a
+    // failure) as its prompt, so those count towards max_tokens and min_tokens here.
+    if (!request.kv_import) {
+      request.params.max_tokens -= already;
+      request.params.min_tokens = std::max<std::int64_t>(0, request.params.min_tokens - already);
+      if (mode == "prefill") {
+        request.hold_kv = true;
+        request.params.max_tokens = 1;
+        request.params.min_tokens = std::min<std::int64_t>(request.params.min_tokens, 1);
+      }
+    }
     auto box = std::make_shared<net::Mailbox<Event>>(co_await asio::this_coro::executor);
     request.on_token = [box](RequestId, std::int32_t t) {
       Event e;
@@ -456,7 +474,7 @@ class Server final : public WorkerServer {
       box->push(std::move(e));
     };
     const std::string m = mode;
-    const std::int64_t before = already;
+    const std::int64_t before = request.kv_import ? already : 0;  // old tokens in out.tokens
     request.on_finish = [this, box, m, before](const RequestOutput& out) {
       record_finish(out, m, before);
       Event e;
@@ -630,7 +648,7 @@ class Server final : public WorkerServer {
     const RequestTimings& t = out.timings;
     metrics_.requests(finish_reason_name(out.finish)).Increment();
     if (out.finish == FinishReason::kError) metrics_.errors("engine").Increment();
-    const auto generated = static_cast<std::int64_t>(out.tokens.size()) - (mode == "decode" ? before + 1 : before);
+    const auto generated = static_cast<std::int64_t>(out.tokens.size()) - before;
     if (generated > 0) metrics_.generation_tokens.Increment(static_cast<double>(generated));
     if (mode != "decode") {
       metrics_.prompt_tokens.Increment(static_cast<double>(t.prompt_tokens));
