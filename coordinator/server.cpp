@@ -712,8 +712,15 @@ class Server final : public Coordinator {
         job.error_type = "invalid_request";
         co_return RunEnd::kFatal;
       }
+      if (*status == 502 && kv.is_object()) {
+        // The KV source (the prefill worker) failed, not this decode worker.
+        metrics_.kv_transfer_failures.Increment();
+        const std::string source = kv.value("agent", "");
+        if (WorkerInfo* x = registry_.find(source)) x->suspect = true;
+        job.exclude.insert(source);
+        co_return RunEnd::kRetry;
+      }
       job.exclude.insert(worker_id);
-      if (*status == 502) metrics_.kv_transfer_failures.Increment();
       co_return RunEnd::kRetry;
     }
     if (!finished) {

@@ -1,0 +1,352 @@
+// Worker failures and bad input against a real cluster.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <random>
+
+#include "tests/cluster/cluster_util.h"
+
+namespace kvfleet::test {
+namespace {
+
+// Streams several requests at once; lets the test act once every stream has `k` tokens.
+class Streams {
+ public:
+  Streams(const std::string& url, std::vector<json> bodies) {
+    for (size_t i = 0; i < bodies.size(); ++i) counts_.push_back(0);
+    for (size_t i = 0; i < bodies.size(); ++i) {
+      futures_.push_back(std::async(std::launch::async, [this, url, i, b = bodies[i]]() mutable {
+        b["stream"] = true;
+        b["return_token_ids"] = true;
+        Completion c;
+        c.status = http_stream(url, "/v1/completions", b.dump(), [&](const std::string& line) {
+          if (line.rfind("data: {", 0) != 0) return true;
+          json j = json::parse(line.substr(6));
+          if (j.contains("error")) {
+            c.error = j;
+            return true;
+          }
+          for (const auto& t : j["choices"][0]["token_ids"]) c.tokens.push_back(t.get<std::int32_t>());
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            counts_[i] = c.tokens.size();
+          }
+          cv_.notify_all();
+          return true;
+        });
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          counts_[i] = SIZE_MAX;  // finished
+        }
+        cv_.notify_all();
+        return c;
+      }));
+    }
+  }
+  bool wait_all_have(size_t k, std::chrono::seconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] {
+      for (size_t c : counts_) {
+        if (c < k) return false;
+      }
+      return true;
+    });
+  }
+  bool wait_any_has(size_t k, std::chrono::seconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] {
+      for (size_t c : counts_) {
+        if (c >= k) return true;
+      }
+      return false;
+    });
+  }
+  std::vector<Completion> results() {
+    std::vector<Completion> out;
+    for (auto& f : futures_) out.push_back(f.get());
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<size_t> counts_;
+  std::vector<std::future<Completion>> futures_;
+};
+
+json body_for(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens) {
+  json b;
+  b["model"] = "tiny";
+  b["prompt"] = prompt;
+  b["max_tokens"] = max_tokens;
+  b["temperature"] = 0;
+  b["ignore_eos"] = true;
+  return b;
+}
+
+std::vector<std::int32_t> random_prompt(std::mt19937_64& rng, size_t n) {
+  std::vector<std::int32_t> p(n);
+  for (auto& t : p) t = static_cast<std::int32_t>(rng() % 256);
+  return p;
+}
+
+void expect_clean(const std::string& worker_url, const std::string& what) {
+  json info = json::parse(http(worker_url, "GET", "/info").body);
+  EXPECT_EQ(info["load"]["held_blocks"], 0) << what;
+  EXPECT_EQ(info["load"]["running"], 0) << what;
+  EXPECT_EQ(info["load"]["free_blocks"], info["load"]["total_blocks"]) << what;
+}
+
+// Waits (bounded) until a worker reports no running request and no held KV.
+void wait_idle_worker(const std::string& worker_url) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    json info = json::parse(http(worker_url, "GET", "/info").body);
+    if (info["load"]["running"] == 0 && info["load"]["held_blocks"] == 0 &&
+        info["load"]["waiting"] == 0) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+TEST(ClusterFaults, KilledDecodeAndPrefillWorkersLoseNoRequestAndLeakNoBlocks) {
+  const std::uint64_t seed = test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  Cluster c("disaggregated", {{"--role", "prefill", "--kv-blocks", "512"},
+                              {"--role", "prefill", "--kv-blocks", "512"},
+                              {"--role", "decode", "--kv-blocks", "512"},
+                              {"--role", "decode", "--kv-blocks", "512"}});
+  // 1. Decode worker killed while all four requests stream.
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::vector<json> bodies;
+  const std::int64_t kTokens = 600;
+  for (int i = 0; i < 4; ++i) {
+    prompts.push_back(random_prompt(rng, 20 + rng() % 80));
+    bodies.push_back(body_for(prompts.back(), kTokens));
+  }
+  {
+    Streams s(c.url(), bodies);
+    ASSERT_TRUE(s.wait_all_have(5, std::chrono::seconds(120))) << c.logs();
+    c.worker(3).kill(SIGKILL);
+    const auto killed = std::chrono::steady_clock::now();
+    auto results = s.results();
+    for (size_t i = 0; i < results.size(); ++i) {
+      ASSERT_EQ(results[i].status, 200) << "request " << i;
+      ASSERT_TRUE(results[i].error.is_null()) << results[i].error.dump();
+      EXPECT_EQ(results[i].tokens, reference_tokens(prompts[i], kTokens)) << "request " << i;
+    }
+    // The registry drops the dead worker within its lease (2 s) plus one expiry sweep.
+    c.wait_workers(3, std::chrono::seconds(10));
+    const double dropped = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+    EXPECT_LT(dropped, 2.0 + 1.0 + 60.0);  // bounded; the tight check is below
+    json workers = json::parse(http(c.url(), "GET", "/internal/workers").body);
+    EXPECT_EQ(workers.size(), 3u);
+    for (const auto& w : workers) EXPECT_NE(w["worker_id"], c.worker_id(3));
+  }
+  // 2. A prefill worker killed while long prompts are being prefilled.
+  prompts.clear();
+  bodies.clear();
+  for (int i = 0; i < 6; ++i) {
+    prompts.push_back(random_prompt(rng, 600 + rng() % 400));
+    bodies.push_back(body_for(prompts.back(), 40));
+  }
+  {
+    Streams s(c.url(), bodies);
+    ASSERT_TRUE(s.wait_any_has(1, std::chrono::seconds(120)));
+    c.worker(0).kill(SIGKILL);
+    auto results = s.results();
+    for (size_t i = 0; i < results.size(); ++i) {
+      ASSERT_EQ(results[i].status, 200) << "request " << i;
+      ASSERT_TRUE(results[i].error.is_null()) << results[i].error.dump();
+      EXPECT_EQ(results[i].tokens, reference_tokens(prompts[i], 40)) << "request " << i;
+    }
+  }
+  // Survivors hold nothing once their work is done.
+  for (size_t i : {1, 2}) {
+    wait_idle_worker(c.worker_url(i));
+    expect_clean(c.worker_url(i), "worker " + std::to_string(i));
+  }
+  const std::string metrics = http(c.url(), "GET", "/metrics").body;
+  EXPECT_GT(metric_sum(metrics, "kvfleet_errors_total", "type=\"worker_failure\""), 0);
+  EXPECT_EQ(metric_sum(metrics, "kvfleet_requests_total", "finish_reason=\"length\""), 10.0);
+  if (::testing::Test::HasFailure()) ADD_FAILURE() << c.logs();
+}
+
+TEST(ClusterFaults, RegistryDropsASilentWorkerWithinItsLease) {
+  Cluster c("colocated", {{"--role", "both"}, {"--role", "both"}});
+  c.worker(1).kill(SIGKILL);
+  const double took = c.wait_workers(1, std::chrono::seconds(20));
+  EXPECT_LT(took, 2.0 + 1.0);  // lease 2 s, swept every 0.25 s, heartbeat 0.2 s
+  json workers = json::parse(http(c.url(), "GET", "/internal/workers").body);
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["worker_id"], c.worker_id(0));
+  // Requests keep working on the survivor.
+  Completion r = complete(c.url(), body_for({1, 2, 3, 4, 5}, 4), false);
+  EXPECT_EQ(r.status, 200);
+}
+
+TEST(ClusterFaults, GracefulStopDrainsInFlightRequests) {
+  Cluster c("colocated", {{"--role", "both"}});
+  std::mt19937_64 rng(test_seed());
+  const auto prompt = random_prompt(rng, 30);
+  Streams s(c.url(), {body_for(prompt, 300)});
+  ASSERT_TRUE(s.wait_all_have(3, std::chrono::seconds(60)));
+  c.worker(0).kill(SIGTERM);  // drains: the stream finishes, then the worker exits
+  auto results = s.results();
+  EXPECT_EQ(results[0].status, 200);
+  EXPECT_EQ(results[0].tokens, reference_tokens(prompt, 300));
+  EXPECT_EQ(c.worker(0).wait(std::chrono::seconds(30)), 0);
+  // It deregistered: the coordinator no longer lists it, and reports not ready.
+  EXPECT_EQ(json::parse(http(c.url(), "GET", "/internal/workers").body).size(), 0u);
+  EXPECT_EQ(http(c.url(), "GET", "/health").status, 503);
+}
+
+// --- bad input ---------------------------------------------------------------------------
+
+class BadInput : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    cluster_ = new Cluster("colocated", {{"--role", "both"}}, {"--max-body-bytes", "65536"});
+  }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+  static net::HttpResponse post(const std::string& body) {
+    return http(cluster_->url(), "POST", "/v1/completions", body);
+  }
+  static void expect_error(const net::HttpResponse& r, int status, const std::string& needle) {
+    EXPECT_EQ(r.status, status) << r.body;
+    json j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains("error")) << r.body;
+    EXPECT_EQ(j["error"]["code"], status);
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos)
+        << j["error"]["message"];
+    EXPECT_TRUE(j["error"]["type"].is_string());
+  }
+  static Cluster* cluster_;
+};
+Cluster* BadInput::cluster_ = nullptr;
+
+TEST_F(BadInput, EachBadRequestGetsAClearErrorAndTheServerKeepsServing) {
+  expect_error(post("{\"model\": \"tiny\", \"prompt\": "), 400, "not valid JSON");
+  expect_error(post("[1, 2]"), 400, "JSON object");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": "ten"})"), 400, "max_tokens");
+  expect_error(post(R"({"model": "tiny", "prompt": 5})"), 400, "prompt");
+  expect_error(post(R"({"model": 7, "prompt": "hi"})"), 400, "model");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "temperature": "hot"})"), 400, "temperature");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "stream": "yes"})"), 400, "stream");
+  expect_error(post(R"({"model": "gpt-9", "prompt": "hi"})"), 404, "gpt-9");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": 0})"), 400, "max_tokens");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": -3})"), 400, "max_tokens");
+  expect_error(post(R"({"model": "tiny", "prompt": [1, 99999]})"), 400, "vocabulary");
+  json too_long;
+  too_long["model"] = "tiny";
+  too_long["prompt"] = std::vector<std::int32_t>(5000, 65);
+  expect_error(post(too_long.dump()), 400, "context");
+  json too_many;
+  too_many["model"] = "tiny";
+  too_many["prompt"] = "hi";
+  too_many["max_tokens"] = 100000;
+  expect_error(post(too_many.dump()), 400, "context");
+  expect_error(post(std::string(100000, ' ')), 413, "limit");
+  expect_error(http(cluster_->url(), "POST", "/v1/chat/completions", R"({"model": "tiny", "messages": []})"),
+               400, "messages");
+  expect_error(http(cluster_->url(), "GET", "/v1/completions"), 405, "POST");
+  expect_error(http(cluster_->url(), "GET", "/nope"), 404, "no route");
+  // Still serving.
+  Completion ok = complete(cluster_->url(), body_for({1, 2, 3}, 3), false);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.tokens.size(), 3u);
+  const std::string metrics = http(cluster_->url(), "GET", "/metrics").body;
+  EXPECT_GE(metric_sum(metrics, "kvfleet_errors_total", "type=\"invalid_request\""), 10);
+  EXPECT_EQ(metric_sum(metrics, "kvfleet_errors_total", "type=\"model_not_found\""), 1);
+}
+
+TEST_F(BadInput, AClientThatDisconnectsMidStreamFreesItsWork) {
+  json b = body_for({1, 2, 3, 4}, 3000);
+  b["stream"] = true;
+  int lines = 0;
+  http_stream(cluster_->url(), "/v1/completions", b.dump(), [&](const std::string& line) {
+    if (line.rfind("data: ", 0) == 0) ++lines;
+    return lines < 3;  // hang up after three events
+  });
+  EXPECT_EQ(lines, 3);
+  wait_idle_worker(cluster_->worker_url(0));
+  expect_clean(cluster_->worker_url(0), "after a disconnect");
+  Completion ok = complete(cluster_->url(), body_for({5, 6, 7}, 3), true);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_TRUE(ok.done_marker);
+}
+
+TEST_F(BadInput, ASlowClientDoesNotStallOthers) {
+  // A raw connection that asks for a long stream and never reads it.
+  const auto ep = endpoint(cluster_->url());
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(ep.port);
+  ::inet_pton(AF_INET, ep.host.c_str(), &a.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  json b = body_for({9, 9, 9}, 3000);
+  b["stream"] = true;
+  const std::string body = b.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(::send(fd, req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+  for (int i = 0; i < 3; ++i) {
+    Completion ok = complete(cluster_->url(), body_for({static_cast<std::int32_t>(10 + i), 1, 2}, 5), i % 2 == 0);
+    EXPECT_EQ(ok.status, 200);
+    EXPECT_EQ(ok.tokens.size(), 5u);
+  }
+  ::close(fd);
+  wait_idle_worker(cluster_->worker_url(0));
+}
+
+TEST(ClusterAdmission, HealthModelsOverloadAndNoUsablePool) {
+  TempDir dir;
+  Process coord({"serve", "--port", "0", "--mode", "colocated", "--max-inflight", "1"},
+                dir.path() + "/c.log");
+  const std::string url = coord.wait_url();
+  EXPECT_EQ(http(url, "GET", "/health").status, 503);  // no worker yet
+  // A decode-only worker cannot serve a colocated coordinator: 503 with Retry-After.
+  Process decode({"worker", "--role", "decode", "--coordinator", url, "--port", "0"}, dir.path() + "/d.log");
+  decode.wait_url();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (json::parse(http(url, "GET", "/internal/workers").body).empty() &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(http(url, "GET", "/health").status, 503);
+  auto r = http(url, "POST", "/v1/completions", body_for({1, 2}, 2).dump());
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(r.header("Retry-After"), "2");
+  Process both({"worker", "--role", "both", "--coordinator", url, "--port", "0"}, dir.path() + "/b.log");
+  both.wait_url();
+  while (http(url, "GET", "/health").status != 200 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(http(url, "GET", "/health").status, 200);
+  json models = json::parse(http(url, "GET", "/v1/models").body);
+  EXPECT_EQ(models["data"][0]["id"], "tiny");
+  // One request in flight fills --max-inflight 1: the next gets 429 with Retry-After.
+  Streams s(url, {body_for({1, 2, 3}, 2000)});
+  ASSERT_TRUE(s.wait_all_have(2, std::chrono::seconds(60)));
+  auto busy = http(url, "POST", "/v1/completions", body_for({1, 2}, 2).dump());
+  EXPECT_EQ(busy.status, 429) << busy.body;
+  EXPECT_EQ(busy.header("Retry-After"), "1");
+  EXPECT_EQ(s.results()[0].status, 200);
+}
+
+}  // namespace
+}  // namespace kvfleet::test
