@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Starts a local disaggregated cluster with `kvfleet up`, runs the official openai npm client
+# against it, and stops the cluster. Usage: run_openai_client.sh KVFLEET_BINARY
+set -euo pipefail
+bin=$1
+here=$(cd "$(dirname "$0")" && pwd)
+if [ ! -d "$here/node_modules/openai" ]; then
+  echo "the openai npm package is missing: run scripts/test (it runs 'npm ci' in tests/js)" >&2
+  exit 1
+fi
+log=$(mktemp)
+"$bin" up --model tiny --port 0 --prefill 1 --decode 1 >"$log" 2>&1 &
+up=$!
+trap 'kill -INT $up 2>/dev/null; wait $up 2>/dev/null; rm -f "$log"' EXIT
+url=""
+for _ in $(seq 1 600); do
+  url=$(grep -o 'ready at http://[0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
+  [ -n "$url" ] && break
+  kill -0 $up 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "the cluster did not become ready" >&2; cat "$log" >&2; exit 1; }
+node "$here/openai_client.mjs" "$url" || { cat "$log" >&2; exit 1; }
