@@ -1,0 +1,157 @@
+// Pure parts of the coordinator: request parsing, detokenisation with stop strings, the
+// registry's leases and the routing policy.
+#include <gtest/gtest.h>
+
+#include "common/model_spec.h"
+#include "coordinator/openai.h"
+#include "coordinator/registry.h"
+#include "coordinator/router.h"
+#include "kvstore/prefix_hash.h"
+
+namespace kvfleet::coordinator {
+namespace {
+
+ByteTokenizer tokenizer() { return *ByteTokenizer::for_model(*load_model_spec("tiny")); }
+
+TEST(OpenAiParse, AcceptsTheUsualShapes) {
+  ApiError e;
+  auto r = parse_completion_request(
+      R"({"model":"tiny","prompt":"hi","max_tokens":5,"stream":true,
+          "stream_options":{"include_usage":true},"stop":["a","b"],"seed":3,"temperature":0})",
+      false, e);
+  ASSERT_TRUE(r.is_ok()) << e.message;
+  EXPECT_EQ(r->prompt_text, "hi");
+  EXPECT_EQ(*r->max_tokens, 5);
+  EXPECT_TRUE(r->stream && r->include_usage);
+  EXPECT_EQ(r->stop.size(), 2u);
+  auto ids = parse_completion_request(R"({"model":"tiny","prompt":[[1,2,3]]})", false, e);
+  ASSERT_TRUE(ids.is_ok());
+  EXPECT_TRUE(ids->prompt_is_tokens);
+  EXPECT_EQ(ids->prompt, (std::vector<std::int32_t>{1, 2, 3}));
+  auto chat = parse_completion_request(
+      R"({"model":"tiny","messages":[{"role":"user","content":[{"type":"text","text":"yo"}]}]})",
+      true, e);
+  ASSERT_TRUE(chat.is_ok());
+  EXPECT_EQ(chat->prompt_text, "<|user|>\nyo\n<|assistant|>\n");
+}
+
+TEST(OpenAiParse, RejectsWithTheFieldNamed) {
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"prompt":"x"})", "model"},
+      {R"({"model":"m","prompt":"x","max_tokens":0})", "max_tokens"},
+      {R"({"model":"m","prompt":"x","top_p":0})", "top_p"},
+      {R"({"model":"m","prompt":"x","n":2})", "n"},
+      {R"({"model":"m","prompt":["a","b"]})", "prompt"},
+      {R"({"model":"m","prompt":"x","stop":[1]})", "stop"},
+      {R"({"model":"m","prompt":"x","min_tokens":9,"max_tokens":2})", "min_tokens"},
+  };
+  for (const auto& [body, param] : bad) {
+    ApiError e;
+    EXPECT_FALSE(parse_completion_request(body, false, e).is_ok()) << body;
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.param, param) << body;
+  }
+}
+
+TEST(Utf8, SplitsOnlyAtCharacterBoundariesAndReplacesInvalidBytes) {
+  Utf8Decoder d;
+  EXPECT_EQ(d.feed("\xE2"), "");
+  EXPECT_EQ(d.feed("\x82"), "");
+  EXPECT_EQ(d.feed("\xAC"), "\xE2\x82\xAC");  // the euro sign, once complete
+  EXPECT_EQ(d.feed("\xFF" "a"), "\xEF\xBF\xBD" "a");
+  EXPECT_EQ(d.feed("\xC3"), "");
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(OutputTextTest, StopStringsAreHeldBackAndCut) {
+  const ByteTokenizer tok = tokenizer();
+  OutputText t(tok, {"END"});
+  std::string out;
+  for (char c : std::string("abcEN")) out += t.append(static_cast<unsigned char>(c));
+  EXPECT_EQ(out, "abc");  // "EN" may start the stop string
+  out += t.append('D');
+  EXPECT_TRUE(t.stopped());
+  EXPECT_EQ(out, "abc");
+  OutputText u(tok, {"END"});
+  std::string v;
+  for (char c : std::string("xENx")) v += u.append(static_cast<unsigned char>(c));
+  v += u.finish();
+  EXPECT_FALSE(u.stopped());
+  EXPECT_EQ(v, "xENx");
+}
+
+WorkerInfo worker(const std::string& id, const std::string& role, std::int64_t free_blocks = 100) {
+  WorkerInfo w;
+  w.id = id;
+  w.url = "http://127.0.0.1:1";
+  w.role = role;
+  w.model = "tiny";
+  w.kv_blocks = 100;
+  w.block_tokens = 4;
+  w.block_bytes = 1024;
+  w.max_model_len = 4096;
+  w.prefix_hash_salt = 7;
+  w.load.free_blocks = free_blocks;
+  w.load.total_blocks = 100;
+  return w;
+}
+
+TEST(RegistryTest, LeasesExpireAndHeartbeatsRenewThem) {
+  Registry reg(2.0);
+  ASSERT_TRUE(reg.add(worker("a", "both"), 0).is_ok());
+  ASSERT_TRUE(reg.add(worker("b", "both"), 0).is_ok());
+  EXPECT_FALSE(reg.add(worker("c", "chef"), 0).is_ok());
+  EXPECT_TRUE(reg.heartbeat("a", {}, 1.5));
+  EXPECT_FALSE(reg.heartbeat("zzz", {}, 1.5));
+  EXPECT_EQ(reg.expire(2.5), std::vector<std::string>{"b"});
+  EXPECT_TRUE(reg.expire(3.4).empty());
+  EXPECT_EQ(reg.expire(3.6), std::vector<std::string>{"a"});
+}
+
+TEST(RouterTest, PrefillByPrefixOverlapDecodeByFreeBlocksAutoPrefillsShortPromptsLocally) {
+  Registry reg(10);
+  std::vector<std::int32_t> prompt(400);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<std::int32_t>(i % 251);
+  WorkerInfo p1 = worker("p1", "prefill"), p2 = worker("p2", "prefill");
+  p1.load.waiting = 0;
+  p2.load.waiting = 5;  // busier, but it holds the prompt's first 10 blocks
+  for (auto h : kvstore::full_block_hashes(7, std::span(prompt).first(40), 4)) p2.load.prefix_hashes.insert(h);
+  ASSERT_TRUE(reg.add(p1, 0).is_ok() && reg.add(p2, 0).is_ok());
+  reg.find("p2")->load = p2.load;  // add() keeps the load; set it as a heartbeat would
+  ASSERT_TRUE(reg.add(worker("d1", "decode", 10), 0).is_ok());
+  ASSERT_TRUE(reg.add(worker("d2", "decode", 90), 0).is_ok());
+  reg.find("d1")->load.free_blocks = 10;
+  reg.find("d2")->load.free_blocks = 90;
+
+  RouterConfig cfg;
+  cfg.mode = ServeMode::kDisaggregated;
+  RouteRequest rr{"tiny", &prompt, 16, {}};
+  Route r = route(reg, rr, cfg);
+  ASSERT_EQ(r.kind, Route::Kind::kDisaggregated) << r.reason;
+  EXPECT_EQ(r.prefill, "p2");
+  EXPECT_EQ(r.cached_blocks, 10);
+  EXPECT_EQ(r.worker, "d2");
+  rr.exclude = {"p2", "d2"};
+  r = route(reg, rr, cfg);
+  EXPECT_EQ(r.prefill, "p1");
+  EXPECT_EQ(r.worker, "d1");
+
+  cfg.mode = ServeMode::kAuto;
+  std::vector<std::int32_t> short_prompt(prompt.begin(), prompt.begin() + 50);
+  RouteRequest small{"tiny", &short_prompt, 16, {}};
+  r = route(reg, small, cfg);
+  EXPECT_EQ(r.kind, Route::Kind::kColocated);  // 50 uncached tokens: prefilled where it decodes
+  EXPECT_EQ(r.worker, "d2");
+  RouteRequest big{"tiny", &prompt, 16, {}};
+  EXPECT_EQ(route(reg, big, cfg).kind, Route::Kind::kDisaggregated);
+
+  cfg.mode = ServeMode::kColocated;
+  r = route(reg, big, cfg);
+  EXPECT_EQ(r.kind, Route::Kind::kNone);
+  EXPECT_NE(r.reason.find("tiny"), std::string::npos);
+  EXPECT_FALSE(can_serve(reg, "tiny", ServeMode::kColocated));
+  EXPECT_TRUE(can_serve(reg, "tiny", ServeMode::kDisaggregated));
+}
+
+}  // namespace
+}  // namespace kvfleet::coordinator
