@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "apps/bench_engine_command.h"
+#include "apps/bench_overhead_command.h"
 #include "apps/bench_transfer_command.h"
 #include "apps/cluster_commands.h"
 #include "apps/config_args.h"
@@ -72,10 +73,12 @@ int run(int argc, char** argv) {
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
   kvfleet::apps::GenerateOptions generate_opts;
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine, transfer");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine, transfer, overhead");
   bench->require_subcommand(1);
   kvfleet::apps::BenchEngineOptions bench_engine_opts;
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
+  kvfleet::apps::BenchOverheadOptions bench_overhead_opts;
+  CLI::App* bench_overhead = kvfleet::apps::add_bench_overhead_command(*bench, bench_overhead_opts);
   kvfleet::apps::BenchTransferOptions bench_transfer_opts;
   CLI::App* bench_transfer = kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
   kvfleet::apps::WorkerOptions worker_opts;
@@ -135,6 +138,9 @@ int run(int argc, char** argv) {
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
+  }
+  if (bench_overhead->parsed()) {
+    return kvfleet::apps::run_bench_overhead(bench_overhead_opts, std::cout, std::cerr);
   }
   if (bench_transfer->parsed()) {
     return kvfleet::apps::run_bench_transfer(bench_transfer_opts, std::cout, std::cerr);

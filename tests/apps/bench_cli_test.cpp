@@ -1,4 +1,9 @@
-// `kvfleet bench engine|transfer`: flags are checked before any work starts.
+// `kvfleet bench ...`, `serve`, `worker`, `up`: flags are checked before any work starts.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "tests/apps/cli_test_util.h"
 
 namespace kvfleet {
@@ -16,6 +21,13 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"bench transfer --window 0", "--window must be in [1, 1024]"},
       {"bench transfer --backend nccl", "does not drive the nccl backend yet"},
       {"bench transfer --pattern blocks --block-bytes 8", "--block-bytes must be >= 64"},
+      {"bench overhead --requests 2", "--requests >= 10"},
+      {"worker --role chef", "--role must be prefill, decode or both"},
+      {"worker --model no-such-model", "no-such-model"},
+      {"worker --coordinator nowhere", "--coordinator"},
+      {"serve --mode sideways", "--mode must be disaggregated, colocated or auto"},
+      {"up", "give --prefill N --decode M, or --colocated N"},
+      {"up --prefill 1", "needs --prefill and --decode"},
   });
 }
 
@@ -25,6 +37,35 @@ TEST(BenchCli, LoopbackTransferBenchmarkReportsItsRows) {
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"size_bytes\": 65536"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"ops_per_request\": 1"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"memcpy_gbps\""));
+}
+
+TEST(BenchCli, OverheadBenchmarkComparesDirectAndCoordinatorPaths) {
+  auto r = test::kvfleet("bench overhead --requests 10 --load-requests 40 --concurrency 4 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::HasSubstr("\"failures\": 0"));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("\"added_p50_ms\""));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("\"coordinator_max_rps_per_core\""));
+}
+
+TEST(ClusterCli, ServeAndWorkerRefuseAPortInUseOrABadAddress) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string port = std::to_string(ntohs(a.sin_port));
+  for (const std::string cmd : {"serve --port " + port, "worker --port " + port}) {
+    auto r = test::kvfleet(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.err;
+    EXPECT_THAT(r.err, ::testing::HasSubstr("cannot listen on 127.0.0.1:" + port)) << cmd;
+  }
+  ::close(fd);
+  auto r = test::kvfleet("serve --host 256.0.0.1 --port 1");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.err, ::testing::HasSubstr("256.0.0.1"));
 }
 
 }  // namespace

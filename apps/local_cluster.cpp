@@ -1,0 +1,81 @@
+#include "apps/local_cluster.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ostream>
+#include <thread>
+
+namespace kvfleet::apps {
+
+pid_t spawn(const std::vector<std::string>& args, bool quiet_stdout) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (quiet_stdout) ::dup2(2, 1);
+    ::signal(SIGINT, SIG_IGN);  // Ctrl-C reaches the whole group; `up` stops children in order
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    std::perror("kvfleet: exec");
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A free TCP port on `host` (bound then released).
+Result<std::uint16_t> free_port(const std::string& host) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = 0;
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    ::close(fd);
+    return invalid_argument("--host must be an IPv4 address, not '" + host + "'");
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return Status(StatusCode::kUnavailable, "cannot bind " + host + ": " + std::strerror(errno));
+  }
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return static_cast<std::uint16_t>(ntohs(a.sin_port));
+}
+
+void stop_all(std::vector<pid_t>& pids, std::ostream& err) {
+  // Workers first (they deregister and drain), then the coordinator (last in the list first).
+  for (auto it = pids.rbegin(); it != pids.rend(); ++it) {
+    if (*it > 0) ::kill(*it, SIGTERM);
+  }
+  for (int i = 0; i < 300; ++i) {
+    bool any = false;
+    for (pid_t& p : pids) {
+      if (p <= 0) continue;
+      if (::waitpid(p, nullptr, WNOHANG) == p) {
+        p = -1;
+      } else {
+        any = true;
+      }
+    }
+    if (!any) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  for (pid_t& p : pids) {
+    if (p > 0) {
+      err << "kvfleet up: process " << p << " did not stop; killing it\n";
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+}
+
+}  // namespace kvfleet::apps
