@@ -209,6 +209,37 @@ TEST(ClusterFaults, GracefulStopDrainsInFlightRequests) {
   EXPECT_EQ(http(c.url(), "GET", "/health").status, 503);
 }
 
+TEST(ClusterFaults, LosingTheLastWorkerMidStreamEndsTheStreamWithAnErrorEvent) {
+  Cluster c("colocated", {{"--role", "both"}}, {"--max-attempts", "2"});
+  json b = body_for({1, 2, 3, 4, 5}, 3000);
+  b["stream"] = true;
+  int tokens = 0;
+  bool error_event = false, done = false, killed = false;
+  const int status = http_stream(c.url(), "/v1/completions", b.dump(), [&](const std::string& line) {
+    if (line == "data: [DONE]") done = true;
+    if (line.rfind("data: {", 0) != 0) return true;
+    json j = json::parse(line.substr(6));
+    if (j.contains("error")) {
+      error_event = true;
+      EXPECT_EQ(j["error"]["code"], 503);
+      EXPECT_NE(j["error"]["message"].get<std::string>().find("w0"), std::string::npos) << j.dump();
+      return true;
+    }
+    if (++tokens == 3 && !killed) {
+      killed = true;
+      c.worker(0).kill(SIGKILL);
+    }
+    return true;
+  });
+  EXPECT_EQ(status, 200);
+  EXPECT_TRUE(killed);
+  EXPECT_TRUE(error_event);
+  EXPECT_TRUE(done);  // the SSE stream still ends with [DONE]
+  EXPECT_LT(tokens, 3000);
+  // The coordinator itself stays up.
+  EXPECT_EQ(http(c.url(), "GET", "/v1/models").status, 200);
+}
+
 // --- bad input ---------------------------------------------------------------------------
 
 class BadInput : public ::testing::Test {
