@@ -181,11 +181,33 @@ class Server final : public Coordinator {
       json out;
       out["removed"] = removed;
       co_await w.send(200, json_text(out));
+    } else if (p == "/internal/prometheus-targets") {
+      co_await w.send(200, json_text(prometheus_targets(req)));
     } else if (p == "/internal/workers") {
       co_await w.send(200, json_text(workers_json()));
     } else {
       co_await w.send_error(404, "no route for " + req.method + " " + p);
     }
+  }
+
+  // Prometheus HTTP service discovery: this coordinator and every registered worker.
+  json prometheus_targets(const net::HttpRequest& req) const {
+    json out = json::array();
+    std::string self(req.header("Host"));
+    if (self.empty()) self = cfg_.host + ":" + std::to_string(http_->port());
+    json c;
+    c["targets"] = json::array({self});
+    c["labels"] = {{"kvfleet_role", "coordinator"}};
+    out.push_back(c);
+    for (const auto& [id, w] : registry_.workers()) {
+      auto ep = net::parse_url(w.url);
+      if (!ep.is_ok()) continue;
+      json t;
+      t["targets"] = json::array({ep->to_string()});
+      t["labels"] = {{"kvfleet_role", w.role}, {"kvfleet_worker", id}};
+      out.push_back(t);
+    }
+    return out;
   }
 
   json workers_json() const {

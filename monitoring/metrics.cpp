@@ -138,6 +138,11 @@ Metrics::Metrics(ProcessLabels labels)
                         .Register(*registry_);
   for (std::string_view p : kTtftPhases) ttft_phase(p);
   for (std::string_view r : {"stop", "length", "abort", "error"}) requests(r);
+  // The common error types exist from the start, so rates over them are 0 rather than absent.
+  for (std::string_view t : {"invalid_request", "worker_failure", "no_worker", "overloaded", "kv_transfer",
+                             "client_disconnect"}) {
+    errors(t);
+  }
 }
 #undef KVFLEET_B
 
