@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/bench_compare_command.h"
 #include "apps/bench_engine_command.h"
 #include "apps/bench_overhead_command.h"
 #include "apps/bench_serve_command.h"
@@ -74,12 +75,14 @@ int run(int argc, char** argv) {
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
   kvfleet::apps::GenerateOptions generate_opts;
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: serve (load generator), engine, transfer, overhead");
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: serve (load generator), compare, engine, transfer, overhead");
   bench->require_subcommand(1);
   kvfleet::apps::BenchEngineOptions bench_engine_opts;
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
   kvfleet::apps::BenchServeOptions bench_serve_opts;
   CLI::App* bench_serve = kvfleet::apps::add_bench_serve_command(*bench, bench_serve_opts);
+  kvfleet::apps::BenchCompareOptions bench_compare_opts;
+  CLI::App* bench_compare = kvfleet::apps::add_bench_compare_command(*bench, bench_compare_opts);
   kvfleet::apps::BenchOverheadOptions bench_overhead_opts;
   CLI::App* bench_overhead = kvfleet::apps::add_bench_overhead_command(*bench, bench_overhead_opts);
   kvfleet::apps::BenchTransferOptions bench_transfer_opts;
@@ -143,6 +146,9 @@ int run(int argc, char** argv) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
   }
   if (bench_serve->parsed()) return kvfleet::apps::run_bench_serve(bench_serve_opts, std::cout, std::cerr);
+  if (bench_compare->parsed()) {
+    return kvfleet::apps::run_bench_compare(bench_compare_opts, std::cout, std::cerr);
+  }
   if (bench_overhead->parsed()) {
     return kvfleet::apps::run_bench_overhead(bench_overhead_opts, std::cout, std::cerr);
   }

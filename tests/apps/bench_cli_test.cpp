@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "tests/apps/cli_test_util.h"
 
 namespace kvfleet {
@@ -28,6 +30,15 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"serve --mode sideways", "--mode must be disaggregated, colocated or auto"},
       {"up", "give --prefill N --decode M, or --colocated N"},
       {"up --prefill 1", "needs --prefill and --decode"},
+      {"bench serve --url nowhere", "--url"},
+      {"bench serve --request-rate fast", "request rate 'fast' must be a positive number or 'inf'"},
+      {"bench serve --goodput speed:3", "--goodput takes ttft:MS, tpot:MS or e2el:MS"},
+      {"bench serve --percentiles 100", "percentile '100' must be in (0, 100)"},
+      {"bench serve --dataset /no/such/file.jsonl", "cannot open workload file"},
+      {"bench serve --url http://127.0.0.1:1 --num-prompts 1", "unreachable"},
+      {"bench compare --workers 3", "--workers must be even"},
+      {"bench compare --workloads x:1", "--workloads takes NAME:INPUT:OUTPUT"},
+      {"bench compare --rates 1,-2", "--rates: '-2' is not a positive rate"},
   });
 }
 
@@ -37,6 +48,32 @@ TEST(BenchCli, LoopbackTransferBenchmarkReportsItsRows) {
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"size_bytes\": 65536"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"ops_per_request\": 1"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"memcpy_gbps\""));
+}
+
+TEST(BenchCli, AWorkloadFileWithABadLineIsRejectedBeforeAnythingIsSent) {
+  test::TempDir dir;
+  const std::string path = dir.write("w.jsonl", "{\"prompt\": \"hi\", \"output_len\": 2}\n{\"prompt\": 3}\n");
+  auto r = test::kvfleet("bench serve --url http://127.0.0.1:1 --dataset " + path);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, ::testing::HasSubstr("w.jsonl:2: 'prompt' must be a non-empty string"));
+}
+
+TEST(BenchCli, CompareWritesAReportWithPlotsForBothLayouts) {
+  test::TempDir dir;
+  auto r = test::kvfleet("bench compare --model tiny --workloads short:48:4 --rates 4,8 --num-prompts 4 --out " +
+                         dir.path() + "/report");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream in(dir.path() + "/report/report.md");
+  const std::string md((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(md, ::testing::HasSubstr("| colocated | 4 |"));
+  EXPECT_THAT(md, ::testing::HasSubstr("| disaggregated | 8 |"));
+  EXPECT_THAT(md, ::testing::HasSubstr("Predicted (batch 1, no queueing): prefill"));
+  for (const char* plot : {"goodput", "ttft", "itl", "ttft_cdf"}) {
+    std::ifstream svg(dir.path() + "/report/short_" + std::string(plot) + ".svg");
+    std::string head(5, ' ');
+    svg.read(head.data(), 4);
+    EXPECT_EQ(head.substr(0, 4), "<svg") << plot;
+  }
 }
 
 TEST(BenchCli, OverheadBenchmarkComparesDirectAndCoordinatorPaths) {

@@ -1,0 +1,34 @@
+#pragma once
+// `kvfleet bench compare`: the same workloads against a colocated layout and a disaggregated
+// layout with the same number of workers, over a sweep of request rates, on this machine. Writes
+// a markdown report with SVG plots (goodput, TTFT and ITL percentiles vs rate, TTFT CDFs), the
+// measured TTFT breakdown by phase from the coordinator's metrics, and beside them what the
+// analytical model predicts for this machine (measured memory bandwidth and GEMM rate).
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace kvfleet::apps {
+
+struct BenchCompareOptions {
+  std::string model = "small";
+  int workers = 2;
+  std::string workloads = "long-prompt:768:16,long-output:64:96";  // NAME:INPUT:OUTPUT,...
+  std::string rates = "0.5,1,2";
+  std::int64_t num_prompts = 12;
+  std::int32_t kv_blocks = 512;
+  std::vector<std::string> goodput = {"ttft:3000", "tpot:150"};
+  std::string out = "bench-compare";
+  std::uint64_t seed = 0;
+};
+
+CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& opts);
+int run_bench_compare(const BenchCompareOptions& opts, std::ostream& out, std::ostream& err);
+
+}  // namespace kvfleet::apps
