@@ -80,9 +80,12 @@ perfmodel::HardwareSpec measure_machine(std::ostream& err) {
   };
   volatile float sink = 0;
   const double t_read = best(3, [&] {
-    float s = 0;
-    for (float x : a) s += x;
-    sink = sink + s;
+    // Eight independent sums: a single chain would measure add latency, not bandwidth.
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i + 8 <= a.size(); i += 8) {
+      for (size_t j = 0; j < 8; ++j) s[j] += a[i + j];
+    }
+    sink = sink + s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
   });
   const std::int64_t m = 256, k = 1024, o = 1024;
   std::vector<float> x(static_cast<size_t>(m * k), 0.5f), w(static_cast<size_t>(o * k), 0.25f),

@@ -12,6 +12,7 @@
 #include "apps/bench_serve_command.h"
 #include "apps/bench_transfer_command.h"
 #include "apps/cluster_commands.h"
+#include "apps/cluster_launch_command.h"
 #include "apps/config_args.h"
 #include "apps/generate_command.h"
 #include "apps/plan_command.h"
@@ -91,6 +92,8 @@ int run(int argc, char** argv) {
   CLI::App* worker = kvfleet::apps::add_worker_command(app, worker_opts);
   kvfleet::coordinator::CoordinatorConfig serve_opts;
   CLI::App* serve = kvfleet::apps::add_serve_command(app, serve_opts);
+  kvfleet::apps::ClusterLaunchOptions cluster_opts;
+  CLI::App* cluster = kvfleet::apps::add_cluster_launch_command(app, cluster_opts);
   kvfleet::apps::UpOptions up_opts;
   CLI::App* up = kvfleet::apps::add_up_command(app, up_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
@@ -139,6 +142,7 @@ int run(int argc, char** argv) {
 
   if (worker->parsed()) return kvfleet::apps::run_worker(worker_opts, std::cout, std::cerr);
   if (serve->parsed()) return kvfleet::apps::run_serve(serve_opts, std::cout, std::cerr);
+  if (cluster->parsed()) return kvfleet::apps::run_cluster_launch(cluster_opts, std::cout, std::cerr);
   if (up->parsed()) return kvfleet::apps::run_up(up_opts, std::cout, std::cerr);
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
