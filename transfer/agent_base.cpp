@@ -34,6 +34,7 @@ void AgentBase::finish_transfer(TransferId id, const Status& status) {
       ++stats_.transfers_failed;
     }
   }
+  finished_count_.fetch_add(1, std::memory_order_release);
   cv_.notify_all();
 }
 
@@ -56,6 +57,23 @@ TransferInfo AgentBase::poll(TransferId id) {
 }
 
 Status AgentBase::wait(TransferId id, std::chrono::milliseconds timeout) {
+  // Spin for up to kSpin first: transfers often finish within tens of microseconds, less than a
+  // sleep and wake-up costs on both threads. Only a completion (of any transfer) re-checks.
+  constexpr auto kSpin = std::chrono::microseconds(50);
+  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+  std::uint64_t seen = finished_count_.load(std::memory_order_acquire);
+  if (is_pending(id)) {
+    while (std::chrono::steady_clock::now() < spin_until) {
+      const std::uint64_t now_count = finished_count_.load(std::memory_order_acquire);
+      if (now_count != seen) {
+        seen = now_count;
+        if (!is_pending(id)) break;
+      }
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    }
+  }
   std::unique_lock<std::mutex> lock(mu_);
   auto it = transfers_.find(id);
   if (it == transfers_.end()) return not_found("unknown transfer " + std::to_string(id));

@@ -2,6 +2,7 @@
 // What every backend shares: the table of transfers and their waits, the notification queue,
 // statistics, region bookkeeping and request validation. Thread-safe.
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -47,6 +48,9 @@ class AgentBase : public Agent {
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // Bumped by every finish_transfer(): wait() spins on it briefly before blocking, so a
+  // transfer that completes within microseconds costs neither side a futex sleep and wake-up.
+  std::atomic<std::uint64_t> finished_count_{0};
   std::map<TransferId, TransferInfo> transfers_;
   TransferId next_transfer_ = 1;
   std::deque<Notification> notifications_;

@@ -7,9 +7,28 @@
 
 namespace kvfleet::transfer {
 
+namespace {
+
+// FNV-1a over every field: a descriptor damaged on its way (a flipped byte in the remote key
+// would reach UCX's unpacking, which does not validate it) is refused by parse().
+std::uint64_t descriptor_check(const RemoteRegion& r) {
+  std::uint64_t h = 1469598103934665603ull;
+  auto mix = [&](std::string_view bytes) {
+    for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;  // field separator
+  };
+  mix(r.agent);
+  for (std::uint64_t v : {r.instance, r.region, r.addr, r.length}) mix(std::to_string(v));
+  mix(r.rkey);
+  return h;
+}
+
+}  // namespace
+
 std::string RemoteRegion::serialize() const {
   nlohmann::json j = {{"agent", agent}, {"instance", instance}, {"region", region},
-                      {"addr", addr},   {"length", length},     {"rkey", to_hex(rkey)}};
+                      {"addr", addr},   {"length", length},     {"rkey", to_hex(rkey)},
+                      {"check", descriptor_check(*this)}};
   return j.dump();
 }
 
@@ -33,6 +52,14 @@ Result<RemoteRegion> RemoteRegion::parse(std::string_view text) {
   auto key = from_hex(hex);
   if (!key.is_ok()) return key.status().with_context("remote region descriptor: rkey");
   r.rkey = std::move(key).value();
+  if (!j.contains("check") || !j["check"].is_number_unsigned()) {
+    return invalid_argument("remote region descriptor: field 'check' must be an unsigned integer");
+  }
+  if (j["check"].get<std::uint64_t>() != descriptor_check(r)) {
+    return invalid_argument("remote region descriptor of agent '" + r.agent +
+                            "' is corrupted: its check does not match its fields (remote key, "
+                            "address or length damaged)");
+  }
   return r;
 }
 

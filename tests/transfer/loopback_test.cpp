@@ -44,6 +44,19 @@ TEST(RemoteRegion, SerializesAndRejectsGarbage) {
         R"({"agent":"a","instance":1,"region":1,"addr":1,"length":1,"rkey":"xyz"})"}) {
     EXPECT_FALSE(RemoteRegion::parse(bad).is_ok()) << bad;
   }
+  // A damaged remote key (one hex digit changed) or address is refused before any backend
+  // would unpack it.
+  const std::string good = r.serialize();
+  const std::string hex = "\"rkey\":\"0102ff\"";
+  ASSERT_NE(good.find(hex), std::string::npos) << good;
+  std::string flipped = good;
+  flipped.replace(flipped.find(hex), hex.size(), "\"rkey\":\"0102fe\"");
+  auto corrupt = RemoteRegion::parse(flipped);
+  ASSERT_FALSE(corrupt.is_ok());
+  EXPECT_NE(corrupt.status().message().find("corrupted"), std::string::npos) << corrupt.status().message();
+  std::string moved = good;
+  moved.replace(moved.find("\"addr\":"), 7, "\"addr\":1");
+  EXPECT_FALSE(RemoteRegion::parse(moved).is_ok()) << moved;
 }
 
 TEST(Loopback, WritesReadsAndNotifiesAfterTheData) {
