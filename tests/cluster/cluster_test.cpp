@@ -172,5 +172,53 @@ TEST_F(ClusterTest, DecodeWorkerSwapsUnderASmallKvBudgetWithoutChangingTokens) {
   if (HasFailure()) ADD_FAILURE() << disagg.logs();
 }
 
+TEST_F(ClusterTest, AutoModePrefillsShortPromptsOnTheDecodeWorkerAndDisaggregatesLongOnes) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  Cluster c("auto", {{"--role", "prefill", "--kv-blocks", "256"}, {"--role", "decode", "--kv-blocks", "256"}},
+            {"--auto-local-prefill-tokens", "64"});
+  const auto shorts = make_cases(seed_, 3, 10, 40, 6, 6);
+  run_cases(c.url(), shorts, true);
+  const std::string prefill_after_short = http(c.worker_url(0), "GET", "/metrics").body;
+  const std::string decode_after_short = http(c.worker_url(1), "GET", "/metrics").body;
+  EXPECT_EQ(metric_sum(prefill_after_short, "kvfleet_requests_total"), 0);  // never used
+  EXPECT_EQ(metric_sum(decode_after_short, "kvfleet_kv_transfer_seconds_count"), 0);
+  double short_prompt_tokens = 0;
+  for (const Case& k : shorts) short_prompt_tokens += static_cast<double>(k.prompt.size());
+  EXPECT_EQ(metric_sum(decode_after_short, "kvfleet_prompt_tokens_total"), short_prompt_tokens);
+  const auto longs = make_cases(seed_ + 1, 2, 200, 300, 6, 6);
+  run_cases(c.url(), longs, false);
+  const std::string prefill = http(c.worker_url(0), "GET", "/metrics").body;
+  const std::string decode = http(c.worker_url(1), "GET", "/metrics").body;
+  EXPECT_EQ(metric_sum(prefill, "kvfleet_requests_total"), 2.0);
+  EXPECT_EQ(metric_sum(decode, "kvfleet_kv_transfer_seconds_count"), 2.0);
+  if (HasFailure()) ADD_FAILURE() << c.logs();
+}
+
+TEST_F(ClusterTest, CoordinatorDrainsInFlightStreamsOnSigterm) {
+  Cluster c("colocated", {{"--role", "both"}});
+  const auto cases = make_cases(seed_, 1, 20, 20, 400, 400);
+  json b = request_body(cases[0]);
+  b["stream"] = true;
+  b["return_token_ids"] = true;
+  std::vector<std::int32_t> tokens;
+  bool signalled = false, done = false;
+  const int status = http_stream(c.url(), "/v1/completions", b.dump(), [&](const std::string& line) {
+    if (line == "data: [DONE]") done = true;
+    if (line.rfind("data: {", 0) != 0) return true;
+    json j = json::parse(line.substr(6));
+    for (const auto& t : j["choices"][0]["token_ids"]) tokens.push_back(t.get<std::int32_t>());
+    if (tokens.size() == 3 && !signalled) {
+      signalled = true;
+      c.coordinator().kill(SIGTERM);
+    }
+    return true;
+  });
+  EXPECT_EQ(status, 200);
+  EXPECT_TRUE(signalled);
+  EXPECT_TRUE(done);
+  EXPECT_EQ(tokens, cases[0].want);  // the request in flight finished whole
+  EXPECT_EQ(c.coordinator().wait(std::chrono::seconds(30)), 0);
+}
+
 }  // namespace
 }  // namespace kvfleet::test
