@@ -42,7 +42,14 @@ double median_seconds(std::int64_t repeats, const std::function<void()>& fn) {
 }
 
 // A pure read pass: the rate at which one core streams memory (the decode roofline's bandwidth).
-__attribute__((target_clones("avx2", "default"))) float read_sum(const float* p, std::size_t n) {
+// (ThreadSanitizer builds skip the AVX2 clone: its ifunc resolver runs before the sanitizer's
+// runtime is set up and crashes the binary at load time.)
+#if defined(__SANITIZE_THREAD__)
+#define KVFLEET_READ_SUM_CLONES
+#else
+#define KVFLEET_READ_SUM_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+KVFLEET_READ_SUM_CLONES float read_sum(const float* p, std::size_t n) {
   float acc[16] = {};
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
