@@ -136,17 +136,14 @@ TEST(ClusterFaults, KilledDecodeAndPrefillWorkersLoseNoRequestAndLeakNoBlocks) {
     Streams s(c.url(), bodies);
     ASSERT_TRUE(s.wait_all_have(5, std::chrono::seconds(120))) << c.logs();
     c.worker(3).kill(SIGKILL);
-    const auto killed = std::chrono::steady_clock::now();
     auto results = s.results();
     for (size_t i = 0; i < results.size(); ++i) {
       ASSERT_EQ(results[i].status, 200) << "request " << i;
       ASSERT_TRUE(results[i].error.is_null()) << results[i].error.dump();
       EXPECT_EQ(results[i].tokens, reference_tokens(prompts[i], kTokens)) << "request " << i;
     }
-    // The registry drops the dead worker within its lease (2 s) plus one expiry sweep.
+    // The registry has dropped the dead worker (how fast: RegistryDropsASilentWorkerWithinItsLease).
     c.wait_workers(3, std::chrono::seconds(10));
-    const double dropped = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-    EXPECT_LT(dropped, 2.0 + 1.0 + 60.0);  // bounded; the tight check is below
     json workers = json::parse(http(c.url(), "GET", "/internal/workers").body);
     EXPECT_EQ(workers.size(), 3u);
     for (const auto& w : workers) EXPECT_NE(w["worker_id"], c.worker_id(3));
