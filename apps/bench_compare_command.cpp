@@ -42,11 +42,6 @@ struct Point {
   std::vector<double> ttfts_ms;
 };
 
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-
 // Sum of the samples of `name` whose labels contain `label`.
 double metric(const std::string& text, const std::string& name, const std::string& label) {
   double sum = 0;

@@ -177,7 +177,9 @@ class Server final : public Coordinator {
       json j = json::parse(req.body, nullptr, false);
       const bool removed = !j.is_discarded() && j.is_object() && j.contains("worker_id") &&
                            j["worker_id"].is_string() && registry_.remove(j["worker_id"].get<std::string>());
-      if (removed) KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << j["worker_id"].get<std::string>() << " deregistered";
+      if (removed) {
+        KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << j["worker_id"].get<std::string>() << " deregistered";
+      }
       json out;
       out["removed"] = removed;
       co_await w.send(200, json_text(out));
@@ -564,7 +566,7 @@ class Server final : public Coordinator {
         std::string worker = rt.worker, full = "full";
         json none;
         end = co_await run_on(job, worker, full, none);
-        if (end == RunEnd::kFinished) record_phases(job, false);
+        if (end == RunEnd::kFinished) record_phases(job);
       } else {
         end = co_await run_disaggregated(job, rt);
       }
@@ -587,7 +589,7 @@ class Server final : public Coordinator {
     if (job.finish == "stop" || done >= job.max_tokens || !kv.is_object()) {
       if (kv.is_object()) release_lease(kv);
       if (job.finish.empty()) job.finish = "length";
-      record_phases(job, false);
+      record_phases(job);
       co_return RunEnd::kFinished;
     }
     job.kv_transfer_seconds = -1;
@@ -596,13 +598,13 @@ class Server final : public Coordinator {
     if (end == RunEnd::kFinished) {
       json decode_finish = job.last_finish;
       job.last_finish = prefill_finish;
-      record_phases(job, false);
+      record_phases(job);
       record_decode_phases(job, decode_finish);
     }
     co_return end;
   }
 
-  void record_phases(Job& job, bool) {
+  void record_phases(Job& job) {
     const json& t = job.last_finish.value("timings", json::object());
     if (!t.is_object()) return;
     metrics_.ttft_phase("queue").Observe(t.value("queue_seconds", 0.0));

@@ -146,8 +146,7 @@ class Server final : public WorkerServer {
     engine_->stop();
   }
 
-  Status start(EngineConfig* engine_config) {
-    (void)engine_config;
+  Status start() {
     net::ServerConfig sc;
     sc.host = cfg_.host;
     sc.port = cfg_.port;
@@ -547,8 +546,6 @@ class Server final : public WorkerServer {
     }
   }
 
-  static net::Seconds lease_seconds(double s) { return net::Seconds(s); }
-
   std::vector<net::Header> retry_after() const {
     std::vector<net::Header> h;
     h.push_back(net::Header{std::string("Retry-After"), std::string("1")});
@@ -758,7 +755,6 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   KVFLEET_ASSIGN_OR_RETURN(transfer::Region region,
                            agent->register_memory(kv, kv_bytes, transfer::MemoryKind::kHost));
 
-  Server* raw = nullptr;
   EngineConfig ec;
   ec.scheduler.max_batch_tokens = config.max_batch_tokens;
   ec.scheduler.max_running = config.max_running;
@@ -771,9 +767,8 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   };
   KVFLEET_ASSIGN_OR_RETURN(auto engine, Engine::create(ec, std::move(backend)));
   auto server = std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region, id);
-  raw = server.get();
-  *raw_slot = raw;
-  KVFLEET_RETURN_IF_ERROR(server->start(&ec));
+  *raw_slot = server.get();
+  KVFLEET_RETURN_IF_ERROR(server->start());
   return std::unique_ptr<WorkerServer>(std::move(server));
 }
 

@@ -299,6 +299,25 @@ TEST_F(BadInput, EachBadRequestGetsAClearErrorAndTheServerKeepsServing) {
   EXPECT_EQ(metric_sum(metrics, "kvfleet_errors_total", "type=\"model_not_found\""), 1);
 }
 
+TEST_F(BadInput, TheWorkersInternalApiRejectsGarbageClearly) {
+  const std::string w = cluster_->worker_url(0);
+  auto gen = [&](const std::string& body) { return http(w, "POST", "/internal/generate", body); };
+  expect_error(gen("{nope"), 400, "not a JSON object");
+  expect_error(gen(R"({"tokens": "abc"})"), 400, "tokens");
+  expect_error(gen(R"({"tokens": [1, 2], "mode": "sideways"})"), 400, "mode must be full, prefill or decode");
+  expect_error(gen(R"({"tokens": [1, 2], "params": {"max_tokens": "x"}})"), 400, "max_tokens");
+  expect_error(gen(R"({"tokens": [1, 2], "prompt_len": 5})"), 400, "prompt_len");
+  expect_error(gen(R"({"tokens": [1, 99999]})"), 400, "vocabulary");
+  expect_error(gen(R"({"tokens": [1, 2], "mode": "decode"})"), 400, "kv");
+  expect_error(gen(R"({"tokens": [1, 2], "mode": "decode", "kv": {"agent": "x", "address": "y", "region": "z",
+                       "blocks": [0], "block_bytes": 7, "tokens": 1}})"), 400, "block size");
+  expect_error(http(w, "POST", "/internal/release", "[]"), 400, "lease");
+  const auto unknown = http(w, "POST", "/internal/release", R"({"lease": "nobody/1"})");
+  EXPECT_EQ(unknown.status, 200);
+  EXPECT_EQ(json::parse(unknown.body)["released"], false);
+  EXPECT_EQ(http(w, "GET", "/health").status, 200);  // still serving
+}
+
 TEST_F(BadInput, AClientThatDisconnectsMidStreamFreesItsWork) {
   json b = body_for({1, 2, 3, 4}, 3000);
   b["stream"] = true;
