@@ -94,7 +94,7 @@ TEST(ClusterCli, ServeAndWorkerRefuseAPortInUseOrABadAddress) {
   socklen_t len = sizeof a;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   const std::string port = std::to_string(ntohs(a.sin_port));
-  for (const std::string cmd : {"serve --port " + port, "worker --port " + port}) {
+  for (const std::string& cmd : {"serve --port " + port, "worker --port " + port}) {
     auto r = test::kvfleet(cmd);
     EXPECT_EQ(r.exit_code, 2) << cmd << ": " << r.err;
     EXPECT_THAT(r.err, ::testing::HasSubstr("cannot listen on 127.0.0.1:" + port)) << cmd;
