@@ -397,9 +397,11 @@ http::request<http::string_body> make_request(const Endpoint& to, const std::str
 
 }  // namespace
 
-Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::string target,
-                                          std::string body, ClientOptions options,
-                                          std::vector<Header> headers) {
+// Connects and sends one request; the stream is ready for the response.
+Task<Result<std::unique_ptr<beast::tcp_stream>>> send_request(Endpoint to, std::string method,
+                                                               std::string target, std::string body,
+                                                               ClientOptions options,
+                                                               std::vector<Header> headers) {
   auto opened = co_await open(to, options);
   if (!opened.is_ok()) co_return opened.status();
   auto stream = std::move(opened).value();
@@ -408,6 +410,17 @@ Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::
   stream->expires_after(to_duration(options.timeout));
   co_await http::async_write(*stream, req, with_ec(ec));
   if (ec) co_return transport_error(to, "cannot send to", ec);
+  co_return std::move(stream);
+}
+
+Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::string target,
+                                          std::string body, ClientOptions options,
+                                          std::vector<Header> headers) {
+  auto sent = co_await send_request(to, std::move(method), std::move(target), std::move(body),
+                                    options, std::move(headers));
+  if (!sent.is_ok()) co_return sent.status();
+  auto stream = std::move(sent).value();
+  error_code ec;
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
@@ -425,14 +438,12 @@ Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::
 Task<Result<int>> http_stream_lines_impl(Endpoint to, std::string method, std::string target,
                                          std::string body, LineHandler on_line,
                                          ClientOptions options) {
-  auto opened = co_await open(to, options);
-  if (!opened.is_ok()) co_return opened.status();
-  auto stream = std::move(opened).value();
-  auto req = make_request(to, method, target, std::move(body), {});
+  std::vector<Header> no_headers;
+  auto sent = co_await send_request(to, std::move(method), std::move(target), std::move(body),
+                                    options, std::move(no_headers));
+  if (!sent.is_ok()) co_return sent.status();
+  auto stream = std::move(sent).value();
   error_code ec;
-  stream->expires_after(to_duration(options.timeout));
-  co_await http::async_write(*stream, req, with_ec(ec));
-  if (ec) co_return transport_error(to, "cannot send to", ec);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
