@@ -10,14 +10,17 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
 
+#include "apps/bench_transfer_internal.h"
 #include "apps/exit_code.h"
 #include "common/framed_pipe.h"
 #include "common/units.h"
@@ -25,8 +28,25 @@
 #include "transfer/transfer.h"
 
 namespace kvfleet::apps {
+namespace bench_transfer {
+
+void set_percentiles(std::vector<double>& seconds, Row& row) {
+  if (seconds.empty()) return;
+  std::sort(seconds.begin(), seconds.end());
+  row.p50_us = seconds[seconds.size() / 2] * 1e6;
+  row.p99_us = seconds[std::min(seconds.size() - 1, seconds.size() * 99 / 100)] * 1e6;
+}
+
+std::int64_t iterations_for(double seconds, double per_transfer, std::int64_t lo, std::int64_t hi) {
+  if (!(per_transfer > 0)) return hi;
+  return std::clamp(static_cast<std::int64_t>(seconds / per_transfer), lo, hi);
+}
+
+}  // namespace bench_transfer
+
 namespace {
 
+using namespace bench_transfer;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -159,52 +179,47 @@ Result<double> ucx_perftest_gbps(std::uint64_t size, std::int64_t iterations, st
   return bw_overall * 1048576.0 / 1e9;
 }
 
-struct RowResult {
-  std::uint64_t size = 0;
-  double gbps = 0, p50_us = 0, p99_us = 0;
-  std::int64_t ops = 0, blocks = 0;
-  double perftest_gbps = 0, memcpy_gbps = 0;
-  std::string perftest_note;
-};
-
-Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err) {
+Result<std::vector<std::uint64_t>> parse_sizes(std::string_view rest) {
   std::vector<std::uint64_t> sizes;
-  {
-    std::string_view rest(o.sizes);
-    while (!rest.empty()) {
-      const auto comma = rest.find(',');
-      auto v = parse_quantity(rest.substr(0, comma), Quantity::kBytes);
-      if (!v.is_ok() || *v < 1) {
-        return invalid_argument("--sizes: '" + std::string(rest.substr(0, comma)) +
-                                "' is not a positive byte size");
-      }
-      sizes.push_back(static_cast<std::uint64_t>(*v));
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    auto v = parse_quantity(rest.substr(0, comma), Quantity::kBytes);
+    if (!v.is_ok() || *v < 1) {
+      return invalid_argument("--sizes: '" + std::string(rest.substr(0, comma)) +
+                              "' is not a positive byte size");
     }
+    sizes.push_back(static_cast<std::uint64_t>(*v));
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
   }
-  if (o.pattern != "contiguous" && o.pattern != "blocks") {
-    return invalid_argument("--pattern must be contiguous or blocks");
-  }
-  if (o.backend != "ucx" && o.backend != "loopback" && o.backend != "nccl") {
-    return invalid_argument("--backend must be ucx, loopback or nccl");
-  }
-  if (o.backend == "nccl") {
-    return unimplemented(
-        "bench transfer does not drive the nccl backend yet (it would need device buffers on "
-        "two GPUs and a cudaMemcpy baseline); use ucx or loopback");
-  }
-  auto block_q = parse_quantity(o.block_bytes, Quantity::kBytes);
-  if (!block_q.is_ok() || *block_q < 64) return invalid_argument("--block-bytes must be >= 64");
-  const auto block = static_cast<std::uint64_t>(*block_q);
-  if (o.window < 1 || o.window > 1024) return invalid_argument("--window must be in [1, 1024]");
-  if (!o.ucx_tls.empty()) setenv("UCX_TLS", o.ucx_tls.c_str(), 1);
-  const std::uint64_t max_size = *std::max_element(sizes.begin(), sizes.end());
-  // Blocks pattern: the local and remote regions hold twice the blocks, so each side's blocks
-  // are a scattered subset, as a fragmented KV pool gives.
-  const std::uint64_t region =
-      o.pattern == "blocks" ? 2 * ((max_size + block - 1) / block) * block : max_size;
+  if (sizes.empty()) return invalid_argument("--sizes: give at least one size");
+  return sizes;
+}
 
+// "S,R": the sending and receiving CUDA devices of --backend nccl.
+Result<NcclDevices> parse_devices(const std::string& text) {
+  const auto comma = text.find(',');
+  NcclDevices d;
+  auto number = [](std::string_view s, int& v) {
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    return r.ec == std::errc() && r.ptr == s.data() + s.size() && v >= 0;
+  };
+  if (comma == std::string::npos ||
+      !number(std::string_view(text).substr(0, comma), d.send) ||
+      !number(std::string_view(text).substr(comma + 1), d.receive)) {
+    return invalid_argument("--devices takes two CUDA device numbers, SEND,RECEIVE (e.g. 0,1)");
+  }
+  if (d.send == d.receive) {
+    return invalid_argument("--devices: sender and receiver need different GPUs (NCCL does not put "
+                            "two ranks of one communicator on one GPU)");
+  }
+  return d;
+}
+
+// One-sided backends (ucx, loopback): the sender writes into the receiver's registered memory
+// with no help from the receiving side.
+Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>& plans,
+                     std::uint64_t region, std::vector<Row>& rows, std::ostream& err) {
   // The receiver: another process for ucx, another agent in this one for loopback.
   int sv[2] = {-1, -1};
   pid_t child = -1;
@@ -258,37 +273,23 @@ Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err
   KVFLEET_RETURN_IF_ERROR(sender->connect("receiver", peer_address));
   KVFLEET_ASSIGN_OR_RETURN(transfer::RemoteRegion remote,
                            transfer::RemoteRegion::parse(peer_descriptor));
+  std::uint64_t max_size = 0;
+  for (const SizePlan& p : plans) max_size = std::max(max_size, p.size);
   KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer copy_dst, kvstore::allocate_host_buffer(max_size));
 
-  std::mt19937_64 rng(7);
-  std::vector<RowResult> rows;
-  for (std::uint64_t size : sizes) {
+  for (const SizePlan& plan : plans) {
+    const std::uint64_t size = plan.size;
     err << "bench transfer: " << format_bytes(static_cast<double>(size)) << " (" << o.backend
         << (o.backend == "ucx"
                 ? ", UCX_TLS=" + std::string(getenv("UCX_TLS") ? getenv("UCX_TLS") : "default")
                 : "")
         << ")\n"
         << std::flush;
-    RowResult row;
+    Row row;
     row.size = size;
-    std::vector<Range> ranges;
-    if (o.pattern == "contiguous") {
-      ranges.push_back({0, 0, size});
-    } else {
-      const std::int64_t n = static_cast<std::int64_t>((size + block - 1) / block);
-      std::vector<std::int32_t> pool(static_cast<size_t>(2 * n));
-      std::iota(pool.begin(), pool.end(), 0);
-      std::vector<std::int32_t> s = pool, d = pool;
-      std::shuffle(s.begin(), s.end(), rng);
-      std::shuffle(d.begin(), d.end(), rng);
-      s.resize(static_cast<size_t>(n));
-      d.resize(static_cast<size_t>(n));
-      std::sort(s.begin(), s.end());  // a request's blocks in token order
-      std::sort(d.begin(), d.end());
-      ranges = transfer::block_ranges(s, d, block);
-      row.blocks = n;
-    }
-    const transfer::TransferRequest req{"receiver", Op::kWrite, local.id, remote, ranges, "", 0ms};
+    row.blocks = plan.blocks;
+    const transfer::TransferRequest req{"receiver", Op::kWrite, local.id, remote, plan.ranges, "",
+                                        0ms};
     auto once = [&]() -> Status {
       KVFLEET_ASSIGN_OR_RETURN(transfer::TransferId id, sender->post(req));
       Status st = sender->wait(id, 120s);
@@ -308,12 +309,9 @@ Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err
       }
       lat.push_back(since(t0));
     }
-    std::sort(lat.begin(), lat.end());
-    row.p50_us = lat[lat.size() / 2] * 1e6;
-    row.p99_us = lat[std::min(lat.size() - 1, lat.size() * 99 / 100)] * 1e6;
+    set_percentiles(lat, row);
     // Bandwidth: `window` transfers in flight.
-    const auto iterations =
-        static_cast<std::int64_t>(std::clamp<double>(o.seconds / lat[lat.size() / 2], 8, 20000));
+    const std::int64_t iterations = iterations_for(o.seconds, row.p50_us * 1e-6, 8, 20000);
     std::vector<transfer::TransferId> inflight;
     const auto t_bw = Clock::now();
     for (std::int64_t i = 0; i < iterations; ++i) {
@@ -347,46 +345,79 @@ Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err
     rows.push_back(row);
   }
   cleanup();
+  return Status::ok();
+}
 
-  if (o.json) {
-    json list = json::array();
-    for (const auto& r : rows) {
-      json j = {{"size_bytes", r.size}, {"gbps", r.gbps},           {"p50_us", r.p50_us},
-                {"p99_us", r.p99_us},   {"ops_per_request", r.ops}, {"memcpy_gbps", r.memcpy_gbps},
-                {"backend", o.backend}, {"pattern", o.pattern}};
-      if (o.pattern == "blocks") {
-        j["blocks"] = r.blocks;
-        j["ops_per_block_per_layer_scheme"] = r.blocks * kLayersForComparison * 2;
-      }
-      if (o.backend == "ucx") {
-        j["ucx_tls"] = getenv("UCX_TLS") ? getenv("UCX_TLS") : "";
-        j["ucx_perftest_gbps"] = r.perftest_gbps > 0 ? json(r.perftest_gbps) : json(nullptr);
-        j["ratio_vs_ucx_perftest"] =
-            r.perftest_gbps > 0 ? json(r.gbps / r.perftest_gbps) : json(nullptr);
-        if (!r.perftest_note.empty()) j["ucx_perftest_error"] = r.perftest_note;
-      }
-      list.push_back(j);
+json optional_number(double v) {
+  return v > 0 ? json(v) : json(nullptr);
+}
+
+void print_json(const BenchTransferOptions& o, const std::vector<Row>& rows, std::ostream& out) {
+  json list = json::array();
+  for (const auto& r : rows) {
+    json j = {{"size_bytes", r.size}, {"gbps", r.gbps},           {"p50_us", r.p50_us},
+              {"p99_us", r.p99_us},   {"ops_per_request", r.ops}, {"backend", o.backend},
+              {"pattern", o.pattern}};
+    if (o.pattern == "blocks") {
+      j["blocks"] = r.blocks;
+      j["ops_per_block_per_layer_scheme"] = r.blocks * kLayersForComparison * 2;
     }
-    out << list.dump(2) << "\n";
-    return Status::ok();
+    if (o.backend == "nccl") {
+      j["devices"] = o.devices;
+      j["verified"] = r.verified;
+      j["cuda_memcpy_d2d_gbps"] = optional_number(r.cuda_d2d_gbps);
+      j["cuda_memcpy_peer_gbps"] = optional_number(r.cuda_peer_gbps);
+      j["peer_access"] = r.peer_access;
+      j["ratio_vs_cuda_memcpy_peer"] =
+          r.cuda_peer_gbps > 0 ? json(r.gbps / r.cuda_peer_gbps) : json(nullptr);
+    } else {
+      j["memcpy_gbps"] = r.memcpy_gbps;
+    }
+    if (o.backend == "ucx") {
+      j["ucx_tls"] = getenv("UCX_TLS") ? getenv("UCX_TLS") : "";
+      j["ucx_perftest_gbps"] = optional_number(r.perftest_gbps);
+      j["ratio_vs_ucx_perftest"] =
+          r.perftest_gbps > 0 ? json(r.gbps / r.perftest_gbps) : json(nullptr);
+      if (!r.perftest_note.empty()) j["ucx_perftest_error"] = r.perftest_note;
+    }
+    list.push_back(j);
   }
+  out << list.dump(2) << "\n";
+}
+
+void print_table(const BenchTransferOptions& o, const std::vector<Row>& rows, std::ostream& out) {
+  const bool nccl = o.backend == "nccl";
   out << "kvfleet bench transfer: backend " << o.backend << ", pattern " << o.pattern << ", window "
       << o.window
       << (o.backend == "ucx"
               ? ", UCX_TLS=" + std::string(getenv("UCX_TLS") ? getenv("UCX_TLS") : "(default)")
               : "")
-      << "\n\n";
+      << (nccl ? ", GPUs " + o.devices : "") << "\n\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s\n", "size", "GB/s",
-                "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy");
+  if (nccl) {
+    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %12s %8s %12s %9s\n", "size", "GB/s",
+                  "p50 us", "p99 us", "ops", "cudaMemcpy", "ratio", "(same GPU)", "verified");
+  } else {
+    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s\n", "size", "GB/s",
+                  "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy");
+  }
   out << line;
   for (const auto& r : rows) {
-    std::snprintf(line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f\n",
-                  format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
-                  static_cast<long long>(r.ops),
-                  r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
-                  r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
-                  r.memcpy_gbps);
+    if (nccl) {
+      std::snprintf(line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %12.2f %8s %12.2f %9s\n",
+                    format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
+                    static_cast<long long>(r.ops), r.cuda_peer_gbps,
+                    r.cuda_peer_gbps > 0 ? format_number(r.gbps / r.cuda_peer_gbps, 3).c_str()
+                                         : "-",
+                    r.cuda_d2d_gbps, r.verified ? "yes" : "no");
+    } else {
+      std::snprintf(line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f\n",
+                    format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
+                    static_cast<long long>(r.ops),
+                    r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
+                    r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
+                    r.memcpy_gbps);
+    }
     out << line;
     if (o.pattern == "blocks") {
       out << "           " << r.blocks << " scattered blocks -> " << r.ops
@@ -394,6 +425,76 @@ Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err
           << r.blocks * kLayersForComparison * 2 << ")\n";
     }
     if (!r.perftest_note.empty()) out << "           ucx_perftest: " << r.perftest_note << "\n";
+  }
+  if (nccl && !rows.empty()) {
+    out << "\ncudaMemcpy: GPU " << o.devices.substr(0, o.devices.find(',')) << " -> GPU "
+        << o.devices.substr(o.devices.find(',') + 1) << " ("
+        << (rows.front().peer_access ? "peer access" : "no peer access: staged by the driver")
+        << "); ratio = nccl / cudaMemcpy between the GPUs; same GPU: a device-to-device copy "
+           "within the sending GPU\n";
+  }
+}
+
+Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err) {
+  KVFLEET_ASSIGN_OR_RETURN(std::vector<std::uint64_t> sizes, parse_sizes(o.sizes));
+  if (o.pattern != "contiguous" && o.pattern != "blocks") {
+    return invalid_argument("--pattern must be contiguous or blocks");
+  }
+  if (o.backend != "ucx" && o.backend != "loopback" && o.backend != "nccl") {
+    return invalid_argument("--backend must be ucx, loopback or nccl");
+  }
+  NcclDevices devices;
+  if (o.backend == "nccl") {
+    KVFLEET_ASSIGN_OR_RETURN(devices, parse_devices(o.devices));
+  }
+  auto block_q = parse_quantity(o.block_bytes, Quantity::kBytes);
+  if (!block_q.is_ok() || *block_q < 64) return invalid_argument("--block-bytes must be >= 64");
+  const auto block = static_cast<std::uint64_t>(*block_q);
+  if (o.window < 1 || o.window > 1024) return invalid_argument("--window must be in [1, 1024]");
+  if (!(o.seconds > 0)) return invalid_argument("--seconds must be positive");
+  if (!o.ucx_tls.empty()) setenv("UCX_TLS", o.ucx_tls.c_str(), 1);
+  const std::uint64_t max_size = *std::max_element(sizes.begin(), sizes.end());
+  // Blocks pattern: the local and remote regions hold twice the blocks, so each side's blocks
+  // are a scattered subset, as a fragmented KV pool gives.
+  const std::uint64_t region =
+      o.pattern == "blocks" ? 2 * ((max_size + block - 1) / block) * block : max_size;
+
+  std::mt19937_64 rng(7);
+  std::vector<SizePlan> plans;
+  for (std::uint64_t size : sizes) {
+    SizePlan plan;
+    plan.size = size;
+    if (o.pattern == "contiguous") {
+      plan.ranges.push_back({0, 0, size});
+    } else {
+      // Whole blocks: a size that is not a multiple of the block rounds up to one.
+      const std::int64_t n = static_cast<std::int64_t>((size + block - 1) / block);
+      std::vector<std::int32_t> pool(static_cast<size_t>(2 * n));
+      std::iota(pool.begin(), pool.end(), 0);
+      std::vector<std::int32_t> s = pool, d = pool;
+      std::shuffle(s.begin(), s.end(), rng);
+      std::shuffle(d.begin(), d.end(), rng);
+      s.resize(static_cast<size_t>(n));
+      d.resize(static_cast<size_t>(n));
+      std::sort(s.begin(), s.end());  // a request's blocks in token order
+      std::sort(d.begin(), d.end());
+      plan.ranges = transfer::block_ranges(s, d, block);
+      plan.blocks = n;
+      plan.size = static_cast<std::uint64_t>(n) * block;  // what moves: whole blocks
+    }
+    plans.push_back(std::move(plan));
+  }
+
+  std::vector<Row> rows;
+  if (o.backend == "nccl") {
+    KVFLEET_RETURN_IF_ERROR(run_nccl(o, devices, plans, region, rows, err));
+  } else {
+    KVFLEET_RETURN_IF_ERROR(run_one_sided(o, plans, region, rows, err));
+  }
+  if (o.json) {
+    print_json(o, rows, out);
+  } else {
+    print_table(o, rows, out);
   }
   return Status::ok();
 }
@@ -403,13 +504,14 @@ Status bench(const BenchTransferOptions& o, std::ostream& out, std::ostream& err
 CLI::App* add_bench_transfer_command(CLI::App& bench, BenchTransferOptions& o) {
   CLI::App* cmd =
       bench.add_subcommand("transfer", "KV transfer bandwidth and latency vs baselines");
-  cmd->add_option("--backend", o.backend, "ucx | loopback (nccl: not driven by this benchmark yet)")
-      ->capture_default_str();
+  cmd->add_option("--backend", o.backend, "ucx | loopback | nccl")->capture_default_str();
   cmd->add_option("--sizes", o.sizes, "Transfer sizes")->capture_default_str();
   cmd->add_option("--pattern", o.pattern, "contiguous | blocks")->capture_default_str();
   cmd->add_option("--block-bytes", o.block_bytes, "Block size for --pattern blocks")
       ->capture_default_str();
   cmd->add_option("--ucx-tls", o.ucx_tls, "Sets UCX_TLS for both processes and ucx_perftest");
+  cmd->add_option("--devices", o.devices, "nccl: sending and receiving CUDA devices, SEND,RECEIVE")
+      ->capture_default_str();
   cmd->add_option("--window", o.window, "Transfers in flight (bandwidth pass)")
       ->capture_default_str();
   cmd->add_option("--seconds", o.seconds, "Time budget per size and pass")->capture_default_str();

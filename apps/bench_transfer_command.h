@@ -1,7 +1,7 @@
 #pragma once
 // `kvfleet bench transfer`: KV transfer bandwidth and latency between two processes on this
-// machine, beside ucx_perftest (same transport, size and window) and memcpy, measured in the
-// same run.
+// machine, beside baselines measured in the same run: ucx_perftest (same transport, size and
+// window) and memcpy for ucx; cudaMemcpy device-to-device and peer copies for nccl.
 
 #include <cstdint>
 #include <iosfwd>
@@ -19,6 +19,7 @@ struct BenchTransferOptions {
   std::string pattern = "contiguous";  // contiguous | blocks
   std::string block_bytes = "256KiB";  // block size for --pattern blocks (small's 16-token block)
   std::string ucx_tls;                 // sets UCX_TLS for both sides and the baseline
+  std::string devices = "0,1";         // nccl: sending and receiving CUDA devices
   std::int64_t window = 16;            // transfers in flight in the bandwidth pass
   double seconds = 1.0;                // time budget per size and pass
   bool json = false;

@@ -9,6 +9,7 @@
 #include <nccl.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -34,7 +35,11 @@ class NcclAgent final : public AgentBase {
  public:
   explicit NcclAgent(AgentConfig config) : AgentBase(std::move(config)) {}
   ~NcclAgent() override {
-    stop_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    work_.notify_one();
     if (poller_.joinable()) poller_.join();
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, p] : peers_) {
@@ -49,6 +54,14 @@ class NcclAgent final : public AgentBase {
     cudaError_t e = cudaGetDeviceCount(&devices);
     if (e != cudaSuccess || devices == 0) {
       return Status(StatusCode::kUnavailable, "nccl backend: no CUDA device");
+    }
+    if (config_.device >= devices) {
+      return invalid_argument("nccl backend: CUDA device " + std::to_string(config_.device) +
+                              " does not exist (" + std::to_string(devices) + " present)");
+    }
+    if (config_.device >= 0) {
+      e = cudaSetDevice(config_.device);
+      if (e != cudaSuccess) return cuda_error("cudaSetDevice", e);
     }
     e = cudaGetDevice(&device_);
     if (e != cudaSuccess) return cuda_error("cudaGetDevice", e);
@@ -140,6 +153,7 @@ class NcclAgent final : public AgentBase {
   Result<Region> allocate_memory(std::size_t length, MemoryKind kind) override {
     if (kind != MemoryKind::kDevice) return unimplemented("nccl moves device memory only");
     void* p = nullptr;
+    cudaSetDevice(device_);  // the agent's device, whichever thread asks
     const cudaError_t e = cudaMalloc(&p, length);
     if (e != cudaSuccess) return cuda_error("cudaMalloc", e);
     auto r = add_region(p, length, kind);
@@ -204,6 +218,7 @@ class NcclAgent final : public AgentBase {
     if (e != cudaSuccess) return cuda_error("cudaEventRecord", e);
     const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes);
     inflight_[id] = t;
+    work_.notify_one();
     return id;
   }
 
@@ -254,41 +269,49 @@ class NcclAgent final : public AgentBase {
     }
   }
 
+  // Polls while transfers are in flight (yielding between rounds: NCCL transfers finish in
+  // microseconds, and a sleep would add its granularity to every latency); sleeps on a
+  // condition variable when there are none, waking every 10 ms to look at communicator errors.
   void poll_loop() {
     set_thread_name("nccl-progress");
     cudaSetDevice(device_);
+    std::unique_lock<std::mutex> lock(mu_);
     while (!stop_) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        const auto now = std::chrono::steady_clock::now();
-        std::vector<std::string> late;
-        for (auto it = inflight_.begin(); it != inflight_.end();) {
-          const cudaError_t q = cudaEventQuery(it->second.done);
-          if (q == cudaSuccess || (q != cudaErrorNotReady)) {
-            finish_transfer(it->first, q == cudaSuccess ? Status::ok() : cuda_error("transfer", q));
-            cudaEventDestroy(it->second.done);
-            it = inflight_.erase(it);
-            continue;
-          }
-          if (now > it->second.deadline) late.push_back(it->second.peer);
-          ++it;
-        }
-        for (auto& [name_, p] : peers_) {
-          if (p.comm != nullptr && async_state(p.comm) != ncclSuccess &&
-              async_state(p.comm) != ncclInProgress) {
-            late.push_back(name_);
-          }
-        }
-        for (const auto& peer : late) {
-          fail_peer_locked(peer, Status(StatusCode::kDeadlineExceeded,
-                                        "peer '" + peer + "' did not complete a transfer in time"));
-        }
+      if (inflight_.empty()) {
+        work_.wait_for(lock, std::chrono::milliseconds(10));
       }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));  // polling cadence, not a sync
+      const auto now = std::chrono::steady_clock::now();
+      std::vector<std::string> late;
+      for (auto it = inflight_.begin(); it != inflight_.end();) {
+        const cudaError_t q = cudaEventQuery(it->second.done);
+        if (q != cudaErrorNotReady) {
+          finish_transfer(it->first, q == cudaSuccess ? Status::ok() : cuda_error("transfer", q));
+          cudaEventDestroy(it->second.done);
+          it = inflight_.erase(it);
+          continue;
+        }
+        if (now > it->second.deadline) late.push_back(it->second.peer);
+        ++it;
+      }
+      for (auto& [name_, p] : peers_) {
+        if (p.comm == nullptr) continue;
+        const ncclResult_t state = async_state(p.comm);
+        if (state != ncclSuccess && state != ncclInProgress) late.push_back(name_);
+      }
+      for (const auto& peer : late) {
+        fail_peer_locked(peer, Status(StatusCode::kDeadlineExceeded,
+                                      "peer '" + peer + "' did not complete a transfer in time"));
+      }
+      if (!inflight_.empty()) {
+        lock.unlock();
+        std::this_thread::yield();
+        lock.lock();
+      }
     }
   }
 
   std::mutex mu_;
+  std::condition_variable work_;  // post() -> the poller
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
   ncclUniqueId unique_id_{};

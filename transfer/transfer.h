@@ -147,6 +147,7 @@ struct AgentConfig {
   std::string name;
   std::chrono::milliseconds control_timeout{10000};   // for register, connect, describe...
   std::chrono::milliseconds transfer_timeout{30000};  // default deadline of every transfer
+  int device = -1;  // device-memory backends (nccl): the CUDA device; -1: the caller's current
 };
 
 // Backends: "loopback", "ucx", and "nccl" in CUDA builds. Unknown names list the known ones.

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "tests/apps/cli_test_util.h"
+#include "transfer/device.h"
 
 namespace kvfleet {
 namespace {
@@ -21,7 +23,9 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"bench transfer --pattern zigzag", "--pattern must be contiguous or blocks"},
       {"bench transfer --backend carrier-pigeon", "--backend must be ucx, loopback or nccl"},
       {"bench transfer --window 0", "--window must be in [1, 1024]"},
-      {"bench transfer --backend nccl", "does not drive the nccl backend yet"},
+      {"bench transfer --backend nccl --devices 0,0", "sender and receiver need different GPUs"},
+      {"bench transfer --backend nccl --devices one", "--devices takes two CUDA device numbers"},
+      {"bench transfer --seconds 0", "--seconds must be positive"},
       {"bench transfer --pattern blocks --block-bytes 8", "--block-bytes must be >= 64"},
       {"bench overhead --requests 2", "--requests >= 10"},
       {"worker --role chef", "--role must be prefill, decode or both"},
@@ -48,6 +52,42 @@ TEST(BenchCli, LoopbackTransferBenchmarkReportsItsRows) {
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"size_bytes\": 65536"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"ops_per_request\": 1"));
   EXPECT_THAT(r.out, ::testing::HasSubstr("\"memcpy_gbps\""));
+}
+
+// Where the nccl benchmark cannot run (a build without CUDA, fewer than two GPUs), it says which
+// and exits with 2: no rows, no hang.
+TEST(BenchCli, NcclTransferBenchmarkSaysWhyItCannotRunHere) {
+  const int gpus = transfer::device::count();
+  if (gpus >= 2) GTEST_SKIP() << gpus << " GPUs: the benchmark runs (next test)";
+  auto r = test::kvfleet("bench transfer --backend nccl --sizes 1MiB --seconds 0.05 --json");
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(r.out, "");
+  const std::string why = transfer::device::built_with_cuda()
+                              ? "needs two CUDA devices (NCCL does not put two ranks of one "
+                                "communicator on one GPU); this machine has " +
+                                    std::to_string(gpus)
+                              : "needs a kvfleet built with CUDA and NCCL";
+  EXPECT_THAT(r.err, ::testing::HasSubstr(why));
+}
+
+// Two GPUs: every size arrives intact (the receiver's checksum of random bytes), scattered
+// blocks go as coalesced ranges, and the cudaMemcpy baselines are there.
+TEST(BenchCli, NcclTransferBenchmarkVerifiesEverySizeAndReportsBaselines) {
+  const int gpus = transfer::device::count();
+  if (gpus < 2) GTEST_SKIP() << "needs two CUDA devices, found " << gpus;
+  auto r = test::kvfleet(
+      "bench transfer --backend nccl --sizes 64KiB,4MiB --pattern blocks --block-bytes 16KiB "
+      "--seconds 0.05 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto rows = nlohmann::json::parse(r.out);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  for (const auto& row : rows) {
+    EXPECT_TRUE(row.at("verified").get<bool>()) << row.dump();
+    EXPECT_GT(row.at("gbps").get<double>(), 0) << row.dump();
+    EXPECT_GT(row.at("cuda_memcpy_peer_gbps").get<double>(), 0) << row.dump();
+    EXPECT_GT(row.at("cuda_memcpy_d2d_gbps").get<double>(), 0) << row.dump();
+    EXPECT_LE(row.at("ops_per_request").get<std::int64_t>(), row.at("blocks").get<std::int64_t>());
+  }
 }
 
 TEST(BenchCli, AWorkloadFileWithABadLineIsRejectedBeforeAnythingIsSent) {

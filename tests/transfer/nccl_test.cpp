@@ -28,6 +28,18 @@ TEST(Nccl, WithoutTwoGpusTheBackendSaysWhy) {
   EXPECT_NE(a.status().message().find("no CUDA device"), std::string::npos) << a.status().message();
 }
 
+TEST(Nccl, AnAgentOnAMissingDeviceIsRefused) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 1) GTEST_SKIP() << "no CUDA device";
+  AgentConfig config;
+  config.name = "g";
+  config.device = devices;
+  auto a = create_agent("nccl", config);
+  ASSERT_FALSE(a.is_ok());
+  EXPECT_NE(a.status().message().find("does not exist"), std::string::npos)
+      << a.status().message();
+}
+
 TEST(Nccl, ScatteredDeviceBlocksArriveIntact) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 2) {
