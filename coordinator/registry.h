@@ -28,7 +28,9 @@ struct WorkerInfo {
   WorkerLoad load;
   double lease_expiry = 0;     // clock seconds
   double registered_at = 0;
-  std::int64_t assigned = 0;   // requests this coordinator has in flight on it
+  // Requests this coordinator routed to it and not yet finished, counted from the routing
+  // decision (a disaggregated request counts on its prefill worker only while prefilling).
+  std::int64_t assigned = 0;
   bool suspect = false;        // a call failed; skipped until its next heartbeat
 };
 

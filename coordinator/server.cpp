@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <random>
 #include <set>
 
 #include "common/log.h"
@@ -47,6 +48,9 @@ struct Job {
   CompletionRequest req;
   std::vector<std::int32_t> prompt;
   std::int64_t max_tokens = 0;
+  // The request's sampling seed, or one drawn here: every run of the job (re-runs after a
+  // failure included) samples with it, so a re-run continues as the lost run would have.
+  std::uint64_t seed = 0;
   std::vector<std::int32_t> generated;
   // Set by the sink: false when the client is gone or a stop string matched.
   std::function<Task<bool>(std::int32_t)> on_token;
@@ -255,6 +259,22 @@ class Server final : public Coordinator {
     return m;
   }
 
+  // A worker's load report (heartbeat body, or "load" in a registration); throws on wrong types.
+  static WorkerLoad parse_load(const json& j) {
+    WorkerLoad load;
+    load.running = j.value("running", std::int64_t{0});
+    load.waiting = j.value("waiting", std::int64_t{0});
+    load.swapped = j.value("swapped", std::int64_t{0});
+    load.free_blocks = j.value("free_blocks", std::int64_t{0});
+    load.total_blocks = j.value("total_blocks", std::int64_t{0});
+    load.host_free_blocks = j.value("host_free_blocks", std::int64_t{0});
+    load.held_blocks = j.value("held_blocks", std::int64_t{0});
+    if (j.contains("prefix_hashes") && j["prefix_hashes"].is_array()) {
+      for (const json& h : j["prefix_hashes"]) load.prefix_hashes.insert(h.get<std::uint64_t>());
+    }
+    return load;
+  }
+
   Task<void> register_worker(const net::HttpRequest& req, net::ResponseWriter& w) {
     json j = json::parse(req.body, nullptr, false);
     WorkerInfo info;
@@ -274,6 +294,13 @@ class Server final : public Coordinator {
       info.bos_token_id = j.value("bos_token_id", std::int64_t{-1});
       info.eos_token_id = j.value("eos_token_id", std::int64_t{-1});
       info.prefix_hash_salt = j.value("prefix_hash_salt", std::uint64_t{0});
+      // Its load now, so routing sees a new worker's free blocks before its first heartbeat;
+      // a registration without one is an empty worker.
+      if (j.contains("load") && j["load"].is_object()) {
+        info.load = parse_load(j["load"]);
+      } else {
+        info.load.free_blocks = info.load.total_blocks = info.kv_blocks;
+      }
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -311,16 +338,7 @@ class Server final : public Coordinator {
     WorkerLoad load;
     std::string bad;
     try {
-      load.running = j.value("running", std::int64_t{0});
-      load.waiting = j.value("waiting", std::int64_t{0});
-      load.swapped = j.value("swapped", std::int64_t{0});
-      load.free_blocks = j.value("free_blocks", std::int64_t{0});
-      load.total_blocks = j.value("total_blocks", std::int64_t{0});
-      load.host_free_blocks = j.value("host_free_blocks", std::int64_t{0});
-      load.held_blocks = j.value("held_blocks", std::int64_t{0});
-      if (j.contains("prefix_hashes") && j["prefix_hashes"].is_array()) {
-        for (const json& h : j["prefix_hashes"]) load.prefix_hashes.insert(h.get<std::uint64_t>());
-      }
+      load = parse_load(j);
     } catch (const std::exception& e) {
       bad = std::string("bad heartbeat: ") + e.what();
     }
@@ -416,6 +434,7 @@ class Server final : public Coordinator {
     job.req = req;
     job.prompt = prompt;
     job.max_tokens = max_tokens;
+    job.seed = req.seed ? *req.seed : seeds_();
     job.arrival = arrival;
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id();
     const auto created = static_cast<std::int64_t>(std::time(nullptr));
@@ -525,6 +544,23 @@ class Server final : public Coordinator {
     return s;
   }
 
+  // Counts a request on a worker (WorkerInfo::assigned, which routing reads) while in scope.
+  class Assigned {
+   public:
+    Assigned(Registry& reg, std::string id) : reg_(reg), id_(std::move(id)) {
+      if (WorkerInfo* w = reg_.find(id_)) ++w->assigned;
+    }
+    ~Assigned() {
+      if (WorkerInfo* w = reg_.find(id_); w && w->assigned > 0) --w->assigned;
+    }
+    Assigned(const Assigned&) = delete;
+    Assigned& operator=(const Assigned&) = delete;
+
+   private:
+    Registry& reg_;
+    std::string id_;
+  };
+
   // Runs the job to the end across worker failures.
   Task<void> execute(Job& job) {
     int attempts = 0;
@@ -561,6 +597,9 @@ class Server final : public Coordinator {
         KVFLEET_LOG(kWarning) << cfg_.name << ": re-running a request (" << done
                               << " tokens generated) after: " << job.last_error;
       }
+      // The routed worker counts this request from now (routing, not its first token): a burst
+      // of requests routed before any reaches its worker spreads over the pool.
+      Assigned on_worker(registry_, rt.worker);
       RunEnd end;
       if (rt.kind == Route::Kind::kColocated) {
         std::string worker = rt.worker, full = "full";
@@ -581,7 +620,11 @@ class Server final : public Coordinator {
     std::string prefill = rt.prefill, decode = rt.worker, prefill_mode = "prefill",
                 decode_mode = "decode";
     json none;
-    RunEnd end = co_await run_on(job, prefill, prefill_mode, none);
+    RunEnd end;
+    {
+      Assigned on_prefill(registry_, prefill);
+      end = co_await run_on(job, prefill, prefill_mode, none);
+    }
     if (end != RunEnd::kFinished) co_return end;
     json prefill_finish = job.last_finish;
     json kv = job.kv;
@@ -655,15 +698,6 @@ class Server final : public Coordinator {
       job.last_error = to.status().message();
       co_return RunEnd::kRetry;
     }
-    ++w->assigned;
-    struct Assigned {
-      Registry& reg;
-      std::string id;
-      ~Assigned() {
-        if (WorkerInfo* x = reg.find(id); x && x->assigned > 0) --x->assigned;
-      }
-    } assigned{registry_, worker_id};
-
     json body;
     std::vector<std::int32_t> tokens = job.prompt;
     tokens.insert(tokens.end(), job.generated.begin(), job.generated.end());
@@ -676,8 +710,9 @@ class Server final : public Coordinator {
     params["temperature"] = job.req.temperature;
     params["top_p"] = job.req.top_p;
     params["top_k"] = job.req.top_k;
-    // A re-run continues from a different RNG state; greedy decoding is unaffected.
-    params["seed"] = job.req.seed.value_or(0) + job.generated.size();
+    // The worker samples token k of the request from (seed, k): with the tokens generated so
+    // far in `tokens`, a re-run draws what the lost run would have drawn.
+    params["seed"] = job.seed;
     params["ignore_eos"] = job.req.ignore_eos;
     params["stop_token_ids"] = job.req.stop_token_ids;
     body["params"] = params;
@@ -766,6 +801,7 @@ class Server final : public Coordinator {
   CoordinatorConfig cfg_;
   Registry registry_;
   RouterConfig router_;
+  std::mt19937_64 seeds_{std::random_device{}()};  // for requests without a seed
   monitoring::Metrics metrics_;
   asio::io_context io_;
   std::shared_ptr<net::HttpServer> http_;

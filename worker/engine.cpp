@@ -138,6 +138,7 @@ Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
   }
   if (!(p.top_p > 0 && p.top_p <= 1)) return invalid_argument("top_p must be in (0, 1]");
   if (p.top_k < 0) return invalid_argument("top_k must be >= 0");
+  if (p.sample_offset < 0) return invalid_argument("sample_offset must be >= 0");
   const KvImport* import = request.kv_import ? &*request.kv_import : nullptr;
   const auto len = import ? import->prompt_len : static_cast<std::int64_t>(prompt.size());
   if (import) {
@@ -181,7 +182,7 @@ Result<std::unique_ptr<Sequence>> Engine::make_sequence(Request request) {
     seq->output.tokens.assign(prompt.begin() + len, prompt.end());
   }
   seq->params = p;
-  seq->rng.seed(p.seed ^ (0x9e3779b97f4a7c15ull * seq->id * (p.seed == 0 ? 1 : 0)));
+  seq->sample_seed = p.seed ? *p.seed : unseeded_base_ ^ (0x9e3779b97f4a7c15ull * seq->id);
   seq->on_token = std::move(request.on_token);
   seq->on_finish = std::move(request.on_finish);
   seq->output.id = seq->id;
@@ -472,7 +473,10 @@ double Engine::step() {
 }
 
 void Engine::sample_and_append(Sequence* s, const float* logits, double t, double step_seconds) {
-  const std::int32_t token = sample_token(logits, backend_->spec().vocab_size, s->params, s->rng);
+  const std::int64_t index = s->params.sample_offset +
+                             static_cast<std::int64_t>(s->output.tokens.size());
+  const std::int32_t token = sample_token(logits, backend_->spec().vocab_size, s->params,
+                                          sample_uniform(s->sample_seed, index));
   s->tokens.push_back(token);
   s->output.tokens.push_back(token);
   ++totals_.generated_tokens_total;

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -155,6 +156,8 @@ class Engine {
   bool stopping_ = false;
   EngineStats published_;
   std::atomic<RequestId> next_id_{1};
+  // Unseeded requests sample from this (random per engine) mixed with their id.
+  const std::uint64_t unseeded_base_ = std::random_device{}();
   std::thread thread_;
 };
 

@@ -9,8 +9,22 @@
 
 namespace kvfleet::worker {
 
+namespace {
+std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+double sample_uniform(std::uint64_t seed, std::int64_t index) {
+  const std::uint64_t bits =
+      mix64(mix64(seed + 0x9e3779b97f4a7c15ull) ^ (static_cast<std::uint64_t>(index) * 0xd1b54a32d192ed03ull));
+  return static_cast<double>(bits >> 11) * 0x1.0p-53;
+}
+
 std::int32_t sample_token(const float* logits, std::int64_t vocab, const SamplingParams& p,
-                          std::mt19937_64& rng) {
+                          double uniform) {
   if (p.temperature <= 0.0) return static_cast<std::int32_t>(kernels::cpu::argmax(logits, vocab));
   std::vector<std::int32_t> order(static_cast<size_t>(vocab));
   std::iota(order.begin(), order.end(), 0);
@@ -39,8 +53,7 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
     keep = cut;
     sum = std::accumulate(probs.begin(), probs.begin() + keep, 0.0);
   }
-  std::uniform_real_distribution<double> u(0.0, sum);
-  double r = u(rng);
+  double r = uniform * sum;
   for (std::int64_t i = 0; i < keep; ++i) {
     r -= probs[static_cast<size_t>(i)];
     if (r <= 0) return order[static_cast<size_t>(i)];

@@ -21,7 +21,13 @@ struct SamplingParams {
   double temperature = 0.0;     // 0: greedy
   double top_p = 1.0;           // nucleus sampling, in (0, 1]
   std::int64_t top_k = 0;       // 0: all tokens
-  std::uint64_t seed = 0;       // sampling RNG seed (with temperature > 0)
+  // Sampling seed (with temperature > 0); unset: a random one per request. The draw for a
+  // request's k-th output token depends on (seed, k) only (sampler.h), so a request re-run
+  // elsewhere from its prompt and first k tokens continues with the same tokens.
+  std::optional<std::uint64_t> seed;
+  // Output tokens this request generated before this run, when they arrive as part of the
+  // prompt (a re-run after a failure): the first token sampled here is number sample_offset.
+  std::int64_t sample_offset = 0;
   bool ignore_eos = false;
   std::vector<std::int32_t> stop_token_ids;
 };
@@ -101,7 +107,7 @@ struct Sequence {
   std::vector<kvstore::BlockHash> hashes;     // chain hashes of full blocks computed so far
   std::int64_t published_blocks = 0;          // device blocks already indexed by hash
   SamplingParams params;
-  std::mt19937_64 rng;
+  std::uint64_t sample_seed = 0;  // params.seed, or the random one drawn for this request
   TokenCallback on_token;
   FinishCallback on_finish;
   RequestOutput output;

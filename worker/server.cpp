@@ -84,7 +84,7 @@ SamplingParams parse_params(const json& j, std::string& error) {
   p.temperature = f.get<double>("temperature", 0.0);
   p.top_p = f.get<double>("top_p", 1.0);
   p.top_k = f.get<std::int64_t>("top_k", 0);
-  p.seed = f.get<std::uint64_t>("seed", 0);
+  if (j.contains("seed") && !j["seed"].is_null()) p.seed = f.get<std::uint64_t>("seed", 0);
   p.ignore_eos = f.get<bool>("ignore_eos", false);
   if (j.contains("stop_token_ids")) p.stop_token_ids = f.tokens("stop_token_ids");
   if (error.empty()) error = f.error;
@@ -235,6 +235,7 @@ class Server final : public WorkerServer {
     j["transfer"] = std::string(agent_->backend());
     j["prefix_hash_salt"] = engine_->stats().prefix_hash_salt;
     j["pid"] = static_cast<std::int64_t>(::getpid());
+    j["load"] = load();  // routing sees this worker's room before its first heartbeat
     return j;
   }
 
@@ -298,9 +299,7 @@ class Server final : public WorkerServer {
       update_gauges();
       co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
     } else if (req.path == "/info") {
-      json j = registration();
-      j["load"] = load();
-      co_await w.send(200, dump(j));
+      co_await w.send(200, dump(registration()));
     } else if (req.path == "/internal/generate" && req.method == "POST") {
       co_await generate(req, w);
     } else if (req.path == "/internal/release" && req.method == "POST") {
@@ -458,6 +457,7 @@ class Server final : public WorkerServer {
     // Without imported KV the engine sees prompt + tokens generated before (a re-run after a
     // failure) as its prompt, so those count towards max_tokens and min_tokens here.
     if (!request.kv_import) {
+      request.params.sample_offset = already;  // sampled re-runs draw what the lost run would
       request.params.max_tokens -= already;
       request.params.min_tokens = std::max<std::int64_t>(0, request.params.min_tokens - already);
       if (mode == "prefill") {

@@ -86,7 +86,6 @@ TEST_F(ClusterTest, ColocatedAndDisaggregatedClustersGiveSingleEngineTokens) {
     Cluster colocated("colocated", {{"--role", "both", "--kv-blocks", "256"}});
     run_cases(colocated.url(), cases, true);
     run_cases(colocated.url(), cases, false);
-    if (HasFailure()) ADD_FAILURE() << colocated.logs();
   }
   Cluster disagg("disaggregated", {{"--role", "prefill", "--kv-blocks", "256"},
                                    {"--role", "decode", "--kv-blocks", "256"}});
@@ -123,7 +122,6 @@ TEST_F(ClusterTest, ColocatedAndDisaggregatedClustersGiveSingleEngineTokens) {
     EXPECT_EQ(info["load"]["held_blocks"], 0) << "worker " << i;
     EXPECT_EQ(info["load"]["running"], 0) << "worker " << i;
   }
-  if (HasFailure()) ADD_FAILURE() << disagg.logs();
 }
 
 TEST_F(ClusterTest, TextPromptMatchesKvfleetGenerate) {
@@ -169,7 +167,6 @@ TEST_F(ClusterTest, DecodeWorkerSwapsUnderASmallKvBudgetWithoutChangingTokens) {
   const std::string decode = http(disagg.worker_url(1), "GET", "/metrics").body;
   EXPECT_GT(metric_sum(decode, "kvfleet_kv_swap_bytes_total", "direction=\"out\""), 0) << decode;
   EXPECT_GT(metric_sum(decode, "kvfleet_kv_swap_seconds_count", "direction=\"in\""), 0);
-  if (HasFailure()) ADD_FAILURE() << disagg.logs();
 }
 
 TEST_F(ClusterTest, AutoModePrefillsShortPromptsOnTheDecodeWorkerAndDisaggregatesLongOnes) {
@@ -191,7 +188,6 @@ TEST_F(ClusterTest, AutoModePrefillsShortPromptsOnTheDecodeWorkerAndDisaggregate
   const std::string decode = http(c.worker_url(1), "GET", "/metrics").body;
   EXPECT_EQ(metric_sum(prefill, "kvfleet_requests_total"), 2.0);
   EXPECT_EQ(metric_sum(decode, "kvfleet_kv_transfer_seconds_count"), 2.0);
-  if (HasFailure()) ADD_FAILURE() << c.logs();
 }
 
 TEST_F(ClusterTest, CoordinatorDrainsInFlightStreamsOnSigterm) {

@@ -12,6 +12,7 @@
 #include <boost/asio/detached.hpp>
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -209,9 +210,17 @@ inline Completion complete(const std::string& url, json body, bool stream, bool 
   return c;
 }
 
+// Sampling for a reference run; the default is greedy.
+struct Sampling {
+  double temperature = 0;
+  double top_p = 1;
+  std::uint64_t seed = 0;
+};
+
 // The reference: one in-process engine with the workers' model (tiny, seed 0), each prompt alone.
 inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t>& prompt,
-                                                  std::int64_t max_tokens) {
+                                                  std::int64_t max_tokens,
+                                                  Sampling sampling = {}) {
   worker::register_cpu_backend();
   worker::BackendOptions bo;
   bo.spec = *load_model_spec("tiny");
@@ -226,6 +235,9 @@ inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t
   r.prompt = prompt;
   r.params.max_tokens = max_tokens;
   r.params.ignore_eos = true;
+  r.params.temperature = sampling.temperature;
+  r.params.top_p = sampling.top_p;
+  r.params.seed = sampling.seed;
   r.on_finish = [&](const worker::RequestOutput& o) { out = o.tokens; };
   EXPECT_TRUE(engine->submit(std::move(r)).is_ok());
   EXPECT_TRUE(engine->wait_idle(std::chrono::seconds(300)));
@@ -282,6 +294,13 @@ class Cluster {
   Process& worker(size_t i) { return *workers_[i]; }
   Process& coordinator() { return *coordinator_; }
   size_t size() const { return workers_.size(); }
+  // A failed test shows every process's log, however it ended (an ASSERT returns early).
+  ~Cluster() {
+    if (::testing::Test::HasFailure()) std::cerr << logs();
+  }
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
   std::string logs() const {
     std::string s = "--- coordinator\n" + coordinator_->log();
     for (size_t i = 0; i < workers_.size(); ++i) s += "--- worker " + std::to_string(i) + "\n" + workers_[i]->log();

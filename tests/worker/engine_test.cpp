@@ -5,6 +5,7 @@
 
 #include "tests/test_util.h"
 #include "tests/worker/engine_test_util.h"
+#include "worker/sampler.h"
 
 namespace kvfleet::worker {
 namespace {
@@ -231,6 +232,68 @@ TEST_F(EngineTest, SeededSamplingIsReproducible) {
   };
   EXPECT_EQ(run(7), run(7));
   EXPECT_NE(run(7), run(8));
+}
+
+// The draw for output token k depends only on (seed, k): a request re-run from its prompt plus
+// its first k sampled tokens (what the coordinator sends after a worker failure) continues with
+// the tokens the first run produced.
+TEST_F(EngineTest, ASampledRequestReRunFromItsFirstTokensContinuesTheSame) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  auto engine = make_engine({});
+  auto run = [&](std::vector<std::int32_t> prompt, std::int64_t max_tokens, std::int64_t offset) {
+    Collector c;
+    Request r;
+    r.prompt = std::move(prompt);
+    r.params.max_tokens = max_tokens;
+    r.params.temperature = 1.0;
+    r.params.top_p = 0.95;
+    r.params.seed = seed_;
+    r.params.sample_offset = offset;
+    r.params.ignore_eos = true;
+    r.on_finish = c.callback();
+    auto id = *engine->submit(std::move(r));
+    EXPECT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+    return c.outputs().at(id).tokens;
+  };
+  const auto prompt = random_tokens(rng_, 20);
+  const auto whole = run(prompt, 24, 0);
+  ASSERT_EQ(whole.size(), 24u);
+  for (std::int64_t k : {1, 9, 23}) {
+    auto resumed_prompt = prompt;
+    resumed_prompt.insert(resumed_prompt.end(), whole.begin(), whole.begin() + k);
+    const auto rest = run(resumed_prompt, 24 - k, k);
+    EXPECT_EQ(rest, std::vector<std::int32_t>(whole.begin() + k, whole.end())) << "after " << k;
+  }
+  // Without the offset the re-run would draw token 0's number again: a different stream.
+  EXPECT_NE(run(prompt, 24, 5), whole);
+  // Unseeded requests differ from each other.
+  Collector c;
+  std::vector<RequestId> ids;
+  for (int i = 0; i < 2; ++i) {
+    Request r;
+    r.prompt = prompt;
+    r.params.max_tokens = 24;
+    r.params.temperature = 1.0;
+    r.params.ignore_eos = true;
+    r.on_finish = c.callback();
+    ids.push_back(*engine->submit(std::move(r)));
+  }
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+  EXPECT_NE(c.outputs().at(ids[0]).tokens, c.outputs().at(ids[1]).tokens);
+}
+
+TEST(Sampler, UniformDrawsAreInRangeAndDependOnSeedAndIndex) {
+  for (std::int64_t k = 0; k < 1000; ++k) {
+    const double u = sample_uniform(42, k);
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+  }
+  EXPECT_EQ(sample_uniform(42, 7), sample_uniform(42, 7));
+  EXPECT_NE(sample_uniform(42, 7), sample_uniform(42, 8));
+  EXPECT_NE(sample_uniform(42, 7), sample_uniform(43, 7));
+  double mean = 0;
+  for (std::int64_t k = 0; k < 100000; ++k) mean += sample_uniform(9, k);
+  EXPECT_NEAR(mean / 100000, 0.5, 0.01);
 }
 
 TEST_F(EngineTest, EosStopsUnlessIgnoredAndMinTokensDelaysIt) {
