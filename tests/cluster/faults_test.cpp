@@ -312,6 +312,34 @@ TEST_F(BadInput, EachBadRequestGetsAClearErrorAndTheServerKeepsServing) {
   EXPECT_EQ(metric_sum(metrics, "kvfleet_errors_total", "type=\"model_not_found\""), 1);
 }
 
+TEST_F(BadInput, TheCoordinatorsWorkerApiRejectsGarbageClearly) {
+  const std::string url = cluster_->url();
+  auto reg = [&](const std::string& body) { return http(url, "POST", "/internal/register", body); };
+  auto beat = [&](const std::string& body) { return http(url, "POST", "/internal/heartbeat", body); };
+  json good = json::parse(http(cluster_->worker_url(0), "GET", "/info").body);
+  good["worker_id"] = "intruder";
+  good["url"] = "http://127.0.0.1:1";
+  expect_error(reg("{nope"), 400, "bad registration");
+  expect_error(reg(R"({"worker_id": "x"})"), 400, "bad registration");
+  json bad_role = good;
+  bad_role["role"] = "chef";
+  expect_error(reg(bad_role.dump()), 400, "role must be prefill, decode or both");
+  json bad_load = good;
+  bad_load["load"]["free_blocks"] = "lots";
+  expect_error(reg(bad_load.dump()), 400, "bad registration");
+  expect_error(beat("[]"), 400, "worker_id");
+  expect_error(beat(R"({"worker_id": "nobody"})"), 404, "register first");
+  json bad_beat = json::parse(http(cluster_->worker_url(0), "GET", "/info").body)["load"];
+  bad_beat["running"] = "many";
+  expect_error(beat(bad_beat.dump()), 400, "bad heartbeat");
+  // None of it registered anything, and requests are still served.
+  json workers = json::parse(http(url, "GET", "/internal/workers").body);
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0]["worker_id"], cluster_->worker_id(0));
+  Completion ok = complete(url, body_for({4, 5, 6}, 2), false);
+  EXPECT_EQ(ok.status, 200);
+}
+
 TEST_F(BadInput, TheWorkersInternalApiRejectsGarbageClearly) {
   const std::string w = cluster_->worker_url(0);
   auto gen = [&](const std::string& body) { return http(w, "POST", "/internal/generate", body); };
