@@ -13,7 +13,6 @@
 
 #include "apps/exit_code.h"
 #include "common/units.h"
-#include "worker/cpu_backend.h"
 #include "worker/engine.h"
 #include "common/tokenizer.h"
 
@@ -89,7 +88,6 @@ Status generate(const GenerateOptions& o, std::ostream& out, std::ostream& err) 
     }
   }
 
-  register_cpu_backend();
   BackendOptions bo;
   bo.spec = spec;
   bo.weights_path = o.weights;

@@ -20,7 +20,7 @@ struct WorkerLoad {
 };
 
 struct WorkerInfo {
-  std::string id, url, role, model, transfer;
+  std::string id, url, role, model, transfer, backend;
   std::int64_t max_model_len = 0, vocab_size = 0, kv_blocks = 0, block_tokens = 16;
   std::int64_t block_bytes = 0;
   std::int64_t bos_token_id = -1, eos_token_id = -1;

@@ -73,7 +73,7 @@ class Server final : public Coordinator {
   Server(const CoordinatorConfig& config, ServeMode mode)
       : cfg_(config),
         registry_(config.lease_seconds),
-        metrics_(monitoring::ProcessLabels{"coordinator", config.name, ""}) {
+        metrics_(monitoring::ProcessLabels{"coordinator", config.name, "", config.backend}) {
     router_.mode = mode;
     router_.auto_local_prefill_tokens = config.auto_local_prefill_tokens;
   }
@@ -286,6 +286,11 @@ class Server final : public Coordinator {
       info.role = j.at("role").get<std::string>();
       info.model = j.at("model").get<std::string>();
       info.transfer = j.value("transfer", "");
+      info.backend = j.value("backend", "cpu");
+      if (!cfg_.backend.empty() && info.backend != cfg_.backend) {
+        throw std::runtime_error("worker backend '" + info.backend + "' differs from this cluster's '" +
+                                 cfg_.backend + "'");
+      }
       info.max_model_len = j.value("max_model_len", std::int64_t{0});
       info.vocab_size = j.at("vocab_size").get<std::int64_t>();
       info.kv_blocks = j.at("kv_blocks").get<std::int64_t>();

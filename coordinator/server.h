@@ -22,6 +22,10 @@ struct CoordinatorConfig {
   double drain_seconds = 30;  // SIGTERM: time for in-flight requests
   std::int64_t auto_local_prefill_tokens = 256;
   std::string name = "coordinator";
+  // The engine backend of this cluster's workers (`kvfleet up` sets it): the `backend` label of
+  // the coordinator's metrics, and workers of another backend are refused at registration (a sim
+  // worker's modelled numbers must not mix with real ones). Empty: any backend, label empty.
+  std::string backend;
 };
 
 class Coordinator {

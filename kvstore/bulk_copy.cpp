@@ -1,5 +1,7 @@
 #include "kvstore/bulk_copy.h"
 
+#include "kvstore/block_ranges.h"
+
 #include <immintrin.h>
 
 #include <cstdint>
@@ -47,6 +49,17 @@ void bulk_copy(std::byte* dst, const std::byte* src, std::size_t bytes) {
   } else {
     std::memcpy(dst, src, bytes);
   }
+}
+
+std::int64_t copy_blocks(std::byte* dst, std::span<const BlockId> dst_ids, const std::byte* src,
+                         std::span<const BlockId> src_ids, std::size_t block_bytes) {
+  const auto runs = coalesce_runs(src_ids, dst_ids);
+  for (const BlockRun& r : runs) {
+    bulk_copy(dst + static_cast<std::size_t>(r.dst) * block_bytes,
+              src + static_cast<std::size_t>(r.src) * block_bytes,
+              static_cast<std::size_t>(r.count) * block_bytes);
+  }
+  return static_cast<std::int64_t>(runs.size());
 }
 
 }  // namespace kvfleet::kvstore

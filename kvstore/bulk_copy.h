@@ -4,6 +4,10 @@
 // every destination line is first read into the cache, then written back later, for nothing.
 
 #include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "kvstore/block_pool.h"
 
 namespace kvfleet::kvstore {
 
@@ -11,5 +15,11 @@ namespace kvfleet::kvstore {
 inline constexpr std::size_t kStreamingCopyMin = 64 * 1024;
 
 void bulk_copy(std::byte* dst, const std::byte* src, std::size_t bytes);
+
+// Copies block src_ids[i] of the pool at `src` to block dst_ids[i] of the pool at `dst` (blocks
+// of `block_bytes`, both pools host-addressable), as the fewest contiguous runs. Returns the
+// number of runs. The spans must have the same size.
+std::int64_t copy_blocks(std::byte* dst, std::span<const BlockId> dst_ids, const std::byte* src,
+                         std::span<const BlockId> src_ids, std::size_t block_bytes);
 
 }  // namespace kvfleet::kvstore

@@ -8,7 +8,7 @@ namespace {
 using prometheus::Labels;
 
 Labels base(const ProcessLabels& l) {
-  return {{"role", l.role}, {"worker", l.worker}, {"model", l.model}};
+  return {{"role", l.role}, {"worker", l.worker}, {"model", l.model}, {"backend", l.backend}};
 }
 
 Labels with(const ProcessLabels& l, const std::string& key, std::string_view value) {

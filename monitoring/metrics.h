@@ -24,6 +24,9 @@ struct ProcessLabels {
   std::string role;    // coordinator | prefill | decode | both
   std::string worker;  // worker id, or the coordinator's name
   std::string model;
+  // The engine backend the numbers come from: cpu and cuda measure real work; sim models it
+  // (perfmodel), so every series it exports says so. The coordinator's is its workers'.
+  std::string backend;
 };
 
 // TTFT phases, in the order a disaggregated request goes through them.

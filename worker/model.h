@@ -19,19 +19,9 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/kv_layout.h"
+#include "worker/step.h"
 
 namespace kvfleet::worker {
-
-enum class LogitsWanted { kNone, kLast, kAll };
-
-// One sequence's slice of a step: tokens at positions [pos0, pos0 + tokens.size()). The block
-// table must cover pos0 + tokens.size() positions.
-struct SeqChunk {
-  std::span<const std::int32_t> tokens;
-  std::int64_t pos0 = 0;
-  std::span<const std::int32_t> block_table;
-  LogitsWanted logits = LogitsWanted::kLast;
-};
 
 // Reusable buffers for forward(); one per engine thread.
 struct Workspace {

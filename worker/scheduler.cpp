@@ -28,7 +28,7 @@ bool erase_from(Container& c, Sequence* s) {
 }  // namespace
 
 Scheduler::Scheduler(const SchedulerConfig& config, const kernels::KvLayout& layout,
-                     kvstore::BlockPool& device, kvstore::HostKvStore* host)
+                     kvstore::BlockPool& device, kvstore::HostKvIndex* host)
     : config_(config), layout_(layout), device_(device), host_(host) {}
 
 void Scheduler::add(Sequence* seq) {

@@ -18,7 +18,7 @@
 
 #include "kernels/kv_layout.h"
 #include "kvstore/block_pool.h"
-#include "kvstore/host_store.h"
+#include "kvstore/host_index.h"
 #include "worker/sequence.h"
 
 namespace kvfleet::worker {
@@ -59,7 +59,7 @@ struct StepPlan {
 class Scheduler {
  public:
   Scheduler(const SchedulerConfig& config, const kernels::KvLayout& layout,
-            kvstore::BlockPool& device, kvstore::HostKvStore* host);
+            kvstore::BlockPool& device, kvstore::HostKvIndex* host);
 
   void add(Sequence* seq);  // a new request, at the back of the waiting queue
   // A sequence that arrives with its KV in device blocks (imported from a prefill worker): it
@@ -88,7 +88,7 @@ class Scheduler {
   SchedulerConfig config_;
   kernels::KvLayout layout_;
   kvstore::BlockPool& device_;
-  kvstore::HostKvStore* host_;
+  kvstore::HostKvIndex* host_;
   std::vector<Sequence*> running_;  // admission order
   std::deque<Sequence*> waiting_;   // admission order (preempted sequences go to the front)
   std::vector<Sequence*> swapped_;  // admission order

@@ -16,7 +16,6 @@
 #include "net/http.h"
 #include "transfer/transfer.h"
 #include "worker/backend.h"
-#include "worker/cpu_backend.h"
 #include "worker/engine.h"
 
 namespace kvfleet::worker {
@@ -118,6 +117,7 @@ struct Event {
 
 struct KvSource {
   std::string agent, address, region, lease, worker_url;
+  bool modelled = false;  // a sim worker's KV: nothing to read, the hand-off's time is modelled
   std::vector<std::int32_t> blocks;
   std::uint64_t block_bytes = 0;
   std::int64_t tokens = 0;
@@ -131,6 +131,7 @@ struct ImportResult {
 
 class Server final : public WorkerServer {
  public:
+  // `agent` is null for a backend whose KV has no bytes (sim): its hand-offs are modelled.
   Server(const WorkerConfig& config, ModelSpec spec, std::unique_ptr<Engine> engine,
          std::unique_ptr<transfer::Agent> agent, transfer::Region region, std::string id)
       : cfg_(config),
@@ -139,7 +140,8 @@ class Server final : public WorkerServer {
         agent_(std::move(agent)),
         region_(region),
         id_(std::move(id)),
-        metrics_(monitoring::ProcessLabels{config.role, id_, spec_.name}) {}
+        backend_name_(engine_->backend().name()),
+        metrics_(monitoring::ProcessLabels{config.role, id_, spec_.name, backend_name_}) {}
 
   ~Server() override {
     pool_.join();
@@ -160,9 +162,11 @@ class Server final : public WorkerServer {
         }));
     const std::string host = cfg_.advertise_host.empty() ? cfg_.host : cfg_.advertise_host;
     url_ = "http://" + host + ":" + std::to_string(http_->port());
-    KVFLEET_ASSIGN_OR_RETURN(auto desc, agent_->describe(region_.id));
-    region_desc_ = desc.serialize();
-    KVFLEET_ASSIGN_OR_RETURN(agent_address_, agent_->address());
+    if (agent_) {
+      KVFLEET_ASSIGN_OR_RETURN(auto desc, agent_->describe(region_.id));
+      region_desc_ = desc.serialize();
+      KVFLEET_ASSIGN_OR_RETURN(agent_address_, agent_->address());
+    }
     return Status();
   }
 
@@ -181,8 +185,8 @@ class Server final : public WorkerServer {
     if (!cfg_.coordinator.empty()) {
       asio::co_spawn(io_, heartbeat_loop(), asio::detached);
     }
-    KVFLEET_LOG(kInfo) << "worker " << id_ << " (" << cfg_.role << ", " << spec_.name
-                       << ") serving at " << url_;
+    KVFLEET_LOG(kInfo) << "worker " << id_ << " (" << cfg_.role << ", "
+                       << engine_->backend().describe() << ") serving at " << url_;
     io_.run();
   }
 
@@ -232,8 +236,10 @@ class Server final : public WorkerServer {
     j["kv_blocks"] = engine_->backend().num_blocks();
     j["block_tokens"] = layout.block_tokens;
     j["block_bytes"] = layout.block_bytes();
-    j["transfer"] = std::string(agent_->backend());
-    j["prefix_hash_salt"] = engine_->stats().prefix_hash_salt;
+    j["transfer"] = agent_ ? std::string(agent_->backend()) : std::string("modelled");
+    j["backend"] = backend_name_;
+    j["backend_detail"] = engine_->backend().describe();
+    j["prefix_hash_salt"] = engine_->prefix_hash_salt();
     j["pid"] = static_cast<std::int64_t>(::getpid());
     j["load"] = load();  // routing sees this worker's room before its first heartbeat
     return j;
@@ -434,9 +440,14 @@ class Server final : public WorkerServer {
       const KvSource* src_ptr = nullptr;
       auto src = parse_kv_source(body.value("kv", json()));
       src_ptr = &*src;
-      // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
-      auto import = [this, source = *src_ptr, res = *reservation] { return import_kv(source, res); };
-      auto result = co_await net::run_blocking(pool_, std::move(import));
+      Result<ImportResult> result = ImportResult{};
+      if (src_ptr->modelled) {
+        result = co_await modelled_import(*src_ptr);
+      } else {
+        // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
+        auto import = [this, source = *src_ptr, res = *reservation] { return import_kv(source, res); };
+        result = co_await net::run_blocking(pool_, std::move(import));
+      }
       if (!result.is_ok()) {
         engine_->cancel_reservation(reservation->id);
         metrics_.kv_transfer_failures.Increment();
@@ -528,9 +539,14 @@ class Server final : public WorkerServer {
       fin["worker_id"] = id_;
       if (!out.held_blocks.empty()) {
         json kv;
-        kv["agent"] = agent_->name();
-        kv["address"] = agent_address_;
-        kv["region"] = region_desc_;
+        if (agent_) {
+          kv["agent"] = agent_->name();
+          kv["address"] = agent_address_;
+          kv["region"] = region_desc_;
+        } else {
+          kv["agent"] = id_;
+          kv["modelled"] = true;  // no bytes: the decode worker models the hand-off's time
+        }
         kv["blocks"] = out.held_blocks;
         kv["block_bytes"] = engine_->backend().kv_layout().block_bytes();
         kv["tokens"] = out.held_tokens;
@@ -563,9 +579,15 @@ class Server final : public WorkerServer {
     s.worker_url = f.get<std::string>("worker_url", "");
     s.block_bytes = f.get<std::uint64_t>("block_bytes", 0);
     s.tokens = f.get<std::int64_t>("tokens", 0);
+    s.modelled = f.get<bool>("modelled", false);
     s.blocks = f.tokens("blocks");
     if (!f.error.empty()) return invalid_argument("kv: " + f.error);
-    if (s.agent.empty() || s.address.empty() || s.region.empty()) {
+    if (s.modelled != !agent_) {
+      return invalid_argument(std::string("kv: ") +
+                              (agent_ ? "modelled KV (a sim worker's) cannot be imported into real memory"
+                                      : "this worker's backend models KV: it cannot import real bytes"));
+    }
+    if (!s.modelled && (s.agent.empty() || s.address.empty() || s.region.empty())) {
       return invalid_argument("kv: agent, address and region are required");
     }
     const auto& layout = engine_->backend().kv_layout();
@@ -621,9 +643,27 @@ class Server final : public WorkerServer {
     return r;
   }
 
+  // A sim worker's hand-off: no bytes move; it lasts what the backend models for the bytes over
+  // its link, in wall time (scaled).
+  Task<Result<ImportResult>> modelled_import(KvSource src) {
+    const auto& layout = engine_->backend().kv_layout();
+    const std::uint64_t bytes =
+        static_cast<std::uint64_t>(layout.blocks_for_tokens(src.tokens)) * layout.block_bytes();
+    const std::optional<double> modelled = engine_->backend().handoff_seconds(bytes);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (modelled && *modelled > 0) {
+      co_await net::sleep_for(net::Seconds(*modelled * engine_->backend().time_scale()));
+    }
+    ImportResult r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.bytes = bytes;
+    r.operations = 1;
+    co_return r;
+  }
+
   void forget_peer(const std::string& agent) {
     std::lock_guard<std::mutex> lock(peers_mu_);
-    if (peers_.erase(agent) != 0) (void)agent_->disconnect(agent);
+    if (peers_.erase(agent) != 0 && agent_) (void)agent_->disconnect(agent);
   }
 
   Task<void> release_remote(KvSource src) {
@@ -694,6 +734,7 @@ class Server final : public WorkerServer {
   std::unique_ptr<transfer::Agent> agent_;
   transfer::Region region_;
   std::string id_;
+  std::string backend_name_;
   monitoring::Metrics metrics_;
   asio::io_context io_;
   asio::thread_pool pool_{4};
@@ -713,7 +754,7 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   if (config.role != "prefill" && config.role != "decode" && config.role != "both") {
     return invalid_argument("--role must be prefill, decode or both, not '" + config.role + "'");
   }
-  if (config.kv_blocks < 1) return invalid_argument("--kv-blocks must be >= 1");
+  if (config.kv_blocks < 0) return invalid_argument("--kv-blocks must be >= 0 (0: the backend's default)");
   if (config.block_tokens < 1 || config.block_tokens > 4096) {
     return invalid_argument("--block-tokens must be in [1, 4096]");
   }
@@ -724,20 +765,24 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
     return invalid_argument("heartbeat and lease times must be > 0");
   }
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
-  auto dtype = parse_dtype(config.kv_dtype);
-  if (!dtype.is_ok()) return dtype.status().with_context("--kv-dtype");
-  register_cpu_backend();
   BackendOptions bo;
   bo.spec = spec;
   bo.weights_path = config.weights;
   bo.seed = config.seed;
   bo.num_blocks = config.kv_blocks;
   bo.block_tokens = config.block_tokens;
-  bo.kv_dtype = *dtype;
+  if (!config.kv_dtype.empty()) {
+    auto dtype = parse_dtype(config.kv_dtype);
+    if (!dtype.is_ok()) return dtype.status().with_context("--kv-dtype");
+    bo.kv_dtype = *dtype;
+  }
+  bo.threads = config.threads;
+  bo.hardware = config.hardware;
+  bo.tp = config.tp;
+  bo.link = config.link;
+  bo.time_scale = config.time_scale;
   KVFLEET_ASSIGN_OR_RETURN(auto backend, create_backend(config.backend, bo));
-  std::byte* kv = backend->host_addressable_kv();
-  const std::size_t kv_bytes =
-      static_cast<std::size_t>(backend->num_blocks()) * backend->kv_layout().block_bytes();
+  const KvMemory kv = backend->kv_memory();
 
   // The id names the transfer agent too, so it must be unique in the cluster.
   std::string id = config.id;
@@ -745,15 +790,24 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
     id = config.role + "-" + (config.advertise_host.empty() ? config.host : config.advertise_host) +
          "-" + std::to_string(::getpid());
   }
-  transfer::AgentConfig ac;
-  ac.name = id;
-  KVFLEET_ASSIGN_OR_RETURN(auto agent, transfer::create_agent(config.transfer, ac));
-  if (kv == nullptr) {
-    return Status(StatusCode::kUnimplemented,
-                  "backend '" + config.backend + "' has no host-addressable KV to register");
+  // The transfer agent registers the backend's KV pool as the backend describes it; a backend
+  // without KV bytes (sim) has no agent and models its hand-offs.
+  std::unique_ptr<transfer::Agent> agent;
+  transfer::Region region;
+  if (kv.kind != KvMemory::Kind::kNone) {
+    transfer::AgentConfig ac;
+    ac.name = id;
+    if (kv.kind == KvMemory::Kind::kDevice) ac.device = kv.device;
+    KVFLEET_ASSIGN_OR_RETURN(agent, transfer::create_agent(config.transfer, ac));
+    const auto kind = kv.kind == KvMemory::Kind::kDevice ? transfer::MemoryKind::kDevice
+                                                          : transfer::MemoryKind::kHost;
+    if (kind == transfer::MemoryKind::kDevice && !agent->capabilities().device_memory) {
+      return invalid_argument("transfer backend '" + config.transfer +
+                              "' cannot move device memory (backend '" + config.backend +
+                              "' keeps its KV on a GPU)");
+    }
+    KVFLEET_ASSIGN_OR_RETURN(region, agent->register_memory(kv.base, kv.bytes, kind));
   }
-  KVFLEET_ASSIGN_OR_RETURN(transfer::Region region,
-                           agent->register_memory(kv, kv_bytes, transfer::MemoryKind::kHost));
 
   EngineConfig ec;
   ec.scheduler.max_batch_tokens = config.max_batch_tokens;

@@ -17,16 +17,23 @@ struct WorkerConfig {
   std::string model = "tiny";  // built-in name or config.json path
   std::string weights;         // safetensors; empty: seeded random weights
   std::uint64_t seed = 0;
-  std::string backend = "cpu";
+  std::string backend = "cpu";  // cpu | sim (| cuda): see worker/backend.h
   std::string coordinator;  // URL; empty: standalone (no registration)
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;       // 0: any free port
   std::string advertise_host;   // the host others reach this worker at; default: host
   std::string id;               // default: ROLE-HOST-PORT
-  std::int32_t kv_blocks = 1024;
+  std::int32_t kv_blocks = 0;   // 0: the backend's default (cpu 1024; sim: what HBM holds)
   std::int64_t block_tokens = 16;
   std::size_t host_kv_bytes = 0;
-  std::string kv_dtype = "fp32";
+  std::string kv_dtype;         // empty: the backend's default (cpu fp32; sim the model's dtype)
+  int threads = 0;              // cpu: BLAS threads (0: the library's default)
+  // sim: the modelled device (built-in name or a hardware/profile file), its TP degree, the
+  // link hand-offs cross (perfmodel/link.h), and wall seconds per modelled second.
+  std::string hardware = "a100-80g";
+  std::int64_t tp = 1;
+  std::string link = "nvlink";
+  double time_scale = 1.0;
   std::int64_t max_batch_tokens = 512;
   std::int64_t max_running = 64;
   std::int64_t max_model_len = 0;  // 0: the model's

@@ -21,7 +21,6 @@
 
 #include "net/http.h"
 #include "tests/test_util.h"
-#include "worker/cpu_backend.h"
 #include "worker/engine.h"
 
 namespace kvfleet::test {
@@ -221,7 +220,6 @@ struct Sampling {
 inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t>& prompt,
                                                   std::int64_t max_tokens,
                                                   Sampling sampling = {}) {
-  worker::register_cpu_backend();
   worker::BackendOptions bo;
   bo.spec = *load_model_spec("tiny");
   bo.seed = 0;

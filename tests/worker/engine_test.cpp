@@ -352,8 +352,8 @@ TEST_F(EngineTest, HeldKvImportedIntoAnotherEngineContinuesWithTheSameTokens) {
     EXPECT_EQ(decode->stats().reserved_blocks, static_cast<std::int64_t>(res->blocks.size()));
     // Both engines are idle, so their KV memory may be read and written from this thread.
     for (size_t b = 0; b < res->blocks.size(); ++b) {
-      std::memcpy(decode->backend().host_addressable_kv_const() + res->blocks[b] * block_bytes,
-                  prefill->backend().host_addressable_kv_const() + first.held_blocks[b] * block_bytes,
+      std::memcpy(decode->backend().kv_memory().base + res->blocks[b] * block_bytes,
+                  prefill->backend().kv_memory().base + first.held_blocks[b] * block_bytes,
                   block_bytes);
     }
     prefill->release_held(pid);
@@ -449,7 +449,6 @@ TEST_F(EngineTest, BadRequestsGetClearErrors) {
 }
 
 TEST(EngineBackends, UnknownBackendListsTheKnownOnes) {
-  register_cpu_backend();
   auto b = create_backend("tpu", BackendOptions{});
   ASSERT_FALSE(b.is_ok());
   EXPECT_NE(b.status().message().find("known: cpu"), std::string::npos) << b.status().message();

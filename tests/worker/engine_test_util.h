@@ -7,8 +7,8 @@
 #include <mutex>
 #include <random>
 
-#include "worker/cpu_backend.h"
 #include "worker/engine.h"
+#include "worker/model.h"
 
 namespace kvfleet::worker::test {
 
@@ -29,7 +29,6 @@ struct EngineOptions {
 };
 
 inline std::unique_ptr<Engine> make_engine(const EngineOptions& o) {
-  register_cpu_backend();
   BackendOptions b;
   b.spec = tiny_model()->spec();
   b.model = tiny_model();
