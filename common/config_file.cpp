@@ -104,6 +104,19 @@ bool FieldReader::has(std::string_view key) const {
   return it != object_.end() && !it->is_null();
 }
 
+Status FieldReader::only_keys(std::initializer_list<std::string_view> known) const {
+  if (!object_.is_object()) return Status::ok();
+  for (const auto& [key, value] : object_.items()) {
+    bool found = false;
+    for (auto k : known) found = found || k == key;
+    if (found) continue;
+    std::string list;
+    for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    return invalid_argument(where_ + ": unknown field '" + key + "' (known: " + list + ")");
+  }
+  return Status::ok();
+}
+
 Status FieldReader::missing(std::string_view key) const {
   return invalid_argument(where_ + ": required field '" + std::string(key) + "' is missing");
 }

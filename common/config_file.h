@@ -6,6 +6,7 @@
 // through FieldReader, so a missing or mistyped field always yields an error that names the field.
 
 #include <cstdint>
+#include <initializer_list>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
@@ -31,6 +32,9 @@ class FieldReader {
   FieldReader(const nlohmann::json& object, std::string where);
 
   bool has(std::string_view key) const;  // present and not null
+  // An error naming the first key of the object that is not in `known` (and listing them), so a
+  // misspelt optional field is reported instead of silently ignored.
+  Status only_keys(std::initializer_list<std::string_view> known) const;
 
   // Required fields: an error when missing or of the wrong type.
   Result<std::int64_t> integer(std::string_view key) const;

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <utility>
 
 namespace kvfleet {
 namespace {
@@ -43,6 +44,7 @@ const char* kind_name(Quantity kind) {
     case Quantity::kBytesPerSecond: return "a bandwidth (e.g. 2039GB/s, 2.039e12)";
     case Quantity::kFlopsPerSecond: return "a FLOP rate (e.g. 312TFLOPS, 312e12)";
     case Quantity::kCount: return "a count (e.g. 4000, 50K)";
+    case Quantity::kSeconds: return "a duration (e.g. 5us, 1.5ms, 2e-6)";
   }
   return "a quantity";
 }
@@ -62,6 +64,15 @@ double unit_multiplier(std::string_view unit, Quantity kind) {
   if (unit.empty()) return 1.0;
   switch (kind) {
     case Quantity::kCount: return prefix_multiplier(unit);
+    case Quantity::kSeconds: {
+      // Case-sensitive: "ms" is a millisecond, "Ms" would be a megasecond.
+      static constexpr std::pair<std::string_view, double> kUnits[] = {
+          {"s", 1.0}, {"ms", 1e-3}, {"us", 1e-6}, {"ns", 1e-9}};
+      for (const auto& [name, mult] : kUnits) {
+        if (unit == name) return mult;
+      }
+      return 0.0;
+    }
     case Quantity::kBytes:
     case Quantity::kBytesPerSecond: {
       if (kind == Quantity::kBytesPerSecond) {

@@ -6,6 +6,7 @@
 //   bytes/second: any byte unit followed by "/s" ("2039 GB/s", "25GiB/s")
 //   FLOP/second:  K, M, G, T, P with an optional "FLOPS" or "FLOP/s" ("312T", "312 TFLOPS")
 //   counts:       K, M, G (powers of 1000) and Ki, Mi (powers of 1024) ("4K" = 4000, "4Ki" = 4096)
+//   seconds:      s, ms, us, ns ("5us", "1.5 ms"); a plain number is seconds
 // Whitespace between the number and its unit is allowed; unit names are case-sensitive for the
 // byte prefixes' 'i' but accept either case for the rest ("gb" = "GB").
 
@@ -17,7 +18,7 @@
 
 namespace kvfleet {
 
-enum class Quantity { kBytes, kBytesPerSecond, kFlopsPerSecond, kCount };
+enum class Quantity { kBytes, kBytesPerSecond, kFlopsPerSecond, kCount, kSeconds };
 
 // Parses `text` as a non-negative finite quantity of the given kind, in base units.
 Result<double> parse_quantity(std::string_view text, Quantity kind);

@@ -10,6 +10,9 @@
 //   bandwidth)
 // plus the session throughput they combine into. All figures are per device of a tensor-parallel
 // group unless the name says otherwise. Pure functions: no I/O, no clocks.
+//
+// Prefill and decode steps come from StepModel (perfmodel/step_model.h): the paper's roofline on
+// built-in hardware, the calibrated kernel-class sum on a hardware profile with a calibration.
 
 #include <cstdint>
 #include <string>
@@ -19,24 +22,9 @@
 #include "common/model_spec.h"
 #include "perfmodel/deployment.h"
 #include "perfmodel/hardware.h"
+#include "perfmodel/step_model.h"
 
 namespace kvfleet::perfmodel {
-
-// The resource that decides a figure.
-enum class Bound { kHbmCapacity, kCompute, kHbmBandwidth, kPcieBandwidth, kInterconnect };
-std::string_view bound_name(Bound b);  // "hbm_capacity", "compute", "hbm_bandwidth", ...
-
-// One roofline evaluation: time = max(bytes / bandwidth, flops / peak) + communication.
-struct Roofline {
-  double flops = 0;       // per device
-  double bytes = 0;       // HBM bytes moved per device
-  double comm_bytes = 0;  // tensor-parallel all-reduce bytes per device (0 when tp == 1)
-  double compute_seconds = 0;
-  double memory_seconds = 0;
-  double comm_seconds = 0;
-  double seconds = 0;
-  Bound bound = Bound::kCompute;
-};
 
 struct Estimate {
   // --- inputs, resolved ---------------------------------------------------------------------
@@ -51,6 +39,7 @@ struct Estimate {
   double peak_flops = 0;     // at compute_dtype, per device
   double params_total = 0;   // every parameter (all experts)
   double params_active = 0;  // parameters used per token (active experts)
+  bool calibrated = false;   // prefill and decode come from the hardware's calibration
 
   // --- sizes ----------------------------------------------------------------------------------
   double kv_bytes_per_token = 0;    // whole model, after kv dtype and compression
@@ -105,9 +94,5 @@ struct Estimate {
 // max_concurrency 0 and a concurrency_limit that says why.
 Result<Estimate> estimate(const ModelSpec& model, const HardwareSpec& hw, const Deployment& dep,
                           const Workload& work);
-
-// Expected fraction of an MoE layer's routed experts that a batch of `tokens` tokens touches,
-// each choosing k of E experts uniformly: 1 - (1 - k/E)^tokens.
-double expected_expert_fraction(std::int64_t tokens, std::int64_t k, std::int64_t experts);
 
 }  // namespace kvfleet::perfmodel

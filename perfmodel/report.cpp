@@ -21,6 +21,7 @@ json roofline_to_json(const Roofline& r) {
           {"compute_seconds", r.compute_seconds},
           {"memory_seconds", r.memory_seconds},
           {"comm_seconds", r.comm_seconds},
+          {"overhead_seconds", r.overhead_seconds},
           {"seconds", r.seconds},
           {"bound", bound_name(r.bound)}};
 }
@@ -77,6 +78,7 @@ json estimate_to_json(const Estimate& e) {
   j["peak_flops"] = e.peak_flops;
   j["params_total"] = e.params_total;
   j["params_active"] = e.params_active;
+  j["calibrated"] = e.calibrated;
 
   j["kv_bytes_per_token"] = e.kv_bytes_per_token;
   j["kv_bytes_per_request"] = e.kv_bytes_per_request;
@@ -200,7 +202,12 @@ std::string render_table(const std::vector<Estimate>& cols, const std::vector<st
   out << "params " << format_count(first.params_total) << " total, "
       << format_count(first.params_active) << " active; attention "
       << attention_kind_name(first.attention) << "; compression "
-      << compression_to_string(first.deployment.compression) << "\n\n";
+      << compression_to_string(first.deployment.compression) << "\n";
+  if (first.calibrated) {
+    out << "prefill and decode: calibrated step model (the hardware profile's measured kernel "
+           "efficiencies)\n";
+  }
+  out << "\n";
 
   auto pad = [](const std::string& s, size_t w) { return s + std::string(w - s.size(), ' '); };
   out << pad("", label_width);

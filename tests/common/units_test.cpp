@@ -34,6 +34,17 @@ TEST(Units, ParsesCounts) {
   EXPECT_EQ(*parse_positive_count("1M"), 1000000);
 }
 
+TEST(Units, ParsesDurations) {
+  EXPECT_DOUBLE_EQ(q("5us", Quantity::kSeconds), 5e-6);
+  EXPECT_DOUBLE_EQ(q("1.5 ms", Quantity::kSeconds), 1.5e-3);
+  EXPECT_DOUBLE_EQ(q("20ns", Quantity::kSeconds), 20e-9);
+  EXPECT_DOUBLE_EQ(q("2s", Quantity::kSeconds), 2.0);
+  EXPECT_DOUBLE_EQ(q("2e-6", Quantity::kSeconds), 2e-6);
+  for (const char* bad : {"5 parsecs", "5 Ms", "5GB", "-1us"}) {
+    EXPECT_FALSE(parse_quantity(bad, Quantity::kSeconds).is_ok()) << bad;
+  }
+}
+
 TEST(Units, RejectsGarbageWithTheTextInTheMessage) {
   for (const char* bad : {"", "abc", "12 parsecs", "GB", "-5GB", "nan", "1e400"}) {
     auto r = parse_quantity(bad, Quantity::kBytes);
