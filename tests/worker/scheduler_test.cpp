@@ -226,7 +226,9 @@ struct Harness {
     return p;
   }
 
-  // Offloads a finished sequence's full blocks to the host store, as the engine does.
+  // Offloads a finished sequence's full blocks to the host store, as the engine does (which
+  // also skips blocks the store already holds; a duplicate here is published under a hash the
+  // store already indexes, so it stays unindexed and is freed on release).
   void offload(Sequence* s) {
     if (!host || !config.prefix_caching) return;
     const std::int64_t full = std::min<std::int64_t>(
@@ -235,7 +237,6 @@ struct Harness {
     std::vector<BlockId> src;
     std::vector<BlockHash> hashes;
     for (std::int64_t i = 0; i < full; ++i) {
-      if (host->contains(s->hashes[static_cast<size_t>(i)])) continue;
       src.push_back(s->blocks[static_cast<size_t>(i)]);
       hashes.push_back(s->hashes[static_cast<size_t>(i)]);
     }
