@@ -1,5 +1,6 @@
 #include "coordinator/registry.h"
 
+#include <algorithm>
 #include <set>
 
 namespace kvfleet::coordinator {
@@ -54,6 +55,22 @@ std::vector<std::string> Registry::models() const {
   std::set<std::string> m;
   for (const auto& [id, w] : workers_) m.insert(w.model);
   return {m.begin(), m.end()};
+}
+
+std::int64_t Registry::max_model_len(const std::string& model) const {
+  std::int64_t m = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w.model == model && w.max_model_len > 0) m = m == 0 ? w.max_model_len : std::min(m, w.max_model_len);
+  }
+  return m;
+}
+
+void Registry::assign(const std::string& id) {
+  if (WorkerInfo* w = find(id)) ++w->assigned;
+}
+
+void Registry::unassign(const std::string& id) {
+  if (WorkerInfo* w = find(id); w && w->assigned > 0) --w->assigned;
 }
 
 }  // namespace kvfleet::coordinator

@@ -47,11 +47,38 @@ class Registry {
   WorkerInfo* find(const std::string& id);
   const std::map<std::string, WorkerInfo>& workers() const { return workers_; }
   std::vector<std::string> models() const;
+  // The context of `model`: the smallest max_model_len among its workers that report one;
+  // 0 when none does (no limit known).
+  std::int64_t max_model_len(const std::string& model) const;
+
+  // Request accounting (WorkerInfo::assigned, which routing reads). A request counts on a
+  // worker from the routing decision until it no longer needs it: on its colocated or decode
+  // worker until it ends, on a disaggregated request's prefill worker while it prefills. So a
+  // burst routed at one moment spreads over the pool instead of landing on the worker whose
+  // last report looked emptiest. Unknown ids are ignored (the worker left); unassign never
+  // goes below 0 (a re-registration resets the count).
+  void assign(const std::string& id);
+  void unassign(const std::string& id);
   double lease_seconds() const { return lease_seconds_; }
 
  private:
   double lease_seconds_;
   std::map<std::string, WorkerInfo> workers_;
+};
+
+// Counts one request on a worker (Registry::assign) for as long as it is in scope.
+class Assigned {
+ public:
+  Assigned(Registry& registry, std::string id) : registry_(registry), id_(std::move(id)) {
+    registry_.assign(id_);
+  }
+  ~Assigned() { registry_.unassign(id_); }
+  Assigned(const Assigned&) = delete;
+  Assigned& operator=(const Assigned&) = delete;
+
+ private:
+  Registry& registry_;
+  std::string id_;
 };
 
 }  // namespace kvfleet::coordinator

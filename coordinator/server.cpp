@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "common/model_spec.h"
 #include "common/tokenizer.h"
+#include "coordinator/admission.h"
 #include "coordinator/openai.h"
 #include "coordinator/registry.h"
 #include "coordinator/router.h"
@@ -76,6 +77,7 @@ class Server final : public Coordinator {
         metrics_(monitoring::ProcessLabels{"coordinator", config.name, "", config.backend}) {
     router_.mode = mode;
     router_.auto_local_prefill_tokens = config.auto_local_prefill_tokens;
+    admission_.max_inflight = config.max_inflight;
   }
 
   Status start() {
@@ -166,7 +168,7 @@ class Server final : public Coordinator {
         e["object"] = "model";
         e["created"] = started_;
         e["owned_by"] = "kvfleet";
-        e["max_model_len"] = max_model_len(m);
+        e["max_model_len"] = registry_.max_model_len(m);
         data.push_back(e);
       }
       json j;
@@ -249,14 +251,6 @@ class Server final : public Coordinator {
     metrics_.requests_waiting.Set(static_cast<double>(waiting));
     metrics_.requests_swapped.Set(static_cast<double>(swapped));
     metrics_.kv_usage_device.Set(total > 0 ? static_cast<double>(used) / static_cast<double>(total) : 0.0);
-  }
-
-  std::int64_t max_model_len(const std::string& model) const {
-    std::int64_t m = 0;
-    for (const auto& [id, w] : registry_.workers()) {
-      if (w.model == model && w.max_model_len > 0) m = m == 0 ? w.max_model_len : std::min(m, w.max_model_len);
-    }
-    return m;
   }
 
   // A worker's load report (heartbeat body, or "load" in a registration); throws on wrong types.
@@ -380,54 +374,30 @@ class Server final : public Coordinator {
       co_return;
     }
     CompletionRequest req = std::move(parsed).value();
+    // The model's tokenizer (from its workers' registration); without one admission answers 404.
     auto tok_it = tokenizers_.find(req.model);
-    if (tok_it == tokenizers_.end()) {
-      co_await reject(w, 404, "model_not_found",
-                      "The model `" + req.model + "` does not exist (served: " + served_models() + ")");
+    std::vector<std::int32_t> prompt;
+    AdmissionRequest ar;
+    ar.model = req.model;
+    ar.chat = chat;
+    if (tok_it != tokenizers_.end()) {
+      prompt = req.prompt_is_tokens ? req.prompt : tok_it->second.encode(req.prompt_text, true);
+      ar.vocab_size = tok_it->second.vocab_size();
+    }
+    ar.prompt = prompt;
+    ar.max_tokens = req.max_tokens;
+    ar.min_tokens = req.min_tokens;
+    const Admission admission = admit(registry_, router_, admission_, inflight_, ar);
+    if (!admission.accepted) {
+      std::vector<net::Header> extra;
+      if (admission.retry_after_seconds > 0) extra = retry_after(admission.retry_after_seconds);
+      co_await reject(w, admission.status, admission.error_type, admission.message, std::move(extra));
       co_return;
     }
     const ByteTokenizer& tok = tok_it->second;
-    std::vector<std::int32_t> prompt =
-        req.prompt_is_tokens ? req.prompt : tok.encode(req.prompt_text, true);
-    for (std::int32_t t : prompt) {
-      if (t < 0 || t >= tok.vocab_size()) {
-        co_await reject(w, 400, "invalid_request",
-                        "token id " + std::to_string(t) + " is outside the vocabulary [0, " +
-                            std::to_string(tok.vocab_size()) + ")");
-        co_return;
-      }
-    }
-    const std::int64_t context = max_model_len(req.model);
     const auto len = static_cast<std::int64_t>(prompt.size());
-    if (context > 0 && len >= context) {
-      co_await reject(w, 400, "invalid_request",
-                      "This model's maximum context length is " + std::to_string(context) +
-                          " tokens; the prompt has " + std::to_string(len) + " tokens");
-      co_return;
-    }
-    std::int64_t max_tokens = req.max_tokens.value_or(chat ? (context > 0 ? context - len : 256) : 16);
-    if (context > 0 && len + max_tokens > context) {
-      co_await reject(w, 400, "invalid_request",
-                      "This model's maximum context length is " + std::to_string(context) +
-                          " tokens; the prompt (" + std::to_string(len) + ") + max_tokens (" +
-                          std::to_string(max_tokens) + ") exceeds it");
-      co_return;
-    }
-    if (req.min_tokens > max_tokens) req.min_tokens = max_tokens;
-    if (inflight_ >= cfg_.max_inflight) {
-      co_await reject(w, 429, "overloaded",
-                      "the server is at capacity (" + std::to_string(cfg_.max_inflight) +
-                          " requests in flight); retry later",
-                      retry_after(1));
-      co_return;
-    }
-    if (!can_serve(registry_, req.model, router_.mode)) {
-      co_await reject(w, 503, "no_worker",
-                      "no " + std::string(serve_mode_name(router_.mode)) +
-                          " worker pool can serve model `" + req.model + "` right now",
-                      retry_after(2));
-      co_return;
-    }
+    const std::int64_t max_tokens = admission.max_tokens;
+    req.min_tokens = admission.min_tokens;
 
     ++inflight_;
     struct Inflight {
@@ -535,12 +505,6 @@ class Server final : public Coordinator {
     return w.send_error(job.error_status ? job.error_status : 500, job.error, std::move(extra));
   }
 
-  std::string served_models() const {
-    std::string s;
-    for (const std::string& m : registry_.models()) s += (s.empty() ? "" : ", ") + m;
-    return s.empty() ? "none yet" : s;
-  }
-
   std::string request_id() {
     static const char* hex = "0123456789abcdef";
     std::uint64_t x = (next_id_++ * 0x9e3779b97f4a7c15ull) ^ static_cast<std::uint64_t>(started_);
@@ -548,23 +512,6 @@ class Server final : public Coordinator {
     for (int i = 0; i < 16; ++i, x >>= 4) s += hex[x & 15];
     return s;
   }
-
-  // Counts a request on a worker (WorkerInfo::assigned, which routing reads) while in scope.
-  class Assigned {
-   public:
-    Assigned(Registry& reg, std::string id) : reg_(reg), id_(std::move(id)) {
-      if (WorkerInfo* w = reg_.find(id_)) ++w->assigned;
-    }
-    ~Assigned() {
-      if (WorkerInfo* w = reg_.find(id_); w && w->assigned > 0) --w->assigned;
-    }
-    Assigned(const Assigned&) = delete;
-    Assigned& operator=(const Assigned&) = delete;
-
-   private:
-    Registry& reg_;
-    std::string id_;
-  };
 
   // Runs the job to the end across worker failures.
   Task<void> execute(Job& job) {
@@ -806,6 +753,7 @@ class Server final : public Coordinator {
   CoordinatorConfig cfg_;
   Registry registry_;
   RouterConfig router_;
+  AdmissionConfig admission_;
   std::mt19937_64 seeds_{std::random_device{}()};  // for requests without a seed
   monitoring::Metrics metrics_;
   asio::io_context io_;
