@@ -17,12 +17,15 @@
 #include "apps/exit_code.h"
 #include "apps/local_cluster.h"
 #include "bench/runner.h"
-#include "bench/svg_plot.h"
+#include "bench/report.h"
 #include "bench/workload.h"
 #include "common/model_spec.h"
 #include "kernels/cpu/ops.h"
 #include "net/http.h"
+#include "common/units.h"
 #include "perfmodel/estimate.h"
+#include "perfmodel/hardware.h"
+#include "perfmodel/link.h"
 
 namespace kvfleet::apps {
 namespace {
@@ -30,10 +33,7 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-struct WorkloadSpec {
-  std::string name;
-  std::int64_t input = 0, output = 0;
-};
+using WorkloadSpec = bench::WorkloadShape;
 
 struct Point {
   double rate = 0;
@@ -123,34 +123,11 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   if (o.workers < 2 || o.workers % 2 != 0) return invalid_argument("--workers must be even and >= 2");
   if (o.num_prompts < 2) return invalid_argument("--num-prompts must be >= 2");
   std::vector<WorkloadSpec> workloads;
-  {
-    std::stringstream in(o.workloads);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-      WorkloadSpec w;
-      const auto a = item.find(':'), b = item.rfind(':');
-      try {
-        if (a == std::string::npos || a == b) throw std::invalid_argument("");
-        w.name = item.substr(0, a);
-        w.input = std::stoll(item.substr(a + 1, b - a - 1));
-        w.output = std::stoll(item.substr(b + 1));
-      } catch (const std::exception&) {
-        return invalid_argument("--workloads takes NAME:INPUT:OUTPUT,..., not '" + item + "'");
-      }
-      if (w.name.empty() || w.input < 1 || w.output < 1) return invalid_argument("--workloads: bad '" + item + "'");
-      workloads.push_back(w);
-    }
-  }
+  KVFLEET_ASSIGN_OR_RETURN(workloads, bench::parse_workload_shapes(o.workloads));
   std::vector<double> rates;
-  {
-    std::stringstream in(o.rates);
-    std::string item;
-    while (std::getline(in, item, ',')) {
-      char* end = nullptr;
-      const double r = std::strtod(item.c_str(), &end);
-      if (end == item.c_str() || *end != '\0' || !(r > 0)) return invalid_argument("--rates: '" + item + "' is not a positive rate");
-      rates.push_back(r);
-    }
+  KVFLEET_ASSIGN_OR_RETURN(rates, bench::parse_rates(o.rates, "--rates"));
+  for (double r : rates) {
+    if (std::isinf(r)) return invalid_argument("--rates: a sweep needs finite rates");
   }
   if (workloads.empty() || rates.empty()) return invalid_argument("--workloads and --rates must not be empty");
   KVFLEET_ASSIGN_OR_RETURN(bench::Slo slo, bench::parse_goodput(o.goodput));
@@ -159,7 +136,24 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   std::filesystem::create_directories(o.out, ec);
   if (ec) return invalid_argument("cannot create --out '" + o.out + "': " + ec.message());
 
-  const perfmodel::HardwareSpec hw = measure_machine(err);
+  const bool sim = o.backend == "sim";
+  if (!sim && o.backend != "cpu") {
+    return invalid_argument("--backend must be cpu or sim, not '" + o.backend + "'");
+  }
+  if (!(o.time_scale > 0)) return invalid_argument("--time-scale must be > 0");
+  perfmodel::HardwareSpec hw;
+  double transfer_bw = 0;
+  if (sim) {
+    KVFLEET_ASSIGN_OR_RETURN(hw, perfmodel::load_hardware(o.hardware));
+    KVFLEET_ASSIGN_OR_RETURN(perfmodel::LinkSpec link, perfmodel::load_link(o.link));
+    transfer_bw = link.bandwidth;
+  } else {
+    hw = measure_machine(err);
+    transfer_bw = hw.pcie_bandwidth;
+  }
+  // Sim workers run `time_scale` wall seconds per modelled second: rates go up and measured
+  // times are scaled back, so every figure is in modelled units.
+  const double scale = sim ? o.time_scale : 1.0;
   const std::vector<std::string> layouts = {"colocated", "disaggregated"};
   // results[layout][workload] = points
   std::map<std::string, std::map<std::string, std::vector<Point>>> results;
@@ -167,12 +161,31 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
     KVFLEET_ASSIGN_OR_RETURN(std::uint16_t port, free_port("127.0.0.1"));
     const std::string url = "http://127.0.0.1:" + std::to_string(port);
     std::vector<pid_t> pids;
-    pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port", std::to_string(port), "--mode", layout}, true));
+    pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port", std::to_string(port), "--mode",
+                          layout, "--backend", o.backend},
+                         true));
     auto worker = [&](const std::string& role) {
-      pids.push_back(spawn({"kvfleet", "--log-level", "warning", "worker", "--role", role, "--model", o.model,
-                            "--coordinator", url, "--kv-blocks", std::to_string(o.kv_blocks),
-                            "--host-kv-bytes", "256MiB", "--seed", std::to_string(o.seed)},
-                           true));
+      std::vector<std::string> args = {"kvfleet", "--log-level", "warning", "worker", "--role", role,
+                                       "--model", o.model, "--coordinator", url, "--seed",
+                                       std::to_string(o.seed), "--backend", o.backend};
+      if (sim) {
+        for (const std::string& a : {std::string("--hardware"), o.hardware, std::string("--tp"),
+                                     std::to_string(o.tp), std::string("--link"), o.link,
+                                     std::string("--time-scale"), format_number(o.time_scale, 9)}) {
+          args.push_back(a);
+        }
+        if (o.kv_blocks > 0) {
+          args.push_back("--kv-blocks");
+          args.push_back(std::to_string(o.kv_blocks));
+        }
+      } else {
+        for (const std::string& a : {std::string("--kv-blocks"), std::to_string(o.kv_blocks),
+                                     std::string("--host-kv-bytes"), std::string("256MiB"),
+                                     std::string("--threads"), std::string("1")}) {
+          args.push_back(a);
+        }
+      }
+      pids.push_back(spawn(args, true));
     };
     for (int i = 0; i < o.workers; ++i) {
       worker(layout == "colocated" ? "both" : (i < o.workers / 2 ? "prefill" : "decode"));
@@ -198,7 +211,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         bench::RunConfig cfg;
         cfg.url = url;
         cfg.model = spec.name;
-        cfg.rate = rate;
+        cfg.rate = rate / scale;
         cfg.seed = o.seed;
         cfg.warmup = rate == rates.front() ? 1 : 0;
         const std::string before = scrape(ep);
@@ -210,6 +223,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         const std::string after = scrape(ep);
         Point p;
         p.rate = rate;
+        bench::scale_times(*run, 1.0 / scale);
+        cfg.rate = rate;
         p.summary = bench::summarize(cfg, *run, slo, {50, 99});
         for (std::string_view phase : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
           const std::string lab = "phase=\"" + std::string(phase) + "\"";
@@ -217,7 +232,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
                            metric(before, "kvfleet_ttft_phase_seconds_count", lab);
           const double sum = metric(after, "kvfleet_ttft_phase_seconds_sum", lab) -
                              metric(before, "kvfleet_ttft_phase_seconds_sum", lab);
-          p.phase_ms[std::string(phase)] = n > 0 ? sum / n * 1e3 : std::nan("");
+          p.phase_ms[std::string(phase)] = n > 0 ? sum / n * 1e3 / scale : std::nan("");
         }
         for (const auto& r : run->requests) {
           if (r.success) p.ttfts_ms.push_back(r.ttft * 1e3);
@@ -229,112 +244,62 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   }
 
   // Report.
-  std::ofstream md(o.out + "/report.md");
-  md << "# Disaggregated vs colocated: " << spec.name << ", " << o.workers << " workers\n\n";
-  md << "Command: `kvfleet bench compare --model " << o.model << " --workers " << o.workers << " --workloads "
-     << o.workloads << " --rates " << o.rates << " --num-prompts " << o.num_prompts << "`. "
-     << "Colocated: " << o.workers << " `both` workers; disaggregated: " << o.workers / 2 << " prefill + "
-     << o.workers / 2 << " decode (KV over UCX). SLOs for goodput:";
-  for (const auto& [k, v] : slo.ms) md << " " << k << " <= " << v << " ms";
-  md << ". Predicted figures: `kvfleet plan`'s model on this machine measured as one core with "
-     << fmt(hw.hbm_bandwidth / 1e9, 2) << " GB/s read bandwidth and " << fmt(hw.flops.at(DType::kFp32) / 1e9, 1)
-     << " GFLOP/s GEMM.\n\n";
+  bench::CompareReport rep;
+  rep.title = "Disaggregated vs colocated: " + spec.name + ", " + std::to_string(o.workers) + " workers";
+  std::ostringstream cmd;
+  cmd << "kvfleet bench compare --model " << o.model << " --workers " << o.workers << " --workloads "
+      << o.workloads << " --rates " << o.rates << " --num-prompts " << o.num_prompts;
+  if (sim) cmd << " --backend sim --hardware " << o.hardware << " --tp " << o.tp << " --link " << o.link
+               << " --time-scale " << o.time_scale;
+  rep.command = cmd.str();
+  rep.setup = "Colocated: " + std::to_string(o.workers) + " `both` workers; disaggregated: " +
+              std::to_string(o.workers / 2) + " prefill + " + std::to_string(o.workers / 2) +
+              " decode (" + (sim ? "KV hand-off modelled over " + o.link : std::string("KV over UCX")) + ").";
+  if (sim) {
+    rep.source = "**Simulated**: every worker runs the `sim` backend (no weights, no KV bytes; each "
+                 "step, swap and hand-off lasts what perfmodel predicts for " + o.hardware +
+                 ", tp " + std::to_string(o.tp) + ") behind the real coordinator, in real time scaled by " +
+                 format_number(o.time_scale) + "; latencies below are divided by the time scale, so "
+                 "they are in modelled seconds.";
+    rep.prediction_note = "Predicted figures: `kvfleet plan`'s model of " + o.hardware + ".";
+  } else {
+    rep.source = "Measured on the `cpu` backend (real math, " + std::string(o.model) + " with seeded weights).";
+    rep.prediction_note = "Predicted figures: `kvfleet plan`'s model on this machine measured as one core with " +
+                          fmt(hw.hbm_bandwidth / 1e9, 2) + " GB/s read bandwidth and " +
+                          fmt(hw.flops.at(DType::kFp32) / 1e9, 1) + " GFLOP/s GEMM.";
+  }
+  rep.slo = slo;
+  rep.rates = rates;
   for (const WorkloadSpec& w : workloads) {
     perfmodel::Deployment dep;
+    dep.tp = sim ? o.tp : 1;
     perfmodel::Workload work;
     work.context_tokens = w.input;
     work.decode_tokens = w.output;
     auto est = perfmodel::estimate(spec, hw, dep, work);
-    const double pred_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
-    const double pred_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
-    const double pred_transfer_ms =
-        est.is_ok() ? est->kv_bytes_per_request / hw.pcie_bandwidth * 1e3 : std::nan("");
-    md << "## Workload `" << w.name << "`: " << w.input << " prompt tokens (+-20%), " << w.output
-       << " output tokens\n\n";
-    md << "Predicted (batch 1, no queueing): prefill " << fmt(pred_prefill_ms) << " ms (the TTFT floor), decode step "
-       << fmt(pred_step_ms) << " ms (the ITL floor), KV hand-off " << fmt(pred_transfer_ms, 2)
-       << " ms (one request's KV at memory-copy speed).\n\n";
-    md << "| layout | rate (req/s) | throughput (req/s) | goodput (req/s) | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) | "
-          "E2E p50 (ms) | TTFT phases (mean ms): queue / prefill / kv_transfer / decode_queue / first_decode_step |\n";
-    md << "|---|---|---|---|---|---|---|---|\n";
-    for (const std::string& layout : layouts) {
-      for (const Point& p : results[layout][w.name]) {
-        const json& s = p.summary;
-        md << "| " << layout << " | " << p.rate << " | " << fmt(s["request_throughput"].get<double>(), 2) << " | "
-           << fmt(s["request_goodput"].is_null() ? std::nan("") : s["request_goodput"].get<double>(), 2) << " | "
-           << fmt(s["median_ttft_ms"].get<double>()) << " / " << fmt(s["p99_ttft_ms"].get<double>()) << " | "
-           << fmt(s["median_itl_ms"].get<double>()) << " / " << fmt(s["p99_itl_ms"].get<double>()) << " | "
-           << fmt(s["median_e2el_ms"].get<double>(), 0) << " | ";
-        bool first = true;
-        for (const char* ph : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
-          md << (first ? "" : " / ") << fmt(p.phase_ms.at(ph), 2);
-          first = false;
-        }
-        md << " |\n";
-      }
-    }
-    // Plots.
-    auto series_of = [&](const std::string& layout, const std::string& key, bool dashed) {
-      bench::Series s;
-      s.name = layout + " " + key;
-      s.dashed = dashed;
-      for (const Point& p : results[layout][w.name]) {
-        const json& v = p.summary[key];
-        s.points.push_back({p.rate, v.is_number() ? v.get<double>() : std::nan("")});
-      }
-      return s;
-    };
-    auto flat = [&](const std::string& name, double y) {
-      bench::Series s;
-      s.name = name;
-      s.dashed = true;
-      s.points = {{rates.front(), y}, {rates.back(), y}};
-      return s;
-    };
-    const std::string base = o.out + "/" + w.name;
-    bench::Chart goodput{"Goodput vs rate: " + w.name, "request rate (req/s)", "goodput (req/s)", {}, false};
-    bench::Chart ttft{"TTFT vs rate: " + w.name, "request rate (req/s)", "TTFT (ms)", {}, false};
-    bench::Chart itl{"Inter-token latency vs rate: " + w.name, "request rate (req/s)", "ITL (ms)", {}, false};
-    for (const std::string& layout : layouts) {
-      goodput.series.push_back(series_of(layout, "request_goodput", false));
-      ttft.series.push_back(series_of(layout, "median_ttft_ms", false));
-      ttft.series.push_back(series_of(layout, "p99_ttft_ms", true));
-      itl.series.push_back(series_of(layout, "median_itl_ms", false));
-      itl.series.push_back(series_of(layout, "p99_itl_ms", true));
-    }
-    ttft.series.push_back(flat("predicted prefill", pred_prefill_ms));
-    itl.series.push_back(flat("predicted decode step", pred_step_ms));
-    bench::Chart cdf{"TTFT CDF at " + fmt(rates.back(), 1) + " req/s: " + w.name, "TTFT (ms)", "fraction of requests", {}, true};
-    for (const std::string& layout : layouts) {
-      std::vector<double> v = results[layout][w.name].back().ttfts_ms;
-      std::sort(v.begin(), v.end());
-      bench::Series s;
-      s.name = layout;
-      s.points.push_back({v.empty() ? 0 : v.front(), 0});
-      for (size_t i = 0; i < v.size(); ++i) s.points.push_back({v[i], static_cast<double>(i + 1) / static_cast<double>(v.size())});
-      cdf.series.push_back(s);
-    }
-    const std::pair<std::string, const bench::Chart*> charts[] = {
-        {"goodput", &goodput}, {"ttft", &ttft}, {"itl", &itl}, {"ttft_cdf", &cdf}};
-    md << "\n";
-    for (const auto& [suffix, chart] : charts) {
-      std::ofstream(base + "_" + suffix + ".svg") << bench::render_svg(*chart);
-      md << "![" << suffix << "](" << w.name << "_" << suffix << ".svg)\n";
-    }
-    // Which layout won, by goodput at the highest rate (ties: lower p99 TTFT).
-    const Point& c = results["colocated"][w.name].back();
-    const Point& d = results["disaggregated"][w.name].back();
-    const double gc = c.summary["request_goodput"].is_number() ? c.summary["request_goodput"].get<double>() : 0;
-    const double gd = d.summary["request_goodput"].is_number() ? d.summary["request_goodput"].get<double>() : 0;
-    const std::string winner = gc > gd * 1.02 ? "colocated" : gd > gc * 1.02 ? "disaggregated" : "neither (within 2%)";
-    md << "\nAt " << rates.back() << " req/s the higher goodput: **" << winner << "** (" << fmt(gc, 2)
-       << " vs " << fmt(gd, 2) << " req/s).\n\n";
-    json all;
-    for (const std::string& layout : layouts) {
-      for (const Point& p : results[layout][w.name]) all[layout].push_back(p.summary);
-    }
-    std::ofstream(base + "_results.json") << all.dump(1) << "\n";
+    bench::CompareWorkload cw;
+    cw.name = w.name;
+    cw.input = w.input;
+    cw.output = w.output;
+    cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
+    cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
+    cw.predicted_transfer_ms =
+        est.is_ok() ? est->kv_bytes_per_request_per_device / transfer_bw * 1e3 : std::nan("");
+    rep.workloads.push_back(cw);
   }
+  for (auto& [layout, by_workload] : results) {
+    for (auto& [name, points] : by_workload) {
+      for (Point& p : points) {
+        bench::ComparePoint cp;
+        cp.rate = p.rate;
+        cp.summary = p.summary;
+        cp.phase_ms = p.phase_ms;
+        cp.ttfts_ms = p.ttfts_ms;
+        rep.results[layout][name].push_back(std::move(cp));
+      }
+    }
+  }
+  KVFLEET_RETURN_IF_ERROR(bench::write_compare_report(rep, o.out));
   out << "bench compare: report at " << o.out << "/report.md\n";
   return Status();
 }
@@ -352,6 +317,13 @@ CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& o) {
   c->add_option("--goodput", o.goodput, "SLOs: ttft:MS tpot:MS e2el:MS")->expected(1, 3);
   c->add_option("--out", o.out, "report folder")->capture_default_str();
   c->add_option("--seed", o.seed, "weights and workload seed")->capture_default_str();
+  c->add_option("--backend", o.backend, "worker engine backend: cpu | sim")->capture_default_str();
+  c->add_option("--hardware", o.hardware, "sim: modelled device (built-in, file or profile)")
+      ->capture_default_str();
+  c->add_option("--tp", o.tp, "sim: tensor-parallel degree per worker")->capture_default_str();
+  c->add_option("--link", o.link, "sim: link KV hand-offs cross")->capture_default_str();
+  c->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")
+      ->capture_default_str();
   return c;
 }
 

@@ -22,10 +22,18 @@ struct BenchCompareOptions {
   std::string workloads = "long-prompt:768:16,long-output:64:96";  // NAME:INPUT:OUTPUT,...
   std::string rates = "0.5,1,2";
   std::int64_t num_prompts = 12;
-  std::int32_t kv_blocks = 512;
+  std::int32_t kv_blocks = 512;  // cpu; sim: 0 (what HBM holds) unless given
   std::vector<std::string> goodput = {"ttft:3000", "tpot:150"};
   std::string out = "bench-compare";
   std::uint64_t seed = 0;
+  // Worker engine backend: cpu (measured on this machine) or sim (modelled `hardware` at TP `tp`,
+  // hand-offs over `link`, time running `time_scale` wall seconds per modelled second; figures
+  // are reported in modelled time).
+  std::string backend = "cpu";
+  std::string hardware = "a100-80g";
+  std::int64_t tp = 1;
+  std::string link = "nvlink";
+  double time_scale = 1.0;
 };
 
 CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& opts);

@@ -17,39 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-Result<double> parse_rate(const std::string& s) {
-  if (s == "inf" || s == "infinity") return std::numeric_limits<double>::infinity();
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || *end != '\0' || !(v > 0)) {
-    return invalid_argument("request rate '" + s + "' must be a positive number or 'inf'");
-  }
-  return v;
-}
-
-Result<std::vector<double>> parse_list(const std::string& s, const std::string& what,
-                                       Result<double> (*one)(const std::string&)) {
-  std::vector<double> out;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    auto v = one(item);
-    if (!v.is_ok()) return v.status().with_context(what);
-    out.push_back(*v);
-  }
-  if (out.empty()) return invalid_argument(what + " is empty");
-  return out;
-}
-
-Result<double> parse_percentile(const std::string& s) {
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || *end != '\0' || !(v > 0 && v < 100)) {
-    return invalid_argument("percentile '" + s + "' must be in (0, 100)");
-  }
-  return v;
-}
-
 Status run(const BenchServeOptions& o, std::ostream& out, std::ostream& err) {
   bench::RunConfig cfg;
   cfg.url = o.url;
@@ -69,12 +36,12 @@ Status run(const BenchServeOptions& o, std::ostream& out, std::ostream& err) {
   if (!(o.burstiness > 0)) return invalid_argument("--burstiness must be > 0");
   if (o.max_concurrency < 0 || o.warmup < 0) return invalid_argument("--max-concurrency and --warmup must be >= 0");
   KVFLEET_ASSIGN_OR_RETURN(bench::Slo slo, bench::parse_goodput(o.goodput));
-  KVFLEET_ASSIGN_OR_RETURN(auto percentiles, parse_list(o.percentiles, "--percentiles", parse_percentile));
+  KVFLEET_ASSIGN_OR_RETURN(auto percentiles, bench::parse_percentiles(o.percentiles));
   std::vector<double> rates;
   if (!o.sweep_rates.empty()) {
-    KVFLEET_ASSIGN_OR_RETURN(rates, parse_list(o.sweep_rates, "--sweep-rates", parse_rate));
+    KVFLEET_ASSIGN_OR_RETURN(rates, bench::parse_rates(o.sweep_rates, "--sweep-rates"));
   } else {
-    KVFLEET_ASSIGN_OR_RETURN(double r, parse_rate(o.request_rate));
+    KVFLEET_ASSIGN_OR_RETURN(double r, bench::parse_rate(o.request_rate));
     rates.push_back(r);
   }
   std::vector<bench::WorkloadRequest> workload;

@@ -1,6 +1,7 @@
 #include "apps/cluster_commands.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <ostream>
@@ -29,16 +30,29 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   w->add_option("--weights", c.weights, "safetensors weights (default: seeded random)");
   w->add_option("--seed", c.seed, "seed of random weights (all workers of a cluster must agree)")
       ->capture_default_str();
-  w->add_option("--backend", c.backend, "engine backend")->capture_default_str();
+  w->add_option("--backend", c.backend, "engine backend: cpu | sim")->capture_default_str();
+  w->add_option("--threads", c.threads, "cpu: BLAS threads (0: the library's default)")
+      ->capture_default_str();
+  w->add_option("--hardware", c.hardware,
+                "sim: modelled device (built-in name, hardware file or profile)")
+      ->capture_default_str();
+  w->add_option("--tp", c.tp, "sim: tensor-parallel degree")->capture_default_str();
+  w->add_option("--link", c.link, "sim: link KV hand-offs cross (nvlink, infiniband, pcie, tcp, or a file)")
+      ->capture_default_str();
+  w->add_option("--time-scale", c.time_scale,
+                "sim: wall seconds per modelled second (0.1 runs 10x faster than the hardware)")
+      ->capture_default_str();
   w->add_option("--coordinator", c.coordinator, "coordinator URL to register with");
   w->add_option("--host", c.host, "listen address")->capture_default_str();
   w->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
   w->add_option("--advertise-host", c.advertise_host, "host others reach this worker at");
   w->add_option("--id", c.id, "worker id (default: ROLE-HOST-PID)");
-  w->add_option("--kv-blocks", c.kv_blocks, "device KV blocks")->capture_default_str();
+  w->add_option("--kv-blocks", c.kv_blocks,
+                "device KV blocks (0: the backend's default; cpu 1024, sim what HBM holds)")
+      ->capture_default_str();
   w->add_option("--block-tokens", c.block_tokens, "tokens per KV block")->capture_default_str();
   w->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store size (0: none)")->capture_default_str();
-  w->add_option("--kv-dtype", c.kv_dtype, "fp32 | fp16 | bf16")->capture_default_str();
+  w->add_option("--kv-dtype", c.kv_dtype, "fp32 | fp16 | bf16 (default: cpu fp32, sim the model's)");
   w->add_option("--max-batch-tokens", c.max_batch_tokens, "tokens per engine step")->capture_default_str();
   w->add_option("--max-running", c.max_running, "sequences per batch")->capture_default_str();
   w->add_option("--max-model-len", c.max_model_len, "context limit (0: the model's)")->capture_default_str();
@@ -73,6 +87,8 @@ CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& c) {
   s->add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
   s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")->capture_default_str();
   s->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
+  s->add_option("--backend", c.backend,
+                "engine backend of this cluster's workers (metrics label; others are refused)");
   s->add_option("--auto-local-prefill-tokens", c.auto_local_prefill_tokens,
                 "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
       ->capture_default_str();
@@ -98,9 +114,18 @@ CLI::App* add_up_command(CLI::App& root, UpOptions& o) {
   u->add_option("--decode", o.decode, "decode workers");
   u->add_option("--colocated", o.colocated, "workers doing both phases");
   u->add_option("--mode", o.mode, "coordinator mode (default from the worker counts)");
-  u->add_option("--kv-blocks", o.kv_blocks, "device KV blocks per worker")->capture_default_str();
+  u->add_option("--backend", o.backend, "engine backend of every worker: cpu | sim")->capture_default_str();
+  u->add_option("--threads", o.threads,
+                "cpu: BLAS threads per worker (0: this machine's cores divided among the workers)")
+      ->capture_default_str();
+  u->add_option("--hardware", o.hardware, "sim: modelled device")->capture_default_str();
+  u->add_option("--tp", o.tp, "sim: tensor-parallel degree per worker")->capture_default_str();
+  u->add_option("--link", o.link, "sim: link KV hand-offs cross")->capture_default_str();
+  u->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")->capture_default_str();
+  u->add_option("--kv-blocks", o.kv_blocks, "device KV blocks per worker (0: the backend's default)")
+      ->capture_default_str();
   u->add_option("--block-tokens", o.block_tokens, "tokens per KV block")->capture_default_str();
-  u->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker")->capture_default_str();
+  u->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker (default: cpu 64MiB, sim none)");
   u->add_option("--transfer", o.transfer, "KV transfer backend")->capture_default_str();
   u->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")->capture_default_str();
   u->add_option("--timeout", o.timeout_seconds, "seconds to wait for /health")->capture_default_str();
@@ -138,7 +163,19 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
 
-  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port), "--mode", mode}));
+  if (o.backend != "cpu" && o.backend != "sim") {
+    return finish_command("up", invalid_argument("--backend must be cpu or sim, not '" + o.backend + "'"), err);
+  }
+  if (!(o.time_scale > 0)) {
+    return finish_command("up", invalid_argument("--time-scale must be > 0"), err);
+  }
+  const int workers = o.prefill + o.decode + o.colocated;
+  // cpu workers share this machine's cores instead of each taking them all.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = o.threads > 0 ? o.threads : std::max(1, cores / workers);
+  const std::string host_kv = !o.host_kv_bytes.empty() ? o.host_kv_bytes : (o.backend == "sim" ? "0" : "64MiB");
+  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port), "--mode", mode,
+                        "--backend", o.backend}));
   auto add_workers = [&](const char* role, int n) {
     for (int i = 0; i < n; ++i) {
       std::vector<std::string> a = {"kvfleet", "worker", "--role", role, "--model", o.model,
@@ -146,9 +183,19 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
                                     "--id", std::string(role) + "-" + std::to_string(i) + "-" + std::to_string(port),
                                     "--kv-blocks", std::to_string(o.kv_blocks),
                                     "--block-tokens", std::to_string(o.block_tokens),
-                                    "--host-kv-bytes", o.host_kv_bytes, "--transfer", o.transfer,
+                                    "--host-kv-bytes", host_kv, "--transfer", o.transfer,
                                     "--max-batch-tokens", std::to_string(o.max_batch_tokens),
-                                    "--seed", std::to_string(o.seed)};
+                                    "--seed", std::to_string(o.seed), "--backend", o.backend};
+      if (o.backend == "sim") {
+        for (const std::string& x : {std::string("--hardware"), o.hardware, std::string("--tp"),
+                                     std::to_string(o.tp), std::string("--link"), o.link,
+                                     std::string("--time-scale"), format_number(o.time_scale, 9)}) {
+          a.push_back(x);
+        }
+      } else {
+        a.push_back("--threads");
+        a.push_back(std::to_string(threads));
+      }
       if (!o.weights.empty()) {
         a.push_back("--weights");
         a.push_back(o.weights);
@@ -190,7 +237,9 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   }
   if (ready) {
     out << "kvfleet up: " << mode << " cluster of " << (o.prefill + o.decode + o.colocated)
-        << " workers (" << o.model << ") ready at " << url << std::endl;
+        << " workers (" << o.model << ", " << o.backend << " backend"
+        << (o.backend == "sim" ? " modelling " + o.hardware + ": figures are simulated" : std::string())
+        << ") ready at " << url << std::endl;
     out << "kvfleet up: OpenAI API at " << url << "/v1, metrics at " << url << "/metrics; Ctrl-C stops it"
         << std::endl;
   }

@@ -32,9 +32,15 @@ struct UpOptions {
   std::uint16_t port = 8000;  // 0: any free port
   int prefill = 0, decode = 0, colocated = 0;
   std::string mode;  // default: colocated with --colocated, else disaggregated
-  std::int32_t kv_blocks = 1024;
+  std::int32_t kv_blocks = 0;  // 0: the backend's default
   std::int64_t block_tokens = 16;
-  std::string host_kv_bytes = "64MiB";
+  std::string host_kv_bytes;  // empty: cpu 64MiB, sim none
+  std::string backend = "cpu";
+  int threads = 0;  // cpu: 0 divides this machine's cores among the workers
+  std::string hardware = "a100-80g";
+  std::int64_t tp = 1;
+  std::string link = "nvlink";
+  double time_scale = 1.0;
   std::string transfer = "ucx";
   std::int64_t max_batch_tokens = 512;
   std::uint64_t seed = 0;

@@ -16,6 +16,7 @@
 #include "apps/config_args.h"
 #include "apps/generate_command.h"
 #include "apps/plan_command.h"
+#include "apps/simulate_command.h"
 #include "common/log.h"
 
 namespace {
@@ -96,6 +97,8 @@ int run(int argc, char** argv) {
   CLI::App* cluster = kvfleet::apps::add_cluster_launch_command(app, cluster_opts);
   kvfleet::apps::UpOptions up_opts;
   CLI::App* up = kvfleet::apps::add_up_command(app, up_opts);
+  kvfleet::apps::SimulateOptions simulate_opts;
+  CLI::App* simulate = kvfleet::apps::add_simulate_command(app, simulate_opts);
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
     sub->add_option("--config", "YAML/JSON file with this subcommand's flags (flags override)");
   }
@@ -145,6 +148,7 @@ int run(int argc, char** argv) {
   if (cluster->parsed()) return kvfleet::apps::run_cluster_launch(cluster_opts, std::cout, std::cerr);
   if (up->parsed()) return kvfleet::apps::run_up(up_opts, std::cout, std::cerr);
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
+  if (simulate->parsed()) return kvfleet::apps::run_simulate(simulate_opts, std::cout, std::cerr);
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);

@@ -241,6 +241,89 @@ Result<RunResult> run_benchmark(const RunConfig& cfg, const std::vector<Workload
   return run;
 }
 
+void scale_times(RunResult& run, double factor) {
+  run.duration *= factor;
+  if (std::isfinite(run.rate)) run.rate /= factor;
+  for (RequestResult& r : run.requests) {
+    r.start *= factor;
+    r.ttft *= factor;
+    r.e2e *= factor;
+    for (double& x : r.itls) x *= factor;
+  }
+}
+
+Result<double> parse_rate(const std::string& s) {
+  if (s == "inf" || s == "infinity") return std::numeric_limits<double>::infinity();
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || *end != '\0' || !(v > 0) || !std::isfinite(v)) {
+    return invalid_argument("request rate '" + s + "' must be a positive number or 'inf'");
+  }
+  return v;
+}
+
+namespace {
+
+Result<std::vector<double>> parse_list(const std::string& s, const std::string& what,
+                                       Result<double> (*one)(const std::string&)) {
+  std::vector<double> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    auto v = one(item);
+    if (!v.is_ok()) return v.status().with_context(what);
+    out.push_back(*v);
+  }
+  if (out.empty()) return invalid_argument(what + " is empty");
+  return out;
+}
+
+Result<double> parse_percentile(const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || *end != '\0' || !(v > 0 && v < 100)) {
+    return invalid_argument("percentile '" + s + "' must be in (0, 100)");
+  }
+  return v;
+}
+
+}  // namespace
+
+Result<std::vector<double>> parse_rates(const std::string& text, const std::string& what) {
+  return parse_list(text, what, parse_rate);
+}
+
+Result<std::vector<double>> parse_percentiles(const std::string& text) {
+  return parse_list(text, "--percentiles", parse_percentile);
+}
+
+Result<std::vector<WorkloadShape>> parse_workload_shapes(const std::string& text) {
+  std::vector<WorkloadShape> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    WorkloadShape w;
+    const auto a = item.find(':'), b = item.rfind(':');
+    try {
+      if (a == std::string::npos || a == b) throw std::invalid_argument("");
+      w.name = item.substr(0, a);
+      size_t used = 0;
+      w.input = std::stoll(item.substr(a + 1, b - a - 1), &used);
+      if (used != b - a - 1) throw std::invalid_argument("");
+      w.output = std::stoll(item.substr(b + 1), &used);
+      if (used != item.size() - b - 1) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      return invalid_argument("--workloads takes NAME:INPUT:OUTPUT,..., not '" + item + "'");
+    }
+    if (w.name.empty() || w.input < 1 || w.output < 1) {
+      return invalid_argument("--workloads: '" + item + "' needs a name and positive lengths");
+    }
+    out.push_back(w);
+  }
+  if (out.empty()) return invalid_argument("--workloads is empty");
+  return out;
+}
+
 Result<Slo> parse_goodput(const std::vector<std::string>& items) {
   Slo slo;
   for (const std::string& item : items) {

@@ -51,6 +51,25 @@ struct RunResult {
 Result<RunResult> run_benchmark(const RunConfig& config, const std::vector<WorkloadRequest>& workload,
                                 std::ostream* progress);
 
+// Multiplies every time of the run by `factor` (starts, TTFTs, E2Es, ITLs, the duration): a run
+// against sim workers at time scale S, scaled by 1/S, is in modelled seconds.
+void scale_times(RunResult& run, double factor);
+
+// A request rate: a positive number, or "inf"/"infinity" (everything at once).
+Result<double> parse_rate(const std::string& text);
+// "1,2,4": positive rates or inf; `what` names the flag in errors.
+Result<std::vector<double>> parse_rates(const std::string& text, const std::string& what);
+// "50,90,99": percentiles in (0, 100).
+Result<std::vector<double>> parse_percentiles(const std::string& text);
+
+// A named synthetic workload shape: NAME:INPUT:OUTPUT.
+struct WorkloadShape {
+  std::string name;
+  std::int64_t input = 0, output = 0;
+};
+// "long-prompt:768:16,long-output:64:96".
+Result<std::vector<WorkloadShape>> parse_workload_shapes(const std::string& text);
+
 struct Slo {
   std::map<std::string, double> ms;  // "ttft", "tpot", "e2el" -> limit in milliseconds
 };

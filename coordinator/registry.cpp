@@ -5,6 +5,20 @@
 
 namespace kvfleet::coordinator {
 
+PrefixHashes::PrefixHashes(std::vector<std::uint64_t> hashes) : sorted_(std::move(hashes)) {
+  std::sort(sorted_.begin(), sorted_.end());
+  sorted_.erase(std::unique(sorted_.begin(), sorted_.end()), sorted_.end());
+}
+
+bool PrefixHashes::contains(std::uint64_t hash) const {
+  return std::binary_search(sorted_.begin(), sorted_.end(), hash);
+}
+
+void PrefixHashes::insert(std::uint64_t hash) {
+  auto it = std::lower_bound(sorted_.begin(), sorted_.end(), hash);
+  if (it == sorted_.end() || *it != hash) sorted_.insert(it, hash);
+}
+
 Status Registry::add(WorkerInfo info, double now) {
   if (info.id.empty()) return invalid_argument("worker_id is empty");
   if (info.role != "prefill" && info.role != "decode" && info.role != "both") {

@@ -6,17 +6,32 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
 
 namespace kvfleet::coordinator {
 
+// Hashes of the full blocks in a worker's device prefix cache, as its last report gave them: a
+// sorted vector (one allocation however many hashes; membership by binary search), since a
+// summary of thousands of hashes is rebuilt at every heartbeat of every worker.
+class PrefixHashes {
+ public:
+  PrefixHashes() = default;
+  explicit PrefixHashes(std::vector<std::uint64_t> hashes);
+  bool contains(std::uint64_t hash) const;
+  void insert(std::uint64_t hash);  // keeps the order (O(size): for tests and small sets)
+  bool empty() const { return sorted_.empty(); }
+  std::size_t size() const { return sorted_.size(); }
+
+ private:
+  std::vector<std::uint64_t> sorted_;
+};
+
 struct WorkerLoad {
   std::int64_t running = 0, waiting = 0, swapped = 0;
   std::int64_t free_blocks = 0, total_blocks = 0, host_free_blocks = 0, held_blocks = 0;
-  std::unordered_set<std::uint64_t> prefix_hashes;  // full blocks in its device prefix cache
+  PrefixHashes prefix_hashes;  // full blocks in its device prefix cache
 };
 
 struct WorkerInfo {

@@ -24,7 +24,7 @@ std::int64_t overlap(const WorkerInfo& w, const std::vector<std::int32_t>& token
   }
   std::int64_t n = 0;
   for (std::uint64_t h : it->second) {
-    if (w.load.prefix_hashes.count(h) == 0) break;
+    if (!w.load.prefix_hashes.contains(h)) break;
     ++n;
   }
   return n;

@@ -264,7 +264,10 @@ class Server final : public Coordinator {
     load.host_free_blocks = j.value("host_free_blocks", std::int64_t{0});
     load.held_blocks = j.value("held_blocks", std::int64_t{0});
     if (j.contains("prefix_hashes") && j["prefix_hashes"].is_array()) {
-      for (const json& h : j["prefix_hashes"]) load.prefix_hashes.insert(h.get<std::uint64_t>());
+      std::vector<std::uint64_t> hashes;
+      hashes.reserve(j["prefix_hashes"].size());
+      for (const json& h : j["prefix_hashes"]) hashes.push_back(h.get<std::uint64_t>());
+      load.prefix_hashes = PrefixHashes(std::move(hashes));
     }
     return load;
   }

@@ -19,6 +19,7 @@ inline std::shared_ptr<const Model> tiny_model() {
 }
 
 struct EngineOptions {
+  std::string backend = "cpu";
   std::int32_t blocks = 256;
   std::int64_t block_tokens = 8;
   std::int64_t max_batch_tokens = 256;
@@ -26,16 +27,26 @@ struct EngineOptions {
   std::size_t host_bytes = 0;
   bool prefix_caching = true;
   DType kv_dtype = DType::kFp32;
+  // sim: the modelled device and how fast modelled time runs (tiny steps take microseconds).
+  std::string hardware = "a100-80g";
+  double time_scale = 0.01;
 };
 
-inline std::unique_ptr<Engine> make_engine(const EngineOptions& o) {
+inline BackendOptions backend_options(const EngineOptions& o) {
   BackendOptions b;
   b.spec = tiny_model()->spec();
-  b.model = tiny_model();
+  if (o.backend == "cpu") b.model = tiny_model();
+  b.seed = 1234;
   b.num_blocks = o.blocks;
   b.block_tokens = o.block_tokens;
   b.kv_dtype = o.kv_dtype;
-  auto backend = create_backend("cpu", b);
+  b.hardware = o.hardware;
+  b.time_scale = o.time_scale;
+  return b;
+}
+
+inline std::unique_ptr<Engine> make_engine(const EngineOptions& o) {
+  auto backend = create_backend(o.backend, backend_options(o));
   EXPECT_TRUE(backend.is_ok()) << backend.status().to_string();
   EngineConfig c;
   c.scheduler.max_batch_tokens = o.max_batch_tokens;

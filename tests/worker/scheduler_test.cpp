@@ -15,6 +15,7 @@
 #include <random>
 #include <set>
 
+#include "kvstore/host_store.h"
 #include "kvstore/prefix_hash.h"
 #include "tests/test_util.h"
 
@@ -69,7 +70,7 @@ struct Harness {
       : device(device_blocks),
         host(make_host(host_blocks, high_watermark, low_watermark)),
         config(with_salt(scheduler_config)),
-        scheduler(this->config, layout(), device, host.get()),
+        scheduler(this->config, layout(), device, host ? &host->index() : nullptr),
         zeros(static_cast<size_t>(device_blocks) * layout().block_bytes()),
         device_content(static_cast<size_t>(device_blocks)),
         host_content(static_cast<size_t>(std::max(host_blocks, 0))) {}
