@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <sstream>
@@ -26,6 +27,8 @@
 #include "perfmodel/estimate.h"
 #include "perfmodel/hardware.h"
 #include "perfmodel/link.h"
+#include "sim/cluster_sim.h"
+#include "common/tokenizer.h"
 
 namespace kvfleet::apps {
 namespace {
@@ -40,6 +43,7 @@ struct Point {
   json summary;
   std::map<std::string, double> phase_ms;  // mean per phase over this run (coordinator metrics)
   std::vector<double> ttfts_ms;
+  std::optional<bench::ComparePoint> simulated;
 };
 
 // Sum of the samples of `name` whose labels contain `label`.
@@ -143,9 +147,13 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   if (!(o.time_scale > 0)) return invalid_argument("--time-scale must be > 0");
   perfmodel::HardwareSpec hw;
   double transfer_bw = 0;
+  const std::string link_name = !o.link.empty() ? o.link : (sim ? "nvlink" : "tcp");
+  if (o.simulate && !sim && o.profile.empty()) {
+    return invalid_argument("--simulate with cpu workers needs --profile FILE (kvfleet bench engine --profile)");
+  }
   if (sim) {
     KVFLEET_ASSIGN_OR_RETURN(hw, perfmodel::load_hardware(o.hardware));
-    KVFLEET_ASSIGN_OR_RETURN(perfmodel::LinkSpec link, perfmodel::load_link(o.link));
+    KVFLEET_ASSIGN_OR_RETURN(perfmodel::LinkSpec link, perfmodel::load_link(link_name));
     transfer_bw = link.bandwidth;
   } else {
     hw = measure_machine(err);
@@ -170,7 +178,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
                                        std::to_string(o.seed), "--backend", o.backend};
       if (sim) {
         for (const std::string& a : {std::string("--hardware"), o.hardware, std::string("--tp"),
-                                     std::to_string(o.tp), std::string("--link"), o.link,
+                                     std::to_string(o.tp), std::string("--link"), link_name,
                                      std::string("--time-scale"), format_number(o.time_scale, 9)}) {
           args.push_back(a);
         }
@@ -225,7 +233,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         p.rate = rate;
         bench::scale_times(*run, 1.0 / scale);
         cfg.rate = rate;
-        p.summary = bench::summarize(cfg, *run, slo, {50, 99});
+        p.summary = bench::summarize(cfg, *run, slo, {50, 90, 99});
         for (std::string_view phase : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
           const std::string lab = "phase=\"" + std::string(phase) + "\"";
           const double n = metric(after, "kvfleet_ttft_phase_seconds_count", lab) -
@@ -236,6 +244,38 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         }
         for (const auto& r : run->requests) {
           if (r.success) p.ttfts_ms.push_back(r.ttft * 1e3);
+        }
+        if (o.simulate) {
+          // The same prompts, arrivals and settings through the discrete-event simulation.
+          sim::ClusterConfig c;
+          c.model = o.model;
+          c.hardware = sim ? o.hardware : o.profile;
+          c.tp = sim ? o.tp : 1;
+          c.link = link_name;
+          c.colocated = layout == "colocated" ? o.workers : 0;
+          c.prefill = c.decode = layout == "colocated" ? 0 : o.workers / 2;
+          c.mode = layout;
+          c.kv_blocks = sim ? std::max(0, o.kv_blocks) : o.kv_blocks;
+          c.host_kv_bytes = sim ? 0 : (256u << 20);
+          c.seed = o.seed;
+          c.rpc_seconds = o.rpc_seconds;
+          if (!sim) c.kv_dtype = DType::kFp32;  // what cpu workers keep
+          sim::WorkloadConfig wc;
+          wc.rate = rate;
+          wc.seed = o.seed;
+          KVFLEET_ASSIGN_OR_RETURN(ByteTokenizer tok, ByteTokenizer::for_model(spec));
+          std::vector<sim::SimRequest> reqs;
+          for (const auto& q : requests) reqs.push_back({tok.encode(q.prompt, true), q.output_len, q.session, q.turn});
+          auto simulated = sim::simulate(c, wc, reqs);
+          if (!simulated.is_ok()) {
+            stop_all(pids, err);
+            return simulated.status().with_context("simulating " + layout + " at " + format_number(rate) + " req/s");
+          }
+          bench::ComparePoint sp;
+          sp.rate = rate;
+          sp.summary = bench::summarize(cfg, simulated->run, slo, {50, 90, 99});
+          for (const auto& [name, seconds] : simulated->phase_means) sp.phase_ms[name] = seconds * 1e3;
+          p.simulated = std::move(sp);
         }
         results[layout][w.name].push_back(std::move(p));
       }
@@ -249,12 +289,13 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   std::ostringstream cmd;
   cmd << "kvfleet bench compare --model " << o.model << " --workers " << o.workers << " --workloads "
       << o.workloads << " --rates " << o.rates << " --num-prompts " << o.num_prompts;
-  if (sim) cmd << " --backend sim --hardware " << o.hardware << " --tp " << o.tp << " --link " << o.link
+  if (sim) cmd << " --backend sim --hardware " << o.hardware << " --tp " << o.tp << " --link " << link_name
                << " --time-scale " << o.time_scale;
+  if (o.simulate) cmd << " --simulate" << (o.profile.empty() ? "" : " --profile " + o.profile);
   rep.command = cmd.str();
   rep.setup = "Colocated: " + std::to_string(o.workers) + " `both` workers; disaggregated: " +
               std::to_string(o.workers / 2) + " prefill + " + std::to_string(o.workers / 2) +
-              " decode (" + (sim ? "KV hand-off modelled over " + o.link : std::string("KV over UCX")) + ").";
+              " decode (" + (sim ? "KV hand-off modelled over " + link_name : std::string("KV over UCX")) + ").";
   if (sim) {
     rep.source = "**Simulated**: every worker runs the `sim` backend (no weights, no KV bytes; each "
                  "step, swap and hand-off lasts what perfmodel predicts for " + o.hardware +
@@ -270,6 +311,11 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   }
   rep.slo = slo;
   rep.rates = rates;
+  if (o.simulate) {
+    rep.simulated_note = "Simulated: `kvfleet simulate` of the same layout, prompts and arrivals on " +
+                         (sim ? o.hardware : "the profile " + o.profile) + ", hand-offs over " + link_name +
+                         ", " + format_number(o.rpc_seconds * 1e3) + " ms per control message.";
+  }
   for (const WorkloadSpec& w : workloads) {
     perfmodel::Deployment dep;
     dep.tp = sim ? o.tp : 1;
@@ -296,6 +342,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         cp.phase_ms = p.phase_ms;
         cp.ttfts_ms = p.ttfts_ms;
         rep.results[layout][name].push_back(std::move(cp));
+        if (p.simulated) rep.simulated[layout][name].push_back(*p.simulated);
       }
     }
   }
@@ -323,6 +370,10 @@ CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& o) {
   c->add_option("--tp", o.tp, "sim: tensor-parallel degree per worker")->capture_default_str();
   c->add_option("--link", o.link, "sim: link KV hand-offs cross")->capture_default_str();
   c->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")
+      ->capture_default_str();
+  c->add_flag("--simulate", o.simulate, "also simulate every point and report simulated vs measured");
+  c->add_option("--profile", o.profile, "--simulate with cpu workers: this machine's profile (bench engine --profile)");
+  c->add_option("--rpc-seconds", o.rpc_seconds, "--simulate: one control message between processes")
       ->capture_default_str();
   return c;
 }

@@ -32,8 +32,15 @@ struct BenchCompareOptions {
   std::string backend = "cpu";
   std::string hardware = "a100-80g";
   std::int64_t tp = 1;
-  std::string link = "nvlink";
+  std::string link;  // default: nvlink for sim workers, tcp when simulating cpu workers
   double time_scale = 1.0;
+  // Also run every point through `kvfleet simulate` (same prompts, arrivals and settings) and
+  // report simulated vs measured: for cpu workers the modelled device is `profile` (from
+  // `kvfleet bench engine --profile`), for sim workers `hardware`. `link` (default: tcp for cpu
+  // workers, whose KV crosses loopback UCX) and `rpc_seconds` price the hand-off and messages.
+  bool simulate = false;
+  std::string profile;
+  double rpc_seconds = 0.0003;
 };
 
 CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& opts);

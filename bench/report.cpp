@@ -26,6 +26,43 @@ double number(const json& j, const char* key) {
 
 }  // namespace
 
+double relative_error(double simulated, double measured) {
+  return measured != 0 ? (simulated - measured) / measured : std::nan("");
+}
+
+namespace {
+
+// Simulated vs measured, point by point: mean and p90 of TTFT and TPOT, and the errors.
+void write_simulated(std::ostream& md, const CompareReport& rep, const CompareWorkload& w) {
+  md << "\n### Simulated vs measured: `" << w.name << "`\n\n" << rep.simulated_note << "\n\n";
+  md << "| layout | rate (req/s) | TTFT mean: measured / simulated (ms), error | TTFT p90 | TPOT mean | "
+        "TPOT p90 |\n|---|---|---|---|---|---|\n";
+  double worst = 0;
+  for (const std::string& layout : rep.layouts) {
+    auto m = rep.results.find(layout);
+    auto sl = rep.simulated.find(layout);
+    if (m == rep.results.end() || sl == rep.simulated.end()) continue;
+    auto mp = m->second.find(w.name);
+    auto sp = sl->second.find(w.name);
+    if (mp == m->second.end() || sp == sl->second.end()) continue;
+    for (size_t i = 0; i < mp->second.size() && i < sp->second.size(); ++i) {
+      const json& a = mp->second[i].summary;
+      const json& b = sp->second[i].summary;
+      md << "| " << layout << " | " << mp->second[i].rate;
+      for (const char* key : {"mean_ttft_ms", "p90_ttft_ms", "mean_tpot_ms", "p90_tpot_ms"}) {
+        const double x = number(a, key), y = number(b, key);
+        const double e = relative_error(y, x);
+        if (std::isfinite(e)) worst = std::max(worst, std::abs(e));
+        md << " | " << fmt(x, 1) << " / " << fmt(y, 1) << ", " << (e >= 0 ? "+" : "") << fmt(e * 100, 1) << "%";
+      }
+      md << " |\n";
+    }
+  }
+  md << "\nLargest error: " << fmt(worst * 100, 1) << "%.\n";
+}
+
+}  // namespace
+
 Status write_compare_report(const CompareReport& rep, const std::string& dir) {
   std::ofstream md(dir + "/report.md");
   if (!md) return invalid_argument("cannot write " + dir + "/report.md");
@@ -111,6 +148,7 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       }
       cdf.series.push_back(s);
     }
+    if (!rep.simulated.empty()) write_simulated(md, rep, w);
     const std::pair<std::string, const Chart*> charts[] = {
         {"goodput", &goodput}, {"ttft", &ttft}, {"itl", &itl}, {"ttft_cdf", &cdf}};
     md << "\n";
@@ -132,6 +170,11 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
     json all;
     for (const std::string& layout : rep.layouts) {
       for (const ComparePoint& p : points(layout)) all[layout].push_back(p.summary);
+      auto sl = rep.simulated.find(layout);
+      if (sl == rep.simulated.end()) continue;
+      auto sp = sl->second.find(w.name);
+      if (sp == sl->second.end()) continue;
+      for (const ComparePoint& p : sp->second) all["simulated_" + layout].push_back(p.summary);
     }
     std::ofstream(base + "_results.json") << all.dump(1) << "\n";
   }

@@ -45,7 +45,14 @@ struct CompareReport {
   std::vector<std::string> layouts = {"colocated", "disaggregated"};
   // results[layout][workload name]: one point per rate, in rate order.
   std::map<std::string, std::map<std::string, std::vector<ComparePoint>>> results;
+  // Optional: the same points through `kvfleet simulate` (same workload, arrivals and
+  // configuration), reported beside the measured ones with the error of each figure.
+  std::map<std::string, std::map<std::string, std::vector<ComparePoint>>> simulated;
+  std::string simulated_note;  // how the simulation was configured
 };
+
+// The error of a simulated figure against the measured one: (simulated - measured) / measured.
+double relative_error(double simulated, double measured);
 
 // Writes DIR/report.md, DIR/<workload>_{goodput,ttft,itl,ttft_cdf}.svg and
 // DIR/<workload>_results.json. The directory must exist.

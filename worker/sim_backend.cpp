@@ -149,9 +149,22 @@ class SimBackend final : public EngineBackend {
   double time_scale() const override { return clock_->is_virtual() ? 1.0 : time_scale_; }
 
  private:
+  // Waits out `modelled` seconds of device time. On a virtual clock that just advances it. In
+  // wall time the waits are chained on absolute deadlines: the engine's own work between two
+  // steps (scheduling, sampling, streaming) and the sleep's overshoot are absorbed by the next
+  // wait, as a device that runs ahead of its host would, so back-to-back steps last exactly what
+  // the model predicts. After an idle gap longer than kMaxCatchUp the chain restarts at now.
   void wait(double modelled) {
     if (modelled <= 0) return;
-    clock_->sleep_for(clock_->is_virtual() ? modelled : modelled * time_scale_);
+    if (clock_->is_virtual()) {
+      clock_->sleep_for(modelled);
+      return;
+    }
+    constexpr double kMaxCatchUp = 0.002;
+    const double now = clock_->now();
+    if (deadline_ < now - kMaxCatchUp) deadline_ = now;
+    deadline_ += modelled * time_scale_;
+    clock_->sleep_for(deadline_ - now);
   }
 
   std::int32_t token_from_hash(std::uint64_t h) const {
@@ -174,6 +187,7 @@ class SimBackend final : public EngineBackend {
   double time_scale_;
   std::uint64_t seed_;
   std::vector<perfmodel::StepChunk> chunks_;
+  double deadline_ = 0;  // wall time the last modelled wait ends (see wait())
 };
 
 Result<std::unique_ptr<EngineBackend>> make_sim_backend(const BackendOptions& o) {

@@ -8,7 +8,9 @@
 // a KV hand-off bytes / link bandwidth plus the link's latency (handoff_seconds). Durations are
 // waited on the engine's clock: in wall time scaled by `time_scale` (0.1 runs ten times faster
 // than the modelled hardware), or on a virtual clock (`kvfleet simulate`), where they just
-// advance time.
+// advance time. In wall time, consecutive waits chain on absolute deadlines, so the engine's own
+// CPU work between steps and sleep overshoot do not stretch the modelled device time (a device
+// running ahead of its host); an idle gap restarts the chain.
 //
 // Geometry: KV blocks of `block_tokens` tokens with the per-device KV of the model at the TP
 // degree (KV heads split over ranks, MLA's latent replicated), in the KV dtype (default: the
