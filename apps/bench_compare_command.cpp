@@ -327,6 +327,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
     cw.name = w.name;
     cw.input = w.input;
     cw.output = w.output;
+    cw.range_ratio = 0.2;
     cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
     cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
     cw.predicted_transfer_ms =

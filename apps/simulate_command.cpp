@@ -242,6 +242,7 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
     cw.name = s.name;
     cw.input = s.input;
     cw.output = s.output;
+    cw.range_ratio = o.range_ratio;
     cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
     cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
     cw.predicted_transfer_ms =

@@ -74,8 +74,9 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
   const double first_rate = rep.rates.empty() ? 0 : rep.rates.front();
   const double last_rate = rep.rates.empty() ? 0 : rep.rates.back();
   for (const CompareWorkload& w : rep.workloads) {
-    md << "## Workload `" << w.name << "`: " << w.input << " prompt tokens (+-20%), " << w.output
-       << " output tokens\n\n";
+    md << "## Workload `" << w.name << "`: " << w.input << " prompt tokens";
+    if (w.range_ratio > 0) md << " (+-" << fmt(w.range_ratio * 100, 0) << "%)";
+    md << ", " << w.output << " output tokens\n\n";
     md << "Predicted (batch 1, no queueing): prefill " << fmt(w.predicted_prefill_ms)
        << " ms (the TTFT floor), decode step " << fmt(w.predicted_step_ms)
        << " ms (the ITL floor), KV hand-off " << fmt(w.predicted_transfer_ms, 2)

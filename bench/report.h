@@ -28,6 +28,7 @@ struct ComparePoint {
 struct CompareWorkload {
   std::string name;
   std::int64_t input = 0, output = 0;
+  double range_ratio = 0;  // lengths drawn uniformly in mean * (1 -+ range_ratio)
   // What perfmodel predicts for one request alone (NaN: no prediction).
   double predicted_prefill_ms = 0, predicted_step_ms = 0, predicted_transfer_ms = 0;
 };
