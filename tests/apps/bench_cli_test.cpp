@@ -42,7 +42,7 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"bench serve --url http://127.0.0.1:1 --num-prompts 1", "unreachable"},
       {"bench compare --workers 3", "--workers must be even"},
       {"bench compare --workloads x:1", "--workloads takes NAME:INPUT:OUTPUT"},
-      {"bench compare --rates 1,-2", "--rates: '-2' is not a positive rate"},
+      {"bench compare --rates 1,-2", "--rates: request rate '-2' must be a positive number"},
   });
 }
 

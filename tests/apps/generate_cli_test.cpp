@@ -65,7 +65,7 @@ TEST(GenerateCli, BadInputGetsAClearErrorAndExitCode2) {
       {"generate --prompt hi --weights /nonexistent/w.safetensors", "/nonexistent/w.safetensors"},
       {"generate --prompt hi --kv-dtype int3", "unknown dtype 'int3'"},
       {"generate --prompt hi --kv-dtype int8", "KV cache dtype must be fp32, fp16 or bf16"},
-      {"generate --prompt hi --backend tpu", "unknown engine backend 'tpu' (known: cpu)"},
+      {"generate --prompt hi --backend tpu", "unknown engine backend 'tpu' (known: cpu, sim)"},
       {"generate --prompt hi --max-tokens 0", "--max-tokens"},
       {"generate --prompt-tokens 200 --max-tokens 10 --kv-blocks 3", "KV blocks"},
       {"generate --prompt hi --host-kv-bytes lots", "--host-kv-bytes"},
