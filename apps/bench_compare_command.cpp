@@ -63,6 +63,39 @@ std::string scrape(const net::Endpoint& ep) {
   return r.is_ok() ? r->body : std::string();
 }
 
+// One control message between two of the cluster's processes, as the simulation prices it.
+// Twenty short streamed requests go through the coordinator one at a time, measured as the
+// benchmark measures (TTFT); their TTFT minus the engine time their workers reported (queue +
+// prefill, from the coordinator's TTFT phases) is three messages: client -> coordinator ->
+// worker, and the first token back.
+Result<double> measure_message_seconds(const net::Endpoint& ep, const std::string& url,
+                                       const std::string& model, std::ostream& err) {
+  auto phases = [](const std::string& text) {
+    return metric(text, "kvfleet_ttft_phase_seconds_sum", "phase=\"queue\"") +
+           metric(text, "kvfleet_ttft_phase_seconds_sum", "phase=\"prefill\"");
+  };
+  bench::SyntheticSpec s;
+  s.num_prompts = 20;
+  s.input = {24, 0};
+  s.output = {1, 0};
+  s.seed = 424242;
+  KVFLEET_ASSIGN_OR_RETURN(auto probes, bench::synthetic_workload(s));
+  bench::RunConfig cfg;
+  cfg.url = url;
+  cfg.model = model;
+  cfg.max_concurrency = 1;
+  cfg.progress = false;
+  const std::string before = scrape(ep);
+  KVFLEET_ASSIGN_OR_RETURN(bench::RunResult run, bench::run_benchmark(cfg, probes, &err));
+  double ttft = 0;
+  for (const auto& r : run.requests) {
+    if (!r.success) return Status(StatusCode::kUnavailable, "a probe request failed: " + r.error);
+    ttft += r.ttft;
+  }
+  const double engine = phases(scrape(ep)) - phases(before);
+  return std::max(0.0, (ttft - engine) / static_cast<double>(run.requests.size()) / 3.0);
+}
+
 // This machine as the analytical model sees it: one core's read bandwidth and GEMM rate.
 perfmodel::HardwareSpec measure_machine(std::ostream& err) {
   err << "bench compare: measuring this machine (memory bandwidth, GEMM rate)\n";
@@ -162,6 +195,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   // Sim workers run `time_scale` wall seconds per modelled second: rates go up and measured
   // times are scaled back, so every figure is in modelled units.
   const double scale = sim ? o.time_scale : 1.0;
+  double rpc_seconds = o.rpc_seconds;  // <= 0: measured on the first cluster
   const std::vector<std::string> layouts = {"colocated", "disaggregated"};
   // results[layout][workload] = points
   std::map<std::string, std::map<std::string, std::vector<Point>>> results;
@@ -246,6 +280,16 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
           if (r.success) p.ttfts_ms.push_back(r.ttft * 1e3);
         }
         if (o.simulate) {
+          if (rpc_seconds <= 0) {
+            auto measured = measure_message_seconds(ep, url, spec.name, err);
+            if (!measured.is_ok()) {
+              stop_all(pids, err);
+              return measured.status().with_context("measuring message latency");
+            }
+            rpc_seconds = *measured;
+            err << "bench compare: one control message takes " << format_seconds(rpc_seconds)
+                << " here (short requests' waiting time beyond their engine time, / 3)\n";
+          }
           // The same prompts, arrivals and settings through the discrete-event simulation.
           sim::ClusterConfig c;
           c.model = o.model;
@@ -258,7 +302,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
           c.kv_blocks = sim ? std::max(0, o.kv_blocks) : o.kv_blocks;
           c.host_kv_bytes = sim ? 0 : (256u << 20);
           c.seed = o.seed;
-          c.rpc_seconds = o.rpc_seconds;
+          c.rpc_seconds = rpc_seconds;
           if (!sim) c.kv_dtype = DType::kFp32;  // what cpu workers keep
           sim::WorkloadConfig wc;
           wc.rate = rate;
@@ -314,7 +358,10 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   if (o.simulate) {
     rep.simulated_note = "Simulated: `kvfleet simulate` of the same layout, prompts and arrivals on " +
                          (sim ? o.hardware : "the profile " + o.profile) + ", hand-offs over " + link_name +
-                         ", " + format_number(o.rpc_seconds * 1e3) + " ms per control message.";
+                         ", " + format_number(rpc_seconds * 1e3, 3) + " ms per control message" +
+                         (o.rpc_seconds > 0 ? "."
+                                            : " (measured on the cluster: short requests' TTFT beyond their "
+                                              "engine time, over three messages).");
   }
   for (const WorkloadSpec& w : workloads) {
     perfmodel::Deployment dep;
@@ -374,7 +421,8 @@ CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& o) {
       ->capture_default_str();
   c->add_flag("--simulate", o.simulate, "also simulate every point and report simulated vs measured");
   c->add_option("--profile", o.profile, "--simulate with cpu workers: this machine's profile (bench engine --profile)");
-  c->add_option("--rpc-seconds", o.rpc_seconds, "--simulate: one control message between processes")
+  c->add_option("--rpc-seconds", o.rpc_seconds,
+                "--simulate: one control message between processes (0: measure it)")
       ->capture_default_str();
   return c;
 }
