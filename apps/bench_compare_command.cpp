@@ -17,6 +17,7 @@
 
 #include "apps/exit_code.h"
 #include "apps/local_cluster.h"
+#include "apps/workload_flags.h"
 #include "bench/runner.h"
 #include "bench/report.h"
 #include "bench/workload.h"
@@ -179,7 +180,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   }
   if (!(o.time_scale > 0)) return invalid_argument("--time-scale must be > 0");
   perfmodel::HardwareSpec hw;
-  double transfer_bw = 0;
+  double transfer_bw = 0, transfer_latency = 0;
   const std::string link_name = !o.link.empty() ? o.link : (sim ? "nvlink" : "tcp");
   if (o.simulate && !sim && o.profile.empty()) {
     return invalid_argument("--simulate with cpu workers needs --profile FILE (kvfleet bench engine --profile)");
@@ -188,6 +189,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
     KVFLEET_ASSIGN_OR_RETURN(hw, perfmodel::load_hardware(o.hardware));
     KVFLEET_ASSIGN_OR_RETURN(perfmodel::LinkSpec link, perfmodel::load_link(link_name));
     transfer_bw = link.bandwidth;
+    transfer_latency = link.latency;
   } else {
     hw = measure_machine(err);
     transfer_bw = hw.pcie_bandwidth;
@@ -364,22 +366,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
                                               "engine time, over three messages).");
   }
   for (const WorkloadSpec& w : workloads) {
-    perfmodel::Deployment dep;
-    dep.tp = sim ? o.tp : 1;
-    perfmodel::Workload work;
-    work.context_tokens = w.input;
-    work.decode_tokens = w.output;
-    auto est = perfmodel::estimate(spec, hw, dep, work);
-    bench::CompareWorkload cw;
-    cw.name = w.name;
-    cw.input = w.input;
-    cw.output = w.output;
-    cw.range_ratio = 0.2;
-    cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
-    cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
-    cw.predicted_transfer_ms =
-        est.is_ok() ? est->kv_bytes_per_request_per_device / transfer_bw * 1e3 : std::nan("");
-    rep.workloads.push_back(cw);
+    rep.workloads.push_back(
+        predicted_compare_workload(spec, hw, sim ? o.tp : 1, w, 0.2, transfer_bw, transfer_latency));
   }
   for (auto& [layout, by_workload] : results) {
     for (auto& [name, points] : by_workload) {

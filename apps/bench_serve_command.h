@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/workload_flags.h"
+
 namespace CLI {
 class App;
 }
@@ -19,25 +21,10 @@ struct BenchServeOptions {
   std::string url = "http://127.0.0.1:8000";
   std::string model;  // default: the server's first model
   std::string endpoint = "completions";
-  std::string dataset;  // JSONL; empty: synthetic
-  std::int64_t num_prompts = 100;
-  std::int64_t input_len = 1024;
-  std::int64_t output_len = 128;
-  double range_ratio = 0;
-  double shared_prefix_fraction = 0;
-  std::int64_t turns = 1;
-  std::string request_rate = "inf";
-  std::string sweep_rates;  // "1,2,4": one run per rate
-  double burstiness = 1.0;
-  std::int64_t max_concurrency = 0;
+  WorkloadFlags workload;
   std::int64_t warmup = 0;
-  std::vector<std::string> goodput;  // ttft:MS tpot:MS e2el:MS
-  std::string percentiles = "99";
-  std::uint64_t seed = 0;
   double timeout = 600;
   double temperature = 0;
-  bool json = false;
-  std::string save_result;  // write the JSON here too
 };
 
 CLI::App* add_bench_serve_command(CLI::App& bench, BenchServeOptions& opts);

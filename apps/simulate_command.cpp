@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -56,7 +55,7 @@ Result<sim::ClusterConfig> cluster_config(const SimulateOptions& o) {
     if (!d.is_ok()) return d.status().with_context("--kv-dtype");
     c.kv_dtype = *d;
   }
-  c.seed = o.seed;
+  c.seed = o.workload.seed;
   c.max_inflight = o.max_inflight;
   c.auto_local_prefill_tokens = o.auto_local_prefill_tokens;
   c.heartbeat_seconds = o.heartbeat_seconds;
@@ -86,19 +85,6 @@ Result<std::vector<sim::SimRequest>> tokenize(const std::vector<bench::WorkloadR
     out.push_back(std::move(r));
   }
   return out;
-}
-
-Result<std::vector<bench::WorkloadRequest>> make_workload(const SimulateOptions& o, std::int64_t input,
-                                                          std::int64_t output, std::uint64_t seed) {
-  if (!o.dataset.empty()) return bench::load_workload_file(o.dataset, seed);
-  bench::SyntheticSpec spec;
-  spec.num_prompts = o.num_prompts;
-  spec.input = {input, o.range_ratio};
-  spec.output = {output, o.range_ratio};
-  spec.shared_prefix_fraction = o.shared_prefix_fraction;
-  spec.turns = o.turns;
-  spec.seed = seed;
-  return bench::synthetic_workload(spec);
 }
 
 std::map<std::string, double> phase_ms(const sim::SimResult& r) {
@@ -202,7 +188,7 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
   if (!o.workloads.empty()) {
     KVFLEET_ASSIGN_OR_RETURN(shapes, bench::parse_workload_shapes(o.workloads));
   } else {
-    shapes.push_back({"workload", o.input_len, o.output_len});
+    shapes.push_back({"workload", o.workload.input_len, o.workload.output_len});
   }
   const int workers = base.colocated > 0 ? base.colocated : base.prefill + base.decode;
   if (workers < 2 || workers % 2 != 0) {
@@ -218,8 +204,8 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
               " x " + hw.name + (o.tp > 1 ? " (tp " + std::to_string(o.tp) + " each)" : "");
   std::ostringstream cmd;
   cmd << "kvfleet simulate --compare --model " << o.model << " --hardware " << o.hardware << " --tp " << o.tp
-      << " --link " << o.link << " --colocated " << workers << " --sweep-rates " << o.sweep_rates
-      << " --num-prompts " << o.num_prompts;
+      << " --link " << o.link << " --colocated " << workers << " --sweep-rates " << o.workload.sweep_rates
+      << " --num-prompts " << o.workload.num_prompts;
   if (!o.workloads.empty()) cmd << " --workloads " << o.workloads;
   rep.command = cmd.str();
   rep.setup = "Colocated: " + std::to_string(workers) + " `both` workers; disaggregated: " +
@@ -232,22 +218,8 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
   rep.slo = slo;
   rep.rates = rates;
   for (const auto& s : shapes) {
-    perfmodel::Deployment dep;
-    dep.tp = o.tp;
-    perfmodel::Workload work;
-    work.context_tokens = s.input;
-    work.decode_tokens = s.output;
-    auto est = perfmodel::estimate(spec, hw, dep, work);
-    bench::CompareWorkload cw;
-    cw.name = s.name;
-    cw.input = s.input;
-    cw.output = s.output;
-    cw.range_ratio = o.range_ratio;
-    cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : std::nan("");
-    cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : std::nan("");
-    cw.predicted_transfer_ms =
-        est.is_ok() ? link.transfer_seconds(est->kv_bytes_per_request_per_device) * 1e3 : std::nan("");
-    rep.workloads.push_back(cw);
+    rep.workloads.push_back(predicted_compare_workload(spec, hw, o.tp, s, o.workload.range_ratio,
+                                                       link.bandwidth, link.latency));
   }
   for (const std::string layout : {"colocated", "disaggregated"}) {
     sim::ClusterConfig c = base;
@@ -257,13 +229,14 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
     for (const auto& s : shapes) {
       for (size_t ri = 0; ri < rates.size(); ++ri) {
         // Fresh prompts per rate, as `bench compare`.
-        KVFLEET_ASSIGN_OR_RETURN(auto workload, make_workload(o, s.input, s.output, o.seed * 1000 + ri + 1));
+        KVFLEET_ASSIGN_OR_RETURN(auto workload,
+                                 make_workload(o.workload, s.input, s.output, o.workload.seed * 1000 + ri + 1));
         KVFLEET_ASSIGN_OR_RETURN(auto requests, tokenize(workload, spec));
         sim::WorkloadConfig wc;
         wc.rate = rates[ri];
-        wc.burstiness = o.burstiness;
-        wc.max_concurrency = o.max_concurrency;
-        wc.seed = o.seed;
+        wc.burstiness = o.workload.burstiness;
+        wc.max_concurrency = o.workload.max_concurrency;
+        wc.seed = o.workload.seed;
         err << "simulate: " << layout << ", " << s.name << ", " << rates[ri] << " req/s\n";
         KVFLEET_ASSIGN_OR_RETURN(sim::SimResult r, sim::simulate(c, wc, requests));
         bench::RunConfig rc;
@@ -289,33 +262,26 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
 Status run(const SimulateOptions& o, std::ostream& out, std::ostream& err) {
   KVFLEET_ASSIGN_OR_RETURN(sim::ClusterConfig cluster, cluster_config(o));
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(o.model));
-  KVFLEET_ASSIGN_OR_RETURN(bench::Slo slo, bench::parse_goodput(o.goodput));
-  KVFLEET_ASSIGN_OR_RETURN(auto percentiles, bench::parse_percentiles(o.percentiles));
-  if (!(o.burstiness > 0)) return invalid_argument("--burstiness must be > 0");
-  if (o.max_concurrency < 0) return invalid_argument("--max-concurrency must be >= 0");
-  std::vector<double> rates;
-  if (!o.sweep_rates.empty()) {
-    KVFLEET_ASSIGN_OR_RETURN(rates, bench::parse_rates(o.sweep_rates, "--sweep-rates"));
-  } else {
-    KVFLEET_ASSIGN_OR_RETURN(double r, bench::parse_rate(o.request_rate));
-    rates.push_back(r);
-  }
+  const WorkloadFlags& wf = o.workload;
+  KVFLEET_ASSIGN_OR_RETURN(bench::Slo slo, bench::parse_goodput(wf.goodput));
+  KVFLEET_ASSIGN_OR_RETURN(auto percentiles, bench::parse_percentiles(wf.percentiles));
+  KVFLEET_ASSIGN_OR_RETURN(std::vector<double> rates, workload_rates(wf));
   if (o.compare) {
-    if (o.sweep_rates.empty()) return invalid_argument("--compare needs --sweep-rates");
+    if (wf.sweep_rates.empty()) return invalid_argument("--compare needs --sweep-rates");
     return run_compare(o, cluster, spec, rates, slo, out, err);
   }
-  KVFLEET_ASSIGN_OR_RETURN(auto workload, make_workload(o, o.input_len, o.output_len, o.seed));
+  KVFLEET_ASSIGN_OR_RETURN(auto workload, make_workload(wf, wf.input_len, wf.output_len, wf.seed));
   KVFLEET_ASSIGN_OR_RETURN(auto requests, tokenize(workload, spec));
   const std::string layout = o.colocated > 0 ? std::to_string(o.colocated) + " colocated"
                                              : std::to_string(o.prefill) + " prefill + " +
                                                    std::to_string(o.decode) + " decode";
-  json results = json::array();
+  std::vector<json> results;
   for (double rate : rates) {
     sim::WorkloadConfig wc;
     wc.rate = rate;
-    wc.burstiness = o.burstiness;
-    wc.max_concurrency = o.max_concurrency;
-    wc.seed = o.seed;
+    wc.burstiness = wf.burstiness;
+    wc.max_concurrency = wf.max_concurrency;
+    wc.seed = wf.seed;
     err << "simulate: " << requests.size() << " requests, " << layout << " workers (" << spec.name << " on "
         << o.hardware << "), rate " << (std::isinf(rate) ? std::string("inf") : format_number(rate))
         << " req/s\n";
@@ -329,18 +295,11 @@ Status run(const SimulateOptions& o, std::ostream& out, std::ostream& err) {
     rc.model = spec.name;
     rc.rate = rate;
     json s = bench::summarize(rc, r.run, slo, percentiles);
-    if (!o.json) out << bench::format_table(s, percentiles) << simulation_table(r, layout);
+    if (!wf.json) out << bench::format_table(s, percentiles) << simulation_table(r, layout);
     s["simulation"] = simulation_json(r, layout);
     results.push_back(std::move(s));
   }
-  const json doc = results.size() == 1 ? results[0] : results;
-  if (o.json) out << doc.dump(2) << "\n";
-  if (!o.save_result.empty()) {
-    std::ofstream f(o.save_result);
-    if (!f) return invalid_argument("cannot write --save-result '" + o.save_result + "'");
-    f << doc.dump(2) << "\n";
-  }
-  return Status::ok();
+  return emit_results(wf, results, out);
 }
 
 }  // namespace
@@ -371,24 +330,7 @@ CLI::App* add_simulate_command(CLI::App& root, SimulateOptions& o) {
       ->capture_default_str();
   c->add_option("--heartbeat-seconds", o.heartbeat_seconds, "workers' load reports")->capture_default_str();
   c->add_option("--rpc-seconds", o.rpc_seconds, "one control message between processes")->capture_default_str();
-  c->add_option("--dataset", o.dataset, "JSONL workload (as bench serve)");
-  c->add_option("--num-prompts", o.num_prompts, "synthetic: requests")->capture_default_str();
-  c->add_option("--input-len", o.input_len, "synthetic: prompt tokens (mean)")->capture_default_str();
-  c->add_option("--output-len", o.output_len, "synthetic: output tokens (mean)")->capture_default_str();
-  c->add_option("--range-ratio", o.range_ratio, "synthetic: lengths uniform in mean*(1 -+ r)")->capture_default_str();
-  c->add_option("--shared-prefix-fraction", o.shared_prefix_fraction, "synthetic: prompt share common to all")
-      ->capture_default_str();
-  c->add_option("--turns", o.turns, "synthetic: turns per session")->capture_default_str();
-  c->add_option("--request-rate", o.request_rate, "requests/s or inf")->capture_default_str();
-  c->add_option("--sweep-rates", o.sweep_rates, "one simulation per rate: 1,2,4");
-  c->add_option("--burstiness", o.burstiness, "gamma shape of arrival gaps (1: Poisson)")->capture_default_str();
-  c->add_option("--max-concurrency", o.max_concurrency, "requests in flight at most (0: unbounded)")
-      ->capture_default_str();
-  c->add_option("--goodput", o.goodput, "SLOs: ttft:MS tpot:MS e2el:MS")->expected(1, 3);
-  c->add_option("--percentiles", o.percentiles, "percentiles to report")->capture_default_str();
-  c->add_option("--seed", o.seed, "workload, arrival and token seed")->capture_default_str();
-  c->add_flag("--json", o.json, "JSON (bench serve's keys plus \"simulation\") instead of the table");
-  c->add_option("--save-result", o.save_result, "also write the JSON to this file");
+  add_workload_flags(c, o.workload);
   c->add_flag("--compare", o.compare, "colocated vs disaggregated over --sweep-rates, with a report");
   c->add_option("--workloads", o.workloads, "--compare: NAME:INPUT:OUTPUT,...");
   c->add_option("--out", o.out, "--compare: report folder")->capture_default_str();

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "apps/workload_flags.h"
+
 namespace CLI {
 class App;
 }
@@ -38,23 +40,8 @@ struct SimulateOptions {
   std::int64_t auto_local_prefill_tokens = 256;
   double heartbeat_seconds = 0.5;
   double rpc_seconds = 0.0003;
-  // The workload, as `kvfleet bench serve`.
-  std::string dataset;
-  std::int64_t num_prompts = 100;
-  std::int64_t input_len = 1024;
-  std::int64_t output_len = 128;
-  double range_ratio = 0;
-  double shared_prefix_fraction = 0;
-  std::int64_t turns = 1;
-  std::string request_rate = "inf";
-  std::string sweep_rates;
-  double burstiness = 1.0;
-  std::int64_t max_concurrency = 0;
-  std::vector<std::string> goodput;
-  std::string percentiles = "99";
-  std::uint64_t seed = 0;
-  bool json = false;
-  std::string save_result;
+  // The workload and output, as `kvfleet bench serve` (--seed also seeds the sim tokens).
+  WorkloadFlags workload;
   // --compare: both layouts of the same workers over the sweep, and a report.
   bool compare = false;
   std::string workloads;  // NAME:INPUT:OUTPUT,... (default: one from --input-len/--output-len)

@@ -505,30 +505,9 @@ class Simulation {
   }
 
   void run_full(std::size_t i, const std::string& worker_id, std::int64_t already) {
-    Job& job = jobs_[i];
     Worker& w = worker(worker_id);
-    Request req = make_request(job, already);
-    req.on_token = [this, i](worker::RequestId, std::int32_t t) {
-      deliver_token(jobs_[i], t, workers_clock_now_);
-    };
-    const std::string id = w.id;
-    req.on_finish = [this, i, id](const RequestOutput& out) {
-      const double t = worker(id).clock->now() + cfg_.rpc_seconds;
-      const FinishReason reason = out.finish;
-      const double queue = out.timings.queue_seconds, prefill = out.timings.prefill_seconds;
-      at(t, [this, i, id, reason, queue, prefill] {
-        registry_.unassign(id);
-        if (reason != FinishReason::kStop && reason != FinishReason::kLength) {
-          fail(i, "the engine ended the request: " + std::string(worker::finish_reason_name(reason)));
-          return;
-        }
-        phases_["queue"].push_back(queue);
-        phases_["prefill"].push_back(prefill);
-        --inflight_;
-        complete(i, true, "");
-      });
-    };
-    track(req, w);
+    Request req = make_request(jobs_[i], already);
+    attach_final_run(i, w, req, "queue", "prefill");
     submit(i, w, std::move(req), now_ + cfg_.rpc_seconds);
   }
 
@@ -539,8 +518,8 @@ class Simulation {
     req.hold_kv = true;
     req.params.max_tokens = 1;
     req.params.min_tokens = std::min<std::int64_t>(req.params.min_tokens, 1);
-    req.on_token = [this, i](worker::RequestId, std::int32_t t) {
-      deliver_token(jobs_[i], t, workers_clock_now_);
+    req.on_token = [this, i, &p](worker::RequestId, std::int32_t t) {
+      deliver_token(jobs_[i], t, p.clock->now());
     };
     req.on_finish = [this, i, prefill_id, decode_id](const RequestOutput& out) {
       const double t = worker(prefill_id).clock->now() + cfg_.rpc_seconds;
@@ -570,7 +549,6 @@ class Simulation {
         run_decode(i, prefill_id, rid, held, decode_id);
       });
     };
-    track(req, p);
     submit(i, p, std::move(req), now_ + cfg_.rpc_seconds);
   }
 
@@ -625,8 +603,7 @@ class Simulation {
   void run_decode_full(std::size_t i, const std::string& decode_id, std::int64_t already) {
     Worker& w = worker(decode_id);
     Request req = make_request(jobs_[i], already);
-    attach_decode_callbacks(i, w, req);
-    track(req, w);
+    attach_final_run(i, w, req, "decode_queue", "first_decode_step");
     submit(i, w, std::move(req), now_);
   }
 
@@ -642,8 +619,7 @@ class Simulation {
     req.params.seed = job.seed;
     req.params.ignore_eos = true;
     req.kv_import = worker::KvImport{res.id, static_cast<std::int64_t>(job.prompt.size()), held_tokens};
-    attach_decode_callbacks(i, w, req);
-    track(req, w);
+    attach_final_run(i, w, req, "decode_queue", "first_decode_step");
     auto seq = w.core->make_sequence(std::move(req));
     if (!seq.is_ok()) {
       InboxItem un(InboxItem::Kind::kUnreserve);
@@ -659,36 +635,31 @@ class Simulation {
     post(w, std::move(item), now_);
   }
 
-  void attach_decode_callbacks(std::size_t i, Worker& w, Request& req) {
-    req.on_token = [this, i](worker::RequestId, std::int32_t t) {
-      deliver_token(jobs_[i], t, workers_clock_now_);
+  // The run that ends the request on worker `w`: its tokens reach the client; its finish
+  // reaches the coordinator one message later, which records the run's two TTFT phases (as the
+  // coordinator does: queue and prefill for a whole run, decode_queue and first_decode_step for
+  // a decode run) and completes the request.
+  void attach_final_run(std::size_t i, Worker& w, Request& req, const char* queue_phase,
+                        const char* compute_phase) {
+    req.on_token = [this, i, &w](worker::RequestId, std::int32_t t) {
+      deliver_token(jobs_[i], t, w.clock->now());
     };
     const std::string id = w.id;
-    req.on_finish = [this, i, id](const RequestOutput& out) {
+    req.on_finish = [this, i, id, queue_phase, compute_phase](const RequestOutput& out) {
       const double t = worker(id).clock->now() + cfg_.rpc_seconds;
       const FinishReason reason = out.finish;
-      const double queue = out.timings.queue_seconds, first = out.timings.prefill_seconds;
-      at(t, [this, i, id, reason, queue, first] {
+      const double queue = out.timings.queue_seconds, compute = out.timings.prefill_seconds;
+      at(t, [this, i, id, reason, queue, compute, queue_phase, compute_phase] {
         registry_.unassign(id);
         if (reason != FinishReason::kStop && reason != FinishReason::kLength) {
-          fail(i, "the decode engine ended the request: " +
-                      std::string(worker::finish_reason_name(reason)));
+          fail(i, "the engine ended the request: " + std::string(worker::finish_reason_name(reason)));
           return;
         }
-        phases_["decode_queue"].push_back(queue);
-        phases_["first_decode_step"].push_back(first);
+        phases_[queue_phase].push_back(queue);
+        phases_[compute_phase].push_back(compute);
         --inflight_;
         complete(i, true, "");
       });
-    };
-  }
-
-  // Token callbacks run inside a worker's step, on its clock: remember which clock.
-  void track(Request& req, Worker& w) {
-    auto on_token = std::move(req.on_token);
-    req.on_token = [this, &w, on_token](worker::RequestId id, std::int32_t t) {
-      workers_clock_now_ = w.clock->now();
-      on_token(id, t);
     };
   }
 
@@ -705,7 +676,6 @@ class Simulation {
   std::priority_queue<Event, std::vector<Event>, Later> events_;
   std::uint64_t next_order_ = 0;
   double now_ = 0;
-  double workers_clock_now_ = 0;
   std::int64_t processed_ = 0;
   std::vector<std::vector<std::size_t>> chains_;
   std::vector<std::size_t> chain_pos_;

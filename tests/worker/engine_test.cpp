@@ -12,6 +12,9 @@ namespace {
 
 using namespace test;
 
+// Cancellation, seeded sampling and hand-offs between engines are conformance cases run for
+// every backend (backend_conformance_test.cpp).
+
 // Reference: each prompt alone in a roomy engine without prefix caching.
 std::vector<std::vector<std::int32_t>> reference(
     const std::vector<std::vector<std::int32_t>>& prompts, std::int64_t max_tokens) {
@@ -185,55 +188,6 @@ TEST_F(EngineTest, StressManySequencesNeverLeak) {
   expect_all_blocks_free(*engine);
 }
 
-TEST_F(EngineTest, CancelFreesBlocksAndReportsAbort) {
-  auto engine = make_engine({.blocks = 64});
-  Collector collector;
-  Request r;
-  r.prompt = random_tokens(rng_, 30);
-  r.params.max_tokens = 200;
-  r.params.ignore_eos = true;
-  std::promise<void> first_token;
-  bool signalled = false;
-  r.on_token = [&](RequestId, std::int32_t) {
-    if (!signalled) {
-      signalled = true;
-      first_token.set_value();
-    }
-  };
-  r.on_finish = collector.callback();
-  auto id = engine->submit(std::move(r));
-  ASSERT_TRUE(id.is_ok());
-  ASSERT_EQ(first_token.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
-  engine->cancel(*id);
-  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
-  const auto out = collector.outputs().at(*id);
-  EXPECT_EQ(out.finish, FinishReason::kAbort);
-  EXPECT_LT(out.tokens.size(), 200u);
-  expect_all_blocks_free(*engine);
-  engine->cancel(*id);  // already finished: ignored
-  engine->cancel(987654);
-}
-
-TEST_F(EngineTest, SeededSamplingIsReproducible) {
-  auto engine = make_engine({});
-  auto run = [&](std::uint64_t seed) {
-    Collector c;
-    Request r;
-    r.prompt = {256, 10, 20, 30};
-    r.params.max_tokens = 16;
-    r.params.temperature = 1.0;
-    r.params.top_p = 0.9;
-    r.params.seed = seed;
-    r.params.ignore_eos = true;
-    r.on_finish = c.callback();
-    auto id = *engine->submit(std::move(r));
-    EXPECT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
-    return c.outputs().at(id).tokens;
-  };
-  EXPECT_EQ(run(7), run(7));
-  EXPECT_NE(run(7), run(8));
-}
-
 // The draw for output token k depends only on (seed, k): a request re-run from its prompt plus
 // its first k sampled tokens (what the coordinator sends after a worker failure) continues with
 // the tokens the first run produced.
@@ -320,64 +274,6 @@ TEST_F(EngineTest, EosStopsUnlessIgnoredAndMinTokensDelaysIt) {
 
 // Disaggregation inside one process: engine P prefills and holds the KV, engine D reserves
 // blocks, the KV bytes are copied block by block, D decodes the rest. Tokens match one engine.
-TEST_F(EngineTest, HeldKvImportedIntoAnotherEngineContinuesWithTheSameTokens) {
-  SCOPED_TRACE("seed " + std::to_string(seed_));
-  const auto ps = prompts(4, 9, 70);
-  const auto want = reference(ps, 10);
-  auto prefill = make_engine({.blocks = 128});
-  auto decode = make_engine({.blocks = 96, .max_batch_tokens = 64});
-  const std::size_t block_bytes = prefill->backend().kv_layout().block_bytes();
-  std::vector<RequestOutput> got;
-  for (const auto& p : ps) {
-    Collector pc;
-    Request pr;
-    pr.prompt = p;
-    pr.params.max_tokens = 1;
-    pr.params.ignore_eos = true;
-    pr.hold_kv = true;
-    pr.on_finish = pc.callback();
-    const RequestId pid = *prefill->submit(std::move(pr));
-    ASSERT_TRUE(prefill->wait_idle(std::chrono::seconds(60)));
-    const RequestOutput first = pc.outputs()[pid];
-    ASSERT_EQ(first.tokens.size(), 1u);
-    ASSERT_EQ(first.held_tokens, static_cast<std::int64_t>(p.size()));
-    EXPECT_EQ(prefill->stats().held_blocks, static_cast<std::int64_t>(first.held_blocks.size()));
-
-    std::promise<Result<Reservation>> reserved;
-    decode->reserve(first.held_tokens, [&](Result<Reservation> r) { reserved.set_value(r); });
-    Result<Reservation> res = reserved.get_future().get();
-    ASSERT_TRUE(res.is_ok()) << res.status().to_string();
-    ASSERT_EQ(res->blocks.size(), first.held_blocks.size());
-    ASSERT_TRUE(decode->wait_idle(std::chrono::seconds(10)));
-    EXPECT_EQ(decode->stats().reserved_blocks, static_cast<std::int64_t>(res->blocks.size()));
-    // Both engines are idle, so their KV memory may be read and written from this thread.
-    for (size_t b = 0; b < res->blocks.size(); ++b) {
-      std::memcpy(decode->backend().kv_memory().base + res->blocks[b] * block_bytes,
-                  prefill->backend().kv_memory().base + first.held_blocks[b] * block_bytes,
-                  block_bytes);
-    }
-    prefill->release_held(pid);
-
-    Collector dc;
-    Request dr;
-    dr.prompt = p;
-    dr.prompt.push_back(first.tokens[0]);
-    dr.params.max_tokens = 10;
-    dr.params.ignore_eos = true;
-    dr.kv_import = KvImport{res->id, static_cast<std::int64_t>(p.size()),
-                            static_cast<std::int64_t>(p.size())};
-    dr.on_finish = dc.callback();
-    const RequestId did = *decode->submit(std::move(dr));
-    ASSERT_TRUE(decode->wait_idle(std::chrono::seconds(60)));
-    got.push_back(dc.outputs()[did]);
-  }
-  expect_same_tokens(got, want);
-  ASSERT_TRUE(prefill->wait_idle(std::chrono::seconds(10)));
-  EXPECT_EQ(prefill->stats().held_blocks, 0);
-  expect_all_blocks_free(*decode);
-  EXPECT_EQ(decode->stats().reserved_blocks, 0);
-}
-
 TEST_F(EngineTest, ReservationsFailClearlyWhenBlocksRunOutAndCanBeCancelled) {
   auto engine = make_engine({.blocks = 4, .block_tokens = 8});
   std::promise<Result<Reservation>> too_big;
