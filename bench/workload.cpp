@@ -1,5 +1,6 @@
 #include "bench/workload.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -16,17 +17,24 @@ std::int64_t draw(const LengthSpec& s, std::mt19937_64& rng) {
   return d(rng);
 }
 
-// Printable ASCII words: one byte per token for the byte tokenizer, plain text for others.
+// Printable ASCII words: one byte per token for the byte tokenizer, plain text for others. Six
+// characters per 64-bit draw (10 bits each): a space with probability 1/6 (never first), else
+// one of 26 letters.
 std::string random_text(std::int64_t n, std::mt19937_64& rng) {
   static const char kLetters[] = "abcdefghijklmnopqrstuvwxyz";
   std::string s;
-  s.reserve(static_cast<size_t>(n));
-  while (static_cast<std::int64_t>(s.size()) < n) {
-    if (!s.empty() && rng() % 6 == 0) {
-      s += ' ';
-    } else {
-      s += kLetters[rng() % 26];
+  s.resize(static_cast<size_t>(std::max<std::int64_t>(0, n)));
+  std::uint64_t bits = 0;
+  int left = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (left == 0) {
+      bits = rng();
+      left = 6;
     }
+    const auto c = static_cast<unsigned>(bits & 1023u);
+    bits >>= 10;
+    --left;
+    s[i] = (i > 0 && c % 6 == 0) ? ' ' : kLetters[(c / 6) % 26];
   }
   return s;
 }

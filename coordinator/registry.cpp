@@ -5,18 +5,48 @@
 
 namespace kvfleet::coordinator {
 
-PrefixHashes::PrefixHashes(std::vector<std::uint64_t> hashes) : sorted_(std::move(hashes)) {
-  std::sort(sorted_.begin(), sorted_.end());
-  sorted_.erase(std::unique(sorted_.begin(), sorted_.end()), sorted_.end());
+PrefixHashes::PrefixHashes(const std::vector<std::uint64_t>& hashes) {
+  auto t = std::make_shared<Table>();
+  std::size_t capacity = 16;
+  while (capacity < 2 * hashes.size()) capacity *= 2;  // load factor <= 1/2
+  t->slots.assign(capacity, 0);
+  const std::size_t mask = capacity - 1;
+  for (std::uint64_t h : hashes) {
+    if (h == 0) {
+      t->count += t->has_zero ? 0 : 1;
+      t->has_zero = true;
+      continue;
+    }
+    std::size_t i = static_cast<std::size_t>(h) & mask;
+    while (t->slots[i] != 0 && t->slots[i] != h) i = (i + 1) & mask;
+    if (t->slots[i] == 0) {
+      t->slots[i] = h;
+      ++t->count;
+    }
+  }
+  table_ = std::move(t);
 }
 
 bool PrefixHashes::contains(std::uint64_t hash) const {
-  return std::binary_search(sorted_.begin(), sorted_.end(), hash);
+  if (!table_) return false;
+  if (hash == 0) return table_->has_zero;
+  const std::size_t mask = table_->slots.size() - 1;
+  for (std::size_t i = static_cast<std::size_t>(hash) & mask;; i = (i + 1) & mask) {
+    if (table_->slots[i] == hash) return true;
+    if (table_->slots[i] == 0) return false;
+  }
 }
 
 void PrefixHashes::insert(std::uint64_t hash) {
-  auto it = std::lower_bound(sorted_.begin(), sorted_.end(), hash);
-  if (it == sorted_.end() || *it != hash) sorted_.insert(it, hash);
+  std::vector<std::uint64_t> all;
+  if (table_) {
+    for (std::uint64_t h : table_->slots) {
+      if (h != 0) all.push_back(h);
+    }
+    if (table_->has_zero) all.push_back(0);
+  }
+  all.push_back(hash);
+  *this = PrefixHashes(all);
 }
 
 Status Registry::add(WorkerInfo info, double now) {

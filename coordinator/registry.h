@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,20 +13,26 @@
 
 namespace kvfleet::coordinator {
 
-// Hashes of the full blocks in a worker's device prefix cache, as its last report gave them: a
-// sorted vector (one allocation however many hashes; membership by binary search), since a
-// summary of thousands of hashes is rebuilt at every heartbeat of every worker.
+// Hashes of the full blocks in a worker's device prefix cache, as its last report gave them.
+// Rebuilt at every heartbeat of every worker (thousands of hashes each), so it is one flat
+// open-addressing table (one allocation, no sort; the hashes are already uniformly mixed), and
+// copies share it (a summary that did not change is handed on without copying).
 class PrefixHashes {
  public:
   PrefixHashes() = default;
-  explicit PrefixHashes(std::vector<std::uint64_t> hashes);
+  explicit PrefixHashes(const std::vector<std::uint64_t>& hashes);
   bool contains(std::uint64_t hash) const;
-  void insert(std::uint64_t hash);  // keeps the order (O(size): for tests and small sets)
-  bool empty() const { return sorted_.empty(); }
-  std::size_t size() const { return sorted_.size(); }
+  void insert(std::uint64_t hash);  // rebuilds the table: for tests and small sets
+  bool empty() const { return size() == 0; }
+  std::size_t size() const { return table_ ? table_->count : 0; }
 
  private:
-  std::vector<std::uint64_t> sorted_;
+  struct Table {
+    std::vector<std::uint64_t> slots;  // 0: empty (a zero hash is kept in has_zero)
+    bool has_zero = false;
+    std::size_t count = 0;
+  };
+  std::shared_ptr<const Table> table_;
 };
 
 struct WorkerLoad {

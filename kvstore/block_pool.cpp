@@ -65,7 +65,7 @@ void BlockPool::set_hash(BlockId id, BlockHash hash) {
   KVFLEET_CHECK(ref_[i] > 0, "only a block in use can be published");
   if (hash_[i].has_value()) return;
   hash_[i] = hash;
-  index_.emplace(hash, id);  // keeps an existing mapping
+  if (index_.emplace(hash, id).second) ++index_version_;  // keeps an existing mapping
 }
 
 std::optional<BlockId> BlockPool::lookup(BlockHash hash) const {
@@ -85,6 +85,7 @@ void BlockPool::evict_one() {
   const auto i = static_cast<size_t>(id);
   in_lru_[i] = false;
   index_.erase(*hash_[i]);
+  ++index_version_;
   hash_[i].reset();
   free_.push_back(id);
   ++evicted_total_;

@@ -52,6 +52,9 @@ class BlockPool {
   std::int32_t num_available() const { return num_free() + num_cached(); }
   std::int32_t ref_count(BlockId id) const { return ref_[static_cast<size_t>(id)]; }
   std::int64_t evicted_total() const { return evicted_total_; }
+  // Changes whenever the prefix index gains or loses a hash: a summary built from
+  // indexed_hashes() is still exact while this is unchanged.
+  std::uint64_t index_version() const { return index_version_; }
 
  private:
   void evict_one();
@@ -65,6 +68,7 @@ class BlockPool {
   std::vector<std::optional<BlockHash>> hash_;
   std::unordered_map<BlockHash, BlockId> index_;
   std::int64_t evicted_total_ = 0;
+  std::uint64_t index_version_ = 0;
 };
 
 }  // namespace kvfleet::kvstore

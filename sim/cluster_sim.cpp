@@ -69,6 +69,9 @@ struct Worker {
   EngineStats current, previous;
   double current_at = 0;
   WorkerReport report;
+  // The last prefix summary and the device pool's index version it was built at.
+  coordinator::PrefixHashes summary;
+  std::uint64_t summary_version = ~std::uint64_t{0};
 };
 
 struct Job {
@@ -261,7 +264,7 @@ class Simulation {
 
   // --- workers ---------------------------------------------------------------------------------
 
-  WorkerLoad load_of(const Worker& w, double t) const {
+  WorkerLoad load_of(Worker& w, double t) const {
     const EngineStats& s = t >= w.current_at ? w.current : w.previous;
     WorkerLoad load;
     load.running = s.running;
@@ -274,7 +277,12 @@ class Simulation {
     // Routing reads decode workers' prefix caches only in auto mode (conditional
     // disaggregation); elsewhere their summary would be built for nobody.
     if (router_.mode != coordinator::ServeMode::kDisaggregated || w.role != "decode") {
-      load.prefix_hashes = coordinator::PrefixHashes(w.core->prefix_summary(kPrefixSummaryLimit));
+      const std::uint64_t version = w.core->device_pool().index_version();
+      if (version != w.summary_version) {  // unchanged: the same summary, not rebuilt
+        w.summary = coordinator::PrefixHashes(w.core->prefix_summary(kPrefixSummaryLimit));
+        w.summary_version = version;
+      }
+      load.prefix_hashes = w.summary;
     }
     return load;
   }
