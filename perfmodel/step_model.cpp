@@ -354,7 +354,9 @@ Roofline StepModel::evaluate_calibrated(const Sums& s) const {
   const double prefill_read = s.prefill_context * kv_per_token_device_ / kv_bw;
   const double prefill_flops = s.prefill_visits * per_visit_flops;
   const double prefill_compute = prefill_flops / (peak_ * k.prefill_attention_efficiency);
-  const double calls = (s.decode_tokens + s.prefill_tokens) * layers_ * k.attention_call_overhead;
+  // Each decode sequence's attention starts cold in every layer (its first block's K and V come
+  // from memory before the prefetch of the next ones runs ahead); a prefill query's KV is warm.
+  const double calls = s.decode_tokens * layers_ * k.attention_call_overhead;
 
   Roofline r;
   r.flops =
