@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <ctime>
@@ -25,7 +24,6 @@
 #include <numeric>
 #include <ostream>
 #include <random>
-#include <sstream>
 
 #include "apps/bench_engine_command.h"
 #include "apps/bench_engine_internal.h"
@@ -48,7 +46,6 @@ using nlohmann::json;
 
 using engine_bench::Sampling;
 using engine_bench::Statistic;
-using engine_bench::time_seconds;
 
 // How every figure is timed: `repeats` runs, on the thread's CPU clock when the BLAS runs on
 // this one thread (other processes sharing the core then do not count), else on the wall clock;
@@ -610,7 +607,10 @@ Result<perfmodel::HardwareSpec> ProfileBench::fit(const engine_bench::Interleave
   const double linear_params = params.matmul_active - params.lm_head;
   for (const LinearJob& j : linear_jobs_) {
     const double seconds = timer.seconds(j.job);
-    if (j.tokens == 1) cal.weight_read_efficiency = linear_params * 4.0 / read_bw / seconds;
+    // (The cpu engine's weights are fp32.)
+    if (j.tokens == 1) {
+      cal.weight_read_efficiency = linear_params * sizeof(float) / read_bw / seconds;
+    }
     const double efficiency =
         2.0 * linear_params * static_cast<double>(j.tokens) / (peak * seconds);
     cal.gemm_efficiency.push_back({j.tokens, efficiency});

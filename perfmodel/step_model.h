@@ -12,8 +12,9 @@
 //                 the step's kernel classes run one after another (one stream of kernels), each
 //                 at its measured efficiency, plus fixed per-step and per-token overheads.
 //
-// A StepModel owns copies of everything it needs (no references to the specs it was made from),
-// is cheap to copy, and step() is O(chunks) with no allocation.
+// A StepModel owns copies of everything it needs (no references to the specs it was made from,
+// so it may outlive them), is immutable once made (share it between threads freely), and step()
+// is O(chunks) with no allocation.
 
 #include <cstdint>
 #include <optional>
