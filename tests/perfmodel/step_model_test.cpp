@@ -271,6 +271,29 @@ TEST(Calibration, PrefillRunsTheLmHeadOnlyForLogitRowsAndAttentionAsTheKernelDoe
   EXPECT_EQ(b.bound, Bound::kCompute);
 }
 
+TEST(Calibration, PartsAddUpToTheStep) {
+  const ModelSpec m = model("small");
+  const StepModel s = make(m, calibrated_device());
+  const std::vector<StepChunk> chunks = {{1, 3000, true}, {1, 100, true}, {256, 512, false}};
+  const StepParts p = s.parts(chunks);
+  const Roofline r = s.step(chunks);
+  EXPECT_NEAR(p.linear + p.lm_head + p.decode_attention + p.prefill_attention + p.overhead +
+                  p.comm,
+              r.seconds, 1e-15);
+  EXPECT_DOUBLE_EQ(p.overhead, 1e-4 + 258 * 2e-5);
+  const double kv = s.kv_bytes_per_token_device();
+  EXPECT_NEAR(p.decode_attention,
+              (3001 + 101) * kv / (10e9 * 0.5) + 2 * static_cast<double>(m.num_layers) * 1e-7,
+              1e-15);
+  EXPECT_GT(p.prefill_attention, 0);
+  EXPECT_GT(p.lm_head, 0);
+  // Uncalibrated hardware has one roofline, no parts.
+  const StepParts none = make(m, hardware("a100-80g")).parts(chunks);
+  EXPECT_EQ(none.linear + none.lm_head + none.decode_attention + none.prefill_attention +
+                none.overhead + none.comm,
+            0.0);
+}
+
 TEST(Calibration, EstimateUsesTheCalibratedSteps) {
   const ModelSpec m = model("small");
   const HardwareSpec hw = calibrated_device();
