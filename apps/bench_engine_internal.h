@@ -50,6 +50,9 @@ class InterleavedTimer {
   // Runs every job; `progress` hears each round and each job's first (warm-up) run.
   void run(const std::function<void(const std::string&)>& progress);
   double seconds(std::size_t job) const;
+  // The job's timed runs in the order they ran: run k of two jobs ran in the same round, so
+  // their difference is taken in one state of the machine.
+  const std::vector<double>& samples(std::size_t job) const { return jobs_[job].samples; }
   const std::string& name(std::size_t job) const { return jobs_[job].name; }
   std::size_t size() const { return jobs_.size(); }
 

@@ -405,29 +405,33 @@ class ProfileBench {
   // own weights as in the forward pass (few tokens stream them from memory; many are
   // compute-bound, and the BLAS packs each layer's weights anew).
   void add_linear(engine_bench::InterleavedTimer& timer, const std::vector<std::int64_t>& tokens) {
-    const auto shapes = linear_shapes(spec_);
     std::int64_t per_layer = 0, max_k = 0, max_n = 0;
-    for (auto [n, k] : shapes) {
+    for (auto [n, k] : linear_shapes(spec_)) {
       per_layer += n * k;
       max_k = std::max(max_k, k);
       max_n = std::max(max_n, n);
     }
+    const std::int64_t max_t = std::max(tokens.back(), kForwardPrefill.back());
     linear_weights_.assign(static_cast<size_t>(per_layer * spec_.num_layers), 0.01f);
-    linear_a_.assign(static_cast<size_t>(tokens.back() * max_k), 0.5f);
-    linear_c_.resize(static_cast<size_t>(tokens.back() * max_n));
+    linear_a_.assign(static_cast<size_t>(max_t * max_k), 0.5f);
+    linear_c_.resize(static_cast<size_t>(max_t * max_n));
     for (std::int64_t t : tokens) {
-      const std::size_t job = timer.add(
-          "linear layers at " + std::to_string(t) + " tokens per step", [this, t, shapes] {
-            const float* w = linear_weights_.data();
-            for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
-              for (auto [n, k] : shapes) {
-                kernels::cpu::linear(linear_c_.data(), linear_a_.data(), w, nullptr, t, n, k);
-                w += n * k;
-              }
-            }
-          });
-      linear_jobs_.push_back({t, job});
+      linear_jobs_.push_back(
+          {t, timer.add("linear layers at " + std::to_string(t) + " tokens per step", linear(t))});
     }
+  }
+
+  // Every layer's linear projections at `t` tokens (t <= the buffers' rows).
+  std::function<void()> linear(std::int64_t t) {
+    return [this, t, shapes = linear_shapes(spec_)] {
+      const float* w = linear_weights_.data();
+      for (std::int64_t l = 0; l < spec_.num_layers; ++l) {
+        for (auto [n, k] : shapes) {
+          kernels::cpu::linear(linear_c_.data(), linear_a_.data(), w, nullptr, t, n, k);
+          w += n * k;
+        }
+      }
+    };
   }
 
   // Decode attention: one query per sequence over its context, cold KV: the timed loop cycles
@@ -513,21 +517,33 @@ class ProfileBench {
 
   // Whole forward passes, whose time beyond the kernel classes is the overheads.
   Status add_forward(engine_bench::InterleavedTimer& timer) {
-    KVFLEET_RETURN_IF_ERROR(forward_.reserve_decode(32, kOverheadContext));
-    KVFLEET_RETURN_IF_ERROR(forward_.reserve_prefill(256));
-    for (std::int64_t batch : {1, 2, 4, 8, 16, 32}) {
-      forward_jobs_.push_back({batch, kOverheadContext, true,
-                               timer.add("forward pass: decode at batch " + std::to_string(batch),
-                                         forward_.decode(batch, kOverheadContext))});
+    KVFLEET_RETURN_IF_ERROR(forward_.reserve_decode(kForwardBatches.back(), kOverheadContext));
+    KVFLEET_RETURN_IF_ERROR(forward_.reserve_prefill(kForwardPrefill.back()));
+    // Each pass right after its own linear layers alone: the two run in the same round, in one
+    // state of the machine, and the overheads are fitted on their difference.
+    for (std::int64_t batch : kForwardBatches) {
+      ForwardJob j{batch, kOverheadContext, true};
+      j.linear_job =
+          timer.add("linear layers at " + std::to_string(batch) + " tokens (beside the next pass)",
+                    linear(batch));
+      j.job = timer.add("forward pass: decode at batch " + std::to_string(batch),
+                        forward_.decode(batch, kOverheadContext));
+      forward_jobs_.push_back(j);
     }
-    for (std::int64_t len : {16, 32, 64, 128, 256}) {
-      forward_jobs_.push_back({len, 0, false,
-                               timer.add("forward pass: prefill of " + std::to_string(len),
-                                         forward_.prefill(len, len))});
+    for (std::int64_t len : kForwardPrefill) {
+      ForwardJob j{len, 0, false};
+      j.linear_job =
+          timer.add("linear layers at " + std::to_string(len) + " tokens (beside the next pass)",
+                    linear(len));
+      j.job =
+          timer.add("forward pass: prefill of " + std::to_string(len), forward_.prefill(len, len));
+      forward_jobs_.push_back(j);
     }
     return Status::ok();
   }
 
+  static constexpr std::array<std::int64_t, 6> kForwardBatches = {1, 2, 4, 8, 16, 32};
+  static constexpr std::array<std::int64_t, 5> kForwardPrefill = {16, 32, 64, 128, 256};
   static constexpr std::int64_t kOverheadContext = 16;
   struct PeakBuffers {
     std::int64_t m = 0, n = 0, k = 0;
@@ -550,10 +566,11 @@ class ProfileBench {
     std::size_t job = 0;
   };
   struct ForwardJob {
-    std::int64_t tokens;  // batch (decode) or prompt length
-    std::int64_t context;
-    bool decode;
-    std::size_t job;
+    std::int64_t tokens = 0;  // batch (decode) or prompt length
+    std::int64_t context = 0;
+    bool decode = false;
+    std::size_t job = 0;         // the forward pass
+    std::size_t linear_job = 0;  // its linear layers alone, just before it in every round
   };
 
   const ModelSpec& spec_;
@@ -675,20 +692,36 @@ Result<perfmodel::HardwareSpec> ProfileBench::fit(const engine_bench::Interleave
 
   // Overheads: whatever whole forward passes take beyond the kernel classes above (norms, RoPE,
   // activations, residual adds, KV writes, embedding gathers, per-step bookkeeping), fitted as
-  // step_overhead + token_overhead * tokens. They are a few percent of each pass, so the fit
-  // must not chase noise: least absolute relative deviations (a line through two of the
-  // points, or through the origin or flat through one), both terms non-negative.
+  // step_overhead + token_overhead * tokens. They are a few percent of a pass, smaller than
+  // the drift of a busy machine between two measurements, so each pass is compared with its
+  // linear layers timed just before it in the same round (the median of the differences), less
+  // the model's other kernel classes; the fit is least absolute relative deviations (a line
+  // through two of the points, or through the origin or flat through one), both terms
+  // non-negative, so that a point spoiled by a disturbance does not pull it.
   KVFLEET_ASSIGN_OR_RETURN(const perfmodel::StepModel without,
                            perfmodel::StepModel::create(spec_, hw, perfmodel::Deployment{}));
   std::vector<double> x, r, t;
   for (const ForwardJob& j : forward_jobs_) {
+    const std::vector<double>& pass = timer.samples(j.job);
+    const std::vector<double>& alone = timer.samples(j.linear_job);
+    std::vector<double> diff;
+    for (size_t k = 0; k < std::min(pass.size(), alone.size()); ++k) {
+      diff.push_back(pass[k] - alone[k]);
+    }
+    std::sort(diff.begin(), diff.end());
+    const double beyond_linear = diff.empty() ? 0.0 : diff[diff.size() / 2];
+    const std::vector<perfmodel::StepChunk> chunks =
+        j.decode
+            ? std::vector<perfmodel::StepChunk>(static_cast<size_t>(j.tokens), {1, j.context, true})
+            : std::vector<perfmodel::StepChunk>{{j.tokens, 0, true}};
+    const perfmodel::StepParts parts = without.parts(chunks);
+    const double other = parts.lm_head + parts.decode_attention + parts.prefill_attention;
     t.push_back(timer.seconds(j.job));
-    const double predicted =
-        j.decode ? without.decode(j.tokens, j.context).seconds : without.prefill(j.tokens).seconds;
-    report(j.job, format_seconds(t.back()) + "; the kernel classes alone predict " +
-                      format_seconds(predicted));
     x.push_back(static_cast<double>(j.tokens));
-    r.push_back(t.back() - predicted);
+    r.push_back(beyond_linear - other);
+    report(j.job, format_seconds(t.back()) + ", its linear layers alone " +
+                      format_seconds(timer.seconds(j.linear_job)) + ", other kernel classes " +
+                      format_seconds(other) + ": overheads " + format_seconds(r.back()));
   }
   const Line overhead = fit_robust_nonnegative(x, r, t);
   const double per_step = overhead.intercept, per_token = overhead.slope;
