@@ -277,8 +277,7 @@ TEST(Calibration, PartsAddUpToTheStep) {
   const std::vector<StepChunk> chunks = {{1, 3000, true}, {1, 100, true}, {256, 512, false}};
   const StepParts p = s.parts(chunks);
   const Roofline r = s.step(chunks);
-  EXPECT_NEAR(p.linear + p.lm_head + p.decode_attention + p.prefill_attention + p.overhead +
-                  p.comm,
+  EXPECT_NEAR(p.linear + p.lm_head + p.decode_attention + p.prefill_attention + p.overhead + p.comm,
               r.seconds, 1e-15);
   EXPECT_DOUBLE_EQ(p.overhead, 1e-4 + 258 * 2e-5);
   const double kv = s.kv_bytes_per_token_device();
