@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <random>
 
+#include "apps/bench_engine_internal.h"
 #include "apps/exit_code.h"
 #include "common/units.h"
 #include "kernels/cpu/ops.h"
@@ -19,29 +21,86 @@
 #include "worker/model.h"
 
 namespace kvfleet::apps {
+namespace engine_bench {
 namespace {
 
-using nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+double now(TimeBase base) {
+  if (base == TimeBase::kThreadCpu) {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Median wall time of `repeats` runs of fn (after one warm-up run).
+}  // namespace
+
+double time_seconds(const Sampling& sampling, const std::function<void()>& fn) {
+  const double t0 = now(sampling.base);
+  fn();
+  const double first = now(sampling.base) - t0;
+  const bool long_run = first > 1.0;
+  std::vector<double> t;
+  if (long_run) t.push_back(first);  // else the first run was the warm-up
+  const std::int64_t runs = std::max<std::int64_t>(
+      long_run ? std::min<std::int64_t>(sampling.repeats, 3) : sampling.repeats, 1);
+  while (static_cast<std::int64_t>(t.size()) < runs) {
+    const double t1 = now(sampling.base);
+    fn();
+    t.push_back(now(sampling.base) - t1);
+  }
+  std::sort(t.begin(), t.end());
+  return sampling.statistic == Statistic::kMinimum ? t.front() : t[t.size() / 2];
+}
+
+std::size_t InterleavedTimer::add(std::string name, std::function<void()> fn) {
+  jobs_.push_back({std::move(name), std::move(fn), {}, 0});
+  return jobs_.size() - 1;
+}
+
+void InterleavedTimer::run(const std::function<void(const std::string&)>& progress) {
+  std::int64_t rounds = 0;
+  for (Job& job : jobs_) {
+    progress("warm-up: " + job.name);
+    const double t0 = now(sampling_.base);
+    job.fn();
+    const double first = now(sampling_.base) - t0;
+    const bool long_run = first > 1.0;
+    if (long_run) job.samples.push_back(first);
+    job.runs = std::max<std::int64_t>(
+        long_run ? std::min<std::int64_t>(sampling_.repeats, 3) : sampling_.repeats, 1);
+    rounds = std::max(rounds, job.runs);
+  }
+  for (std::int64_t r = 0; r < rounds; ++r) {
+    progress("round " + std::to_string(r + 1) + " of " + std::to_string(rounds));
+    for (Job& job : jobs_) {
+      if (static_cast<std::int64_t>(job.samples.size()) >= job.runs) continue;
+      const double t0 = now(sampling_.base);
+      job.fn();
+      job.samples.push_back(now(sampling_.base) - t0);
+    }
+  }
+}
+
+double InterleavedTimer::seconds(std::size_t job) const {
+  std::vector<double> t = jobs_[job].samples;
+  if (t.empty()) return 0;
+  std::sort(t.begin(), t.end());
+  return sampling_.statistic == Statistic::kMinimum ? t.front() : t[t.size() / 2];
+}
+
 double median_seconds(std::int64_t repeats, const std::function<void()>& fn) {
   fn();
   std::vector<double> t;
-  for (std::int64_t i = 0; i < repeats; ++i) {
-    const auto t0 = Clock::now();
+  for (std::int64_t i = 0; i < std::max<std::int64_t>(repeats, 1); ++i) {
+    const double t0 = now(TimeBase::kWall);
     fn();
-    t.push_back(seconds_since(t0));
+    t.push_back(now(TimeBase::kWall) - t0);
   }
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
 
-// A pure read pass: the rate at which one core streams memory (the decode roofline's bandwidth).
 // (ThreadSanitizer builds skip the AVX2 clone: its ifunc resolver runs before the sanitizer's
 // runtime is set up and crashes the binary at load time.)
 #if defined(__SANITIZE_THREAD__)
@@ -50,6 +109,7 @@ double median_seconds(std::int64_t repeats, const std::function<void()>& fn) {
 #define KVFLEET_READ_SUM_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
 KVFLEET_READ_SUM_CLONES float read_sum(const float* p, std::size_t n) {
+  // Sixteen independent sums: a single chain would measure add latency, not bandwidth.
   float acc[16] = {};
   std::size_t i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -60,6 +120,31 @@ KVFLEET_READ_SUM_CLONES float read_sum(const float* p, std::size_t n) {
   for (; i < n; ++i) s += p[i];
   return s;
 }
+
+Result<MemoryRates> measure_memory(std::size_t bytes, const Sampling& sampling) {
+  KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer src, kvstore::allocate_host_buffer(bytes));
+  KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer dst, kvstore::allocate_host_buffer(bytes));
+  std::memset(src.data(), 1, bytes);
+  std::memset(dst.data(), 2, bytes);
+  MemoryRates r;
+  r.memcpy = static_cast<double>(bytes) /
+             time_seconds(sampling, [&] { std::memcpy(dst.data(), src.data(), bytes); });
+  volatile float sink = 0;
+  r.read = static_cast<double>(bytes) / time_seconds(sampling, [&] {
+             sink = sink + read_sum(reinterpret_cast<const float*>(src.data()), bytes / 4);
+           });
+  (void)sink;
+  return r;
+}
+
+}  // namespace engine_bench
+
+namespace {
+
+using nlohmann::json;
+
+using engine_bench::median_seconds;
+using engine_bench::read_sum;
 
 struct Row {
   std::string name;
@@ -80,6 +165,13 @@ std::string fmt(double v, const std::string& unit) {
 }
 
 Status bench(const BenchEngineOptions& o, std::ostream& out, std::ostream& err) {
+  if (!o.profile.empty() || !o.check_profile.empty()) {
+    if (o.repeats < 1) return invalid_argument("bench engine: --repeats must be positive");
+    if (o.threads < 1) return invalid_argument("bench engine: --threads must be positive");
+    if (!o.profile.empty()) KVFLEET_RETURN_IF_ERROR(write_engine_profile(o, out, err));
+    if (!o.check_profile.empty()) KVFLEET_RETURN_IF_ERROR(check_engine_profile(o, out, err));
+    return Status::ok();
+  }
   if (o.context < 16 || o.prefill_tokens < 1 || o.decode_context < 1 || o.repeats < 1) {
     return invalid_argument("bench engine: sizes and --repeats must be positive");
   }
@@ -105,18 +197,10 @@ Status bench(const BenchEngineOptions& o, std::ostream& out, std::ostream& err) 
 
   // --- Memory baselines --------------------------------------------------------------------
   progress("memory baselines (memcpy, read pass)");
-  const std::size_t base_bytes = 512u << 20;
-  KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer src, kvstore::allocate_host_buffer(base_bytes));
-  KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer dst, kvstore::allocate_host_buffer(base_bytes));
-  std::memset(src.data(), 1, base_bytes);
-  const double memcpy_bw = static_cast<double>(base_bytes) / median_seconds(o.repeats, [&] {
-                             std::memcpy(dst.data(), src.data(), base_bytes);
-                           });
-  volatile float sink = 0;
-  const double read_bw =
-      static_cast<double>(base_bytes) / median_seconds(o.repeats, [&] {
-        sink = sink + read_sum(reinterpret_cast<const float*>(src.data()), base_bytes / 4);
-      });
+  KVFLEET_ASSIGN_OR_RETURN(const engine_bench::MemoryRates mem,
+                           engine_bench::measure_memory(512u << 20, {o.repeats}));
+  const double memcpy_bw = mem.memcpy;
+  const double read_bw = mem.read;
   rows.push_back({"memcpy bandwidth (baseline)", memcpy_bw, "B/s", "", 0, 0, 0,
                   "counts bytes copied; each is read and written"});
   rows.push_back({"read bandwidth (baseline)", read_bw, "B/s", "", 0, 0, 0,
@@ -316,7 +400,6 @@ Status bench(const BenchEngineOptions& o, std::ostream& out, std::ostream& err) 
                           std::string(perfmodel::bound_name(predicted->decode_step.bound))});
     }
   }
-  (void)sink;
 
   if (o.json) {
     json list = json::array();
@@ -362,6 +445,31 @@ CLI::App* add_bench_engine_command(CLI::App& bench, BenchEngineOptions& o) {
       ->capture_default_str();
   cmd->add_option("--repeats", o.repeats, "Runs per figure (median)")->capture_default_str();
   cmd->add_flag("--json", o.json, "Print JSON rows");
+  cmd->add_option("--profile", o.profile,
+                  "Measure this machine's kernels and write a hardware profile (YAML) here");
+  cmd->add_option("--check-profile", o.check_profile,
+                  "Compare a profile's step predictions with the forward pass on a grid");
+  cmd->add_option("--model", o.model, "Model whose kernels --profile/--check-profile measure")
+      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "BLAS threads for --profile/--check-profile")
+      ->capture_default_str();
+  cmd->add_flag("--wall-clock", o.wall_clock,
+                "--profile/--check-profile: time by the wall clock, not the thread's CPU time");
+  cmd->add_flag("--fastest", o.fastest,
+                "--profile/--check-profile: the fastest of the runs stands for a figure, not the "
+                "median (for machines whose other cores are busy)");
+  cmd->add_option("--gemm-tokens", o.gemm_tokens,
+                  "--profile: tokens per step of the GEMM efficiency table (first 1)")
+      ->capture_default_str();
+  cmd->add_option("--check-batches", o.check_batches, "--check-profile: decode batch sizes")
+      ->capture_default_str();
+  cmd->add_option("--check-contexts", o.check_contexts, "--check-profile: decode contexts")
+      ->capture_default_str();
+  cmd->add_option("--check-prefill", o.check_prefill, "--check-profile: prompt lengths")
+      ->capture_default_str();
+  cmd->add_option("--chunk-tokens", o.chunk_tokens,
+                  "--check-profile: tokens per step of chunked prefill")
+      ->capture_default_str();
   return cmd;
 }
 

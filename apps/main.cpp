@@ -17,11 +17,10 @@
 #include "apps/generate_command.h"
 #include "apps/plan_command.h"
 #include "apps/simulate_command.h"
+#include "apps/version.h"
 #include "common/log.h"
 
 namespace {
-
-constexpr const char* kVersion = "0.1.0";
 
 // Replaces "--config FILE" / "--config=FILE" after a subcommand name with the file's flags,
 // placed right after the subcommand so that the user's own flags come later and win.
@@ -66,7 +65,7 @@ kvfleet::Result<std::vector<std::string>> expand_config(const CLI::App& root,
 
 int run(int argc, char** argv) {
   CLI::App app{"kvfleet: serving and planning for long-context transformers", "kvfleet"};
-  app.set_version_flag("--version", kVersion);
+  app.set_version_flag("--version", kvfleet::apps::kVersion);
   app.require_subcommand(1);
   app.fallthrough(false);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);

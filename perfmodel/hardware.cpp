@@ -312,7 +312,7 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
   line("  ", "token_overhead", yaml_number(c.token_overhead),
        format_seconds(c.token_overhead) + " per token of a step");
   line("  ", "attention_call_overhead", yaml_number(c.attention_call_overhead),
-       format_seconds(c.attention_call_overhead) + " per query row and layer");
+       format_seconds(c.attention_call_overhead) + " per decode sequence and layer");
   line("  ", "weight_read_efficiency", yaml_number(c.weight_read_efficiency),
        "of hbm_bandwidth, streaming weights");
   line("  ", "kv_read_efficiency", yaml_number(c.kv_read_efficiency),

@@ -51,7 +51,7 @@ struct CalibrationProvenance {
 struct Calibration {
   double step_overhead = 0;            // seconds per engine step, whatever it runs
   double token_overhead = 0;           // seconds per token of a step (norms, RoPE, activations)
-  double attention_call_overhead = 0;  // seconds per query row per layer of the attention kernel
+  double attention_call_overhead = 0;  // seconds per decode sequence and layer of attention
   double weight_read_efficiency = 1;   // weights stream at hbm_bandwidth * this
   double kv_read_efficiency = 1;       // decode attention reads KV at hbm_bandwidth * this
   double prefill_attention_efficiency = 1;  // prefill attention FLOPs run at peak * this

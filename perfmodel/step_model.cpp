@@ -326,6 +326,20 @@ Roofline StepModel::evaluate_paper(const Sums& s) const {
 // The calibrated form (docs/PERFMODEL.md): the kernels of a step run one after another, each
 // bounded by its own resource at its measured efficiency.
 Roofline StepModel::evaluate_calibrated(const Sums& s) const {
+  Roofline r;
+  calibrated_parts(s, &r);
+  return r;
+}
+
+StepParts StepModel::parts(std::span<const StepChunk> chunks) const {
+  if (!calibration_) return StepParts{};
+  Sums s;
+  for (const StepChunk& c : chunks) add(s, c);
+  if (s.tokens <= 0) return StepParts{};
+  return calibrated_parts(s, nullptr);
+}
+
+StepParts StepModel::calibrated_parts(const Sums& s, Roofline* roofline) const {
   const Calibration& k = *calibration_;
   const double weight_bw = hbm_bandwidth_ * k.weight_read_efficiency;
   const double kv_bw = hbm_bandwidth_ * k.kv_read_efficiency;
@@ -354,16 +368,28 @@ Roofline StepModel::evaluate_calibrated(const Sums& s) const {
   const double prefill_read = s.prefill_context * kv_per_token_device_ / kv_bw;
   const double prefill_flops = s.prefill_visits * per_visit_flops;
   const double prefill_compute = prefill_flops / (peak_ * k.prefill_attention_efficiency);
-  const double calls = (s.decode_tokens + s.prefill_tokens) * layers_ * k.attention_call_overhead;
+  // Each decode sequence's attention starts cold in every layer (its first block's K and V come
+  // from memory before the prefetch of the next ones runs ahead); a prefill query's KV is warm.
+  const double calls = s.decode_tokens * layers_ * k.attention_call_overhead;
+  const double comm_bytes = allreduce_bytes(s.tokens);
 
-  Roofline r;
+  StepParts p;
+  p.linear = std::max(linear_memory, linear_compute);
+  p.lm_head = std::max(lm_memory, lm_compute);
+  p.decode_attention = decode_memory + calls;
+  p.prefill_attention = prefill_compute + prefill_read;
+  p.overhead = k.step_overhead + k.token_overhead * s.tokens;
+  p.comm = comm_bytes > 0 ? comm_bytes / link_bandwidth_ : 0.0;
+  if (roofline == nullptr) return p;
+
+  Roofline& r = *roofline;
   r.flops =
       linear_flops + lm_flops + prefill_flops + s.decode_visits * per_visit_flops * compression_;
   r.bytes = linear_bytes + (s.logits_rows > 0 ? lm_bytes : 0.0) + decode_kv_bytes +
             (s.prefill_context + s.prefill_tokens) * kv_per_token_device_;
-  r.comm_bytes = allreduce_bytes(s.tokens);
-  r.comm_seconds = r.comm_bytes > 0 ? r.comm_bytes / link_bandwidth_ : 0.0;
-  // Each max() term counts toward the resource that decided it.
+  r.comm_bytes = comm_bytes;
+  r.comm_seconds = p.comm;
+  // Each max() term counts toward the resource that decided it; the cold calls are fixed costs.
   auto split = [&r](double memory, double compute) {
     if (compute >= memory) {
       r.compute_seconds += compute;
@@ -375,7 +401,7 @@ Roofline StepModel::evaluate_calibrated(const Sums& s) const {
   if (s.logits_rows > 0) split(lm_memory, lm_compute);
   r.memory_seconds += decode_memory + prefill_read;
   r.compute_seconds += prefill_compute;
-  r.overhead_seconds = k.step_overhead + k.token_overhead * s.tokens + calls;
+  r.overhead_seconds = p.overhead + calls;
   r.seconds = r.compute_seconds + r.memory_seconds + r.overhead_seconds + r.comm_seconds;
   r.bound = Bound::kCompute;
   double largest = r.compute_seconds;
@@ -387,7 +413,7 @@ Roofline StepModel::evaluate_calibrated(const Sums& s) const {
       r.bound = bound;
     }
   }
-  return r;
+  return p;
 }
 
 }  // namespace kvfleet::perfmodel

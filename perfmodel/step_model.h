@@ -12,8 +12,9 @@
 //                 the step's kernel classes run one after another (one stream of kernels), each
 //                 at its measured efficiency, plus fixed per-step and per-token overheads.
 //
-// A StepModel owns copies of everything it needs (no references to the specs it was made from),
-// is cheap to copy, and step() is O(chunks) with no allocation.
+// A StepModel owns copies of everything it needs (no references to the specs it was made from,
+// so it may outlive them), is immutable once made (share it between threads freely), and step()
+// is O(chunks) with no allocation.
 
 #include <cstdint>
 #include <optional>
@@ -59,6 +60,18 @@ struct Roofline {
   Bound bound = Bound::kCompute;
 };
 
+// A calibrated step's seconds by kernel class (what the calibrated step() adds up), for
+// diagnostics and for fitting a profile. All zero on uncalibrated hardware, where one roofline
+// covers the whole step.
+struct StepParts {
+  double linear = 0;             // every linear layer but the lm_head
+  double lm_head = 0;            // the rows that produce logits
+  double decode_attention = 0;   // decode tokens' KV reads and cold calls
+  double prefill_attention = 0;  // prefill chunks' attention and their earlier context's read
+  double overhead = 0;           // step and per-token overheads
+  double comm = 0;               // tensor-parallel all-reduces
+};
+
 // One sequence's part of an engine step: `tokens` new tokens computed on top of `context` tokens
 // whose KV is already cached. A prefill chunk has tokens >= 1 and context = the prompt tokens
 // before it; a decode token has tokens == 1 and context = the sequence length so far (> 0).
@@ -86,6 +99,8 @@ class StepModel {
   // pass (with logits), and `batch` decode tokens each at `context`.
   Roofline prefill(std::int64_t tokens) const;
   Roofline decode(std::int64_t batch, std::int64_t context) const;
+  // The calibrated step() of these chunks split by kernel class (zeros when uncalibrated).
+  StepParts parts(std::span<const StepChunk> chunks) const;
 
   bool calibrated() const { return calibration_.has_value(); }
   // The deployment with every default dtype resolved.
@@ -138,6 +153,9 @@ class StepModel {
   Roofline evaluate(const Sums& s) const;
   Roofline evaluate_paper(const Sums& s) const;
   Roofline evaluate_calibrated(const Sums& s) const;
+  // The calibrated terms of a step; `roofline` (optional) gets flops, bytes, the compute /
+  // memory / overhead / communication split and the bound.
+  StepParts calibrated_parts(const Sums& s, Roofline* roofline) const;
   double weight_read_bytes(double tokens) const;  // per device, for a step of `tokens` tokens
   double allreduce_bytes(double tokens) const;    // per device
   double concurrency_at(std::int64_t tp, std::int64_t tokens) const;

@@ -4,9 +4,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "perfmodel/hardware.h"
 #include "tests/apps/cli_test_util.h"
 #include "transfer/device.h"
 
@@ -19,6 +21,12 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"bench engine --repeats 0", "--repeats must be positive"},
       {"bench engine --decode-batches 1,x", "--decode-batches"},
       {"bench engine --context 3", "sizes and --repeats must be positive"},
+      {"bench engine --profile p.yaml --gemm-tokens 2,4", "--gemm-tokens must start at 1"},
+      {"bench engine --profile p.yaml --gemm-tokens 1,x", "--gemm-tokens"},
+      {"bench engine --profile p.yaml --threads 0", "--threads must be positive"},
+      {"bench engine --profile p.yaml --model mixtral-8x7b", "cannot run on the cpu engine"},
+      {"bench engine --check-profile /no/such/profile.yaml", "unknown hardware"},
+      {"bench engine --check-profile a100-80g --check-batches 0", "--check-batches"},
       {"bench transfer --sizes 1MiB,lots", "--sizes: 'lots' is not a positive byte size"},
       {"bench transfer --pattern zigzag", "--pattern must be contiguous or blocks"},
       {"bench transfer --backend carrier-pigeon", "--backend must be ucx, loopback or nccl"},
@@ -44,6 +52,82 @@ TEST(BenchCli, BadInputGetsAClearErrorAndExitCode2) {
       {"bench compare --workloads x:1", "--workloads takes NAME:INPUT:OUTPUT"},
       {"bench compare --rates 1,-2", "--rates: request rate '-2' must be a positive number"},
   });
+}
+
+// The profile and its check on the tiny model with small grids: the file parses back with sane
+// fields, plan accepts it, and the check has a row per grid point. Timings are not asserted.
+TEST(BenchCli, EngineProfileWritesAHardwareSpecThatPlanAndTheCheckUse) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/profile.yaml";
+  auto r = test::kvfleet("bench engine --profile " + path +
+                         " --model tiny --repeats 1 --gemm-tokens 1,2,8,32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.err, ::testing::HasSubstr("linear layers at 32 tokens per step: "));
+  EXPECT_THAT(r.out, ::testing::HasSubstr("wrote " + path));
+
+  auto hw = perfmodel::load_hardware(path);
+  ASSERT_TRUE(hw.is_ok()) << hw.status().to_string();
+  EXPECT_GT(hw->hbm_bytes, 0);
+  EXPECT_GT(hw->hbm_bandwidth, 1e8);
+  EXPECT_GT(hw->pcie_bandwidth, 1e8);
+  ASSERT_TRUE(hw->flops_for(DType::kFp32).has_value());
+  EXPECT_GT(*hw->flops_for(DType::kFp32), 1e8);
+  ASSERT_TRUE(hw->calibration.has_value());
+  const perfmodel::Calibration& c = *hw->calibration;
+  for (double e : {c.weight_read_efficiency, c.kv_read_efficiency, c.prefill_attention_efficiency,
+                   c.swap_efficiency}) {
+    EXPECT_TRUE(std::isfinite(e) && e > 0) << e;
+  }
+  for (double s : {c.step_overhead, c.token_overhead, c.attention_call_overhead}) {
+    EXPECT_TRUE(std::isfinite(s) && s >= 0 && s < 1) << s;
+  }
+  ASSERT_EQ(c.gemm_efficiency.size(), 4u);
+  const std::int64_t expected_tokens[] = {1, 2, 8, 32};
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(c.gemm_efficiency[i].tokens, expected_tokens[i]);
+    EXPECT_GT(c.gemm_efficiency[i].efficiency, 0);
+  }
+  EXPECT_FALSE(c.provenance.cpu.empty());
+  EXPECT_EQ(c.provenance.threads, 1);
+  EXPECT_EQ(c.provenance.model, "tiny");
+  EXPECT_FALSE(c.provenance.date.empty());
+  EXPECT_FALSE(c.provenance.kvfleet_version.empty());
+  EXPECT_THAT(c.provenance.command, ::testing::HasSubstr("--profile " + path));
+
+  auto plan = test::kvfleet("plan --model tiny --hardware " + path + " --context 1000 --json");
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const auto j = nlohmann::json::parse(plan.out);
+  EXPECT_EQ(j["calibrated"], true);
+  EXPECT_GT(j["prefill_seconds"].get<double>(), 0);
+  EXPECT_GE(j["roofline"]["decode_step"]["overhead_seconds"].get<double>(), 0);
+  auto table = test::kvfleet("plan --model tiny --hardware " + path + " --context 1000");
+  ASSERT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_THAT(table.out, ::testing::HasSubstr("calibrated step model"));
+
+  auto check = test::kvfleet("bench engine --check-profile " + path +
+                             " --model tiny --repeats 1 --check-batches 1,2 --check-contexts "
+                             "64,256 --check-prefill 32,96 --chunk-tokens 64 --json");
+  ASSERT_EQ(check.exit_code, 0) << check.err;
+  const auto rows = nlohmann::json::parse(check.out);
+  ASSERT_TRUE(rows.is_array());
+  // 2 batches x 2 contexts of decode, 2 one-pass prefills, 96 tokens again in chunks of 64.
+  ASSERT_EQ(rows.size(), 7u) << check.out;
+  int decode = 0, chunked = 0;
+  for (const auto& row : rows) {
+    EXPECT_GT(row["predicted_seconds"].get<double>(), 0) << row;
+    EXPECT_GT(row["measured_seconds"].get<double>(), 0) << row;
+    EXPECT_TRUE(std::isfinite(row["error"].get<double>())) << row;
+    if (row["kind"] == "decode") ++decode;
+    if (row["kind"] == "prefill" && row["steps"] == 2) ++chunked;
+  }
+  EXPECT_EQ(decode, 4);
+  EXPECT_EQ(chunked, 1);
+  auto text = test::kvfleet("bench engine --check-profile " + path +
+                            " --model tiny --repeats 1 --check-batches 1 --check-contexts 64 "
+                            "--check-prefill 32");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_THAT(text.out, ::testing::HasSubstr("decode, batch 1, context 64"));
+  EXPECT_THAT(text.out, ::testing::HasSubstr("largest |error|"));
 }
 
 TEST(BenchCli, LoopbackTransferBenchmarkReportsItsRows) {

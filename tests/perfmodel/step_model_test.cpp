@@ -263,12 +263,34 @@ TEST(Calibration, PrefillRunsTheLmHeadOnlyForLogitRowsAndAttentionAsTheKernelDoe
   const double attention = visits * 4 * layers * w / (50e9 * 0.25);
   const double linear = p.matmul_active - p.lm_head;
   const double context_read = 1024 * s.kv_bytes_per_token_device() / (10e9 * 0.5);
-  const double over = 1e-4 + 512 * 2e-5 + 512 * layers * 1e-7;
+  const double over = 1e-4 + 512 * 2e-5;  // no per-call cost: a prefill query's KV is warm
   const double gemm = calibrated_device().calibration->gemm_efficiency_at(512);
   const double t_lin = std::max((p.total - p.embedding - p.lm_head) * 4 / (10e9 * 0.8),
                                 2 * linear * 512 / (50e9 * gemm));
   EXPECT_NEAR(b.seconds, t_lin + attention + context_read + over, 1e-12);
   EXPECT_EQ(b.bound, Bound::kCompute);
+}
+
+TEST(Calibration, PartsAddUpToTheStep) {
+  const ModelSpec m = model("small");
+  const StepModel s = make(m, calibrated_device());
+  const std::vector<StepChunk> chunks = {{1, 3000, true}, {1, 100, true}, {256, 512, false}};
+  const StepParts p = s.parts(chunks);
+  const Roofline r = s.step(chunks);
+  EXPECT_NEAR(p.linear + p.lm_head + p.decode_attention + p.prefill_attention + p.overhead + p.comm,
+              r.seconds, 1e-15);
+  EXPECT_DOUBLE_EQ(p.overhead, 1e-4 + 258 * 2e-5);
+  const double kv = s.kv_bytes_per_token_device();
+  EXPECT_NEAR(p.decode_attention,
+              (3001 + 101) * kv / (10e9 * 0.5) + 2 * static_cast<double>(m.num_layers) * 1e-7,
+              1e-15);
+  EXPECT_GT(p.prefill_attention, 0);
+  EXPECT_GT(p.lm_head, 0);
+  // Uncalibrated hardware has one roofline, no parts.
+  const StepParts none = make(m, hardware("a100-80g")).parts(chunks);
+  EXPECT_EQ(none.linear + none.lm_head + none.decode_attention + none.prefill_attention +
+                none.overhead + none.comm,
+            0.0);
 }
 
 TEST(Calibration, EstimateUsesTheCalibratedSteps) {
