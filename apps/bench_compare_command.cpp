@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "apps/exit_code.h"
+#include "apps/invocation.h"
 #include "apps/local_cluster.h"
 #include "apps/workload_flags.h"
 #include "bench/runner.h"
@@ -332,13 +333,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   // Report.
   bench::CompareReport rep;
   rep.title = "Disaggregated vs colocated: " + spec.name + ", " + std::to_string(o.workers) + " workers";
-  std::ostringstream cmd;
-  cmd << "kvfleet bench compare --model " << o.model << " --workers " << o.workers << " --workloads "
-      << o.workloads << " --rates " << o.rates << " --num-prompts " << o.num_prompts;
-  if (sim) cmd << " --backend sim --hardware " << o.hardware << " --tp " << o.tp << " --link " << link_name
-               << " --time-scale " << o.time_scale;
-  if (o.simulate) cmd << " --simulate" << (o.profile.empty() ? "" : " --profile " + o.profile);
-  rep.command = cmd.str();
+  rep.command = invocation();
   rep.setup = "Colocated: " + std::to_string(o.workers) + " `both` workers; disaggregated: " +
               std::to_string(o.workers / 2) + " prefill + " + std::to_string(o.workers / 2) +
               " decode (" + (sim ? "KV hand-off modelled over " + link_name : std::string("KV over UCX")) + ").";

@@ -458,6 +458,9 @@ CLI::App* add_bench_engine_command(CLI::App& bench, BenchEngineOptions& o) {
   cmd->add_flag("--fastest", o.fastest,
                 "--profile/--check-profile: the fastest of the runs stands for a figure, not the "
                 "median (for machines whose other cores are busy)");
+  cmd->add_option("--large-kv-bytes", o.large_kv_bytes,
+                  "--profile: KV footprint of the second decode-attention rate (0: none)")
+      ->capture_default_str();
   cmd->add_option("--gemm-tokens", o.gemm_tokens,
                   "--profile: tokens per step of the GEMM efficiency table (first 1)")
       ->capture_default_str();

@@ -34,6 +34,9 @@ struct BenchEngineOptions {
   bool wall_clock = false;  // time by the wall clock even with one thread (default: thread CPU)
   bool fastest = false;     // the fastest run stands for a figure (default: the median)
   std::string gemm_tokens = "1,2,3,4,5,6,7,8,9,12,16,24,32,48,64,128,256,512,1024,2048,4096";
+  // --profile: the large KV footprint at which decode attention's read rate is measured a
+  // second time (0: not measured; the rate is then the same at every footprint).
+  std::string large_kv_bytes = "8GiB";
   std::string check_batches = "1,8,32";
   std::string check_contexts = "512,2048,8192,16384";
   std::string check_prefill = "64,128,256,512,1024,2048,4096";

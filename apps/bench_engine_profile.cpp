@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <optional>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -62,6 +63,10 @@ constexpr std::int64_t kBlockTokens = 16;
 // reads an eighth of it (small has 8 layers): with 1 GiB that is 128 MiB, so no layer finds what
 // the previous layer's pass (or the hardware prefetcher running past it) left in the cache.
 constexpr std::size_t kColdPoolBytes = 1u << 30;
+// A second, large pool for the decode KV read rate when a step's KV footprint is far beyond what
+// the TLB maps (at 4 KiB or even 2 MiB pages): its sequences of kLargeFootprintContext tokens
+// are read in turn, as one decode step of a large batch does.
+constexpr std::int64_t kLargeFootprintContext = 16384;
 constexpr std::int64_t kDecodeContexts[] = {16, 64, 256, 1024, 4096, 16384};
 constexpr std::int64_t kPrefillLengths[] = {64, 256, 1024, 4096};
 
@@ -347,8 +352,9 @@ double predict_prefill(const perfmodel::StepModel& sm, std::int64_t len, std::in
 // Every kernel class of the profile as timed jobs; fit() turns their times into a calibration.
 class ProfileBench {
  public:
-  ProfileBench(const ModelSpec& spec, const worker::Model& model, std::mt19937_64& rng)
-      : spec_(spec), model_(model), rng_(rng), forward_(model, rng) {
+  ProfileBench(const ModelSpec& spec, const worker::Model& model, std::mt19937_64& rng,
+               std::size_t large_kv_bytes)
+      : spec_(spec), model_(model), rng_(rng), forward_(model, rng), large_kv_bytes_(large_kv_bytes) {
     layout_ = model.kv_layout(kBlockTokens, DType::kFp32);
   }
 
@@ -464,6 +470,36 @@ class ProfileBench {
                       }
                     });
       decode_attention_jobs_.push_back({context, job, static_cast<double>(seqs)});
+    }
+    // The large footprint: as many sequences of kLargeFootprintContext as fit in
+    // --large-kv-bytes (none when that is not above the cold pool, or the memory cannot be had:
+    // then the rate is the cold pool's at every footprint).
+    if (large_kv_bytes_ <= kColdPoolBytes) return Status::ok();
+    const std::int64_t per_seq = layout_.blocks_for_tokens(kLargeFootprintContext + 1);
+    const std::int64_t seqs = static_cast<std::int64_t>(
+        large_kv_bytes_ / (static_cast<std::size_t>(per_seq) * layout_.block_bytes()));
+    auto large = seqs >= 2 ? random_pool(layout_, seqs * per_seq, rng_)
+                           : Result<kvstore::HostBuffer>(Status(StatusCode::kResourceExhausted, ""));
+    if (large.is_ok()) {
+      large_pool_ = std::move(large).value();
+      large_ids_ = shuffled_blocks(seqs * per_seq, rng_);
+      large_sequences_ = static_cast<double>(seqs);
+      large_job_ = timer.add(
+          "decode attention over " + std::to_string(kLargeFootprintContext) + " tokens, " +
+              format_bytes(static_cast<double>(large_pool_.size())) + " of KV",
+          [this, per_seq, seqs] {
+            const float scale = 1.0f / std::sqrt(static_cast<float>(spec_.head_dim));
+            for (std::int64_t l = 0; l < layout_.num_layers; ++l) {
+              for (std::int64_t s = 0; s < seqs; ++s) {
+                const std::span<const std::int32_t> table(large_ids_.data() + s * per_seq,
+                                                          static_cast<size_t>(per_seq));
+                kernels::cpu::paged_attention(layout_, large_pool_.data(), l, table,
+                                              attention_q_.data(), 1, kLargeFootprintContext,
+                                              spec_.num_heads, scale, attention_out_.data(),
+                                              scratch_);
+              }
+            }
+          });
     }
     return Status::ok();
   }
@@ -589,6 +625,11 @@ class ProfileBench {
   std::vector<std::int32_t> attention_ids_;
   std::vector<float> attention_q_, attention_out_;
   std::vector<AttentionJob> decode_attention_jobs_;
+  std::size_t large_kv_bytes_;
+  kvstore::HostBuffer large_pool_;
+  std::vector<std::int32_t> large_ids_;
+  double large_sequences_ = 0;
+  std::optional<std::size_t> large_job_;
   std::deque<PrefillAttention> prefill_attention_;
   kvstore::HostBuffer swap_device_;
   std::unique_ptr<kvstore::HostKvStore> swap_store_;
@@ -654,6 +695,20 @@ Result<perfmodel::HardwareSpec> ProfileBench::fit(const engine_bench::Interleave
     }
     cal.kv_read_efficiency = 1.0 / (line.slope * read_bw);
     cal.attention_call_overhead = line.intercept / static_cast<double>(layout_.num_layers);
+    if (large_job_) {
+      // The same line's call overhead, the large pool's own rate: the footprint table.
+      const double bytes_per_seq = static_cast<double>(kLargeFootprintContext + 1) *
+                                   static_cast<double>(layout_.bytes_per_token());
+      const double per_seq = timer.seconds(*large_job_) / large_sequences_ - line.intercept;
+      const double large = bytes_per_seq / per_seq / read_bw;
+      report(*large_job_, format_seconds(per_seq + line.intercept) + " per sequence (" +
+                              format_rate_bytes(bytes_per_seq / per_seq) + ")");
+      if (per_seq > 0 && large > 0) {
+        cal.kv_read_by_footprint = {
+            {static_cast<double>(kColdPoolBytes), cal.kv_read_efficiency},
+            {static_cast<double>(large_pool_.size()), std::min(large, cal.kv_read_efficiency)}};
+      }
+    }
   }
 
   // Prefill attention: seconds per layer = FLOPs / (peak * efficiency), least squares on
@@ -736,6 +791,7 @@ std::string profile_command(const BenchEngineOptions& o) {
                     std::to_string(o.repeats);
   const BenchEngineOptions defaults;
   if (o.gemm_tokens != defaults.gemm_tokens) cmd += " --gemm-tokens " + o.gemm_tokens;
+  if (o.large_kv_bytes != defaults.large_kv_bytes) cmd += " --large-kv-bytes " + o.large_kv_bytes;
   if (o.wall_clock) cmd += " --wall-clock";
   if (o.fastest) cmd += " --fastest";
   return cmd;
@@ -758,7 +814,9 @@ Status write_engine_profile(const BenchEngineOptions& o, std::ostream& out, std:
 
   progress("preparing buffers");
   engine_bench::InterleavedTimer timer(sampling(o));
-  ProfileBench bench(spec, *model, rng);
+  KVFLEET_ASSIGN_OR_RETURN(double large_kv, parse_quantity(o.large_kv_bytes, Quantity::kBytes));
+  if (large_kv < 0) return invalid_argument("--large-kv-bytes must be >= 0");
+  ProfileBench bench(spec, *model, rng, static_cast<std::size_t>(large_kv));
   KVFLEET_RETURN_IF_ERROR(bench.add_jobs(timer, gemm_tokens));
   timer.run([&](const std::string& what) { progress(what); });
   KVFLEET_ASSIGN_OR_RETURN(perfmodel::HardwareSpec hw, bench.fit(timer, progress));

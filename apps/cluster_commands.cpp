@@ -61,6 +61,9 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   w->add_option("--transfer", c.transfer, "ucx | loopback | nccl")->capture_default_str();
   w->add_option("--heartbeat-seconds", c.heartbeat_seconds, "heartbeat period")->capture_default_str();
   w->add_option("--kv-lease-seconds", c.kv_lease_seconds, "held prefill KV lifetime")->capture_default_str();
+  w->add_option("--kv-import-wait-seconds", c.kv_import_wait_seconds,
+                "decode: wait this long for room for imported KV before recomputing the prompt")
+      ->capture_default_str();
   w->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
   return w;
 }

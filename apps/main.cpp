@@ -15,6 +15,7 @@
 #include "apps/cluster_launch_command.h"
 #include "apps/config_args.h"
 #include "apps/generate_command.h"
+#include "apps/invocation.h"
 #include "apps/plan_command.h"
 #include "apps/simulate_command.h"
 #include "apps/version.h"
@@ -103,6 +104,7 @@ int run(int argc, char** argv) {
   }
 
   std::vector<std::string> args(argv, argv + argc);
+  kvfleet::apps::set_invocation(args);
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
     bool known = false;
     std::string names;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "apps/exit_code.h"
+#include "apps/invocation.h"
 #include "bench/report.h"
 #include "bench/runner.h"
 #include "bench/workload.h"
@@ -60,6 +61,8 @@ Result<sim::ClusterConfig> cluster_config(const SimulateOptions& o) {
   c.auto_local_prefill_tokens = o.auto_local_prefill_tokens;
   c.heartbeat_seconds = o.heartbeat_seconds;
   c.rpc_seconds = o.rpc_seconds;
+  c.import_wait_seconds = o.import_wait_seconds;
+  if (!(o.import_wait_seconds >= 0)) return invalid_argument("--kv-import-wait-seconds must be >= 0");
   if (o.tp < 1) return invalid_argument("--tp must be >= 1");
   if (o.block_tokens < 1 || o.block_tokens > 4096) return invalid_argument("--block-tokens must be in [1, 4096]");
   if (o.max_batch_tokens < 1 || o.max_running < 1) {
@@ -85,6 +88,18 @@ Result<std::vector<sim::SimRequest>> tokenize(const std::vector<bench::WorkloadR
     out.push_back(std::move(r));
   }
   return out;
+}
+
+// What bench serve's summary reports of its configuration, for a simulated run.
+bench::RunConfig summary_config(const ModelSpec& spec, const WorkloadFlags& wf, double rate) {
+  bench::RunConfig rc;
+  rc.model = spec.name;
+  rc.rate = rate;
+  rc.burstiness = wf.burstiness;
+  rc.max_concurrency = wf.max_concurrency;
+  rc.seed = wf.seed;
+  rc.backend = "kvfleet-simulate";
+  return rc;
 }
 
 std::map<std::string, double> phase_ms(const sim::SimResult& r) {
@@ -202,12 +217,7 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
   bench::CompareReport rep;
   rep.title = "Disaggregated vs colocated (simulated): " + spec.name + " on " + std::to_string(workers) +
               " x " + hw.name + (o.tp > 1 ? " (tp " + std::to_string(o.tp) + " each)" : "");
-  std::ostringstream cmd;
-  cmd << "kvfleet simulate --compare --model " << o.model << " --hardware " << o.hardware << " --tp " << o.tp
-      << " --link " << o.link << " --colocated " << workers << " --sweep-rates " << o.workload.sweep_rates
-      << " --num-prompts " << o.workload.num_prompts;
-  if (!o.workloads.empty()) cmd << " --workloads " << o.workloads;
-  rep.command = cmd.str();
+  rep.command = invocation();
   rep.setup = "Colocated: " + std::to_string(workers) + " `both` workers; disaggregated: " +
               std::to_string(workers / 2) + " prefill + " + std::to_string(workers / 2) +
               " decode, KV hand-offs over " + link.name + ".";
@@ -239,9 +249,7 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
         wc.seed = o.workload.seed;
         err << "simulate: " << layout << ", " << s.name << ", " << rates[ri] << " req/s\n";
         KVFLEET_ASSIGN_OR_RETURN(sim::SimResult r, sim::simulate(c, wc, requests));
-        bench::RunConfig rc;
-        rc.model = spec.name;
-        rc.rate = rates[ri];
+        const bench::RunConfig rc = summary_config(spec, o.workload, rates[ri]);
         bench::ComparePoint p;
         p.rate = rates[ri];
         p.summary = bench::summarize(rc, r.run, slo, {50, 99});
@@ -291,9 +299,7 @@ Status run(const SimulateOptions& o, std::ostream& out, std::ostream& err) {
       }
     };
     KVFLEET_ASSIGN_OR_RETURN(sim::SimResult r, sim::simulate(cluster, wc, requests, progress));
-    bench::RunConfig rc;
-    rc.model = spec.name;
-    rc.rate = rate;
+    const bench::RunConfig rc = summary_config(spec, wf, rate);
     json s = bench::summarize(rc, r.run, slo, percentiles);
     if (!wf.json) out << bench::format_table(s, percentiles) << simulation_table(r, layout);
     s["simulation"] = simulation_json(r, layout);
@@ -330,6 +336,9 @@ CLI::App* add_simulate_command(CLI::App& root, SimulateOptions& o) {
       ->capture_default_str();
   c->add_option("--heartbeat-seconds", o.heartbeat_seconds, "workers' load reports")->capture_default_str();
   c->add_option("--rpc-seconds", o.rpc_seconds, "one control message between processes")->capture_default_str();
+  c->add_option("--kv-import-wait-seconds", o.import_wait_seconds,
+                "decode workers: wait this long for room for imported KV before recomputing")
+      ->capture_default_str();
   add_workload_flags(c, o.workload);
   c->add_flag("--compare", o.compare, "colocated vs disaggregated over --sweep-rates, with a report");
   c->add_option("--workloads", o.workloads, "--compare: NAME:INPUT:OUTPUT,...");

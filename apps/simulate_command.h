@@ -40,6 +40,7 @@ struct SimulateOptions {
   std::int64_t auto_local_prefill_tokens = 256;
   double heartbeat_seconds = 0.5;
   double rpc_seconds = 0.0003;
+  double import_wait_seconds = 10;  // as kvfleet worker --kv-import-wait-seconds
   // The workload and output, as `kvfleet bench serve` (--seed also seeds the sim tokens).
   WorkloadFlags workload;
   // --compare: both layouts of the same workers over the sweep, and a report.

@@ -168,14 +168,20 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       md << "\nAt " << last_rate << " req/s the higher goodput: **" << winner << "** (" << fmt(a, 2)
          << " vs " << fmt(b, 2) << " req/s).\n\n";
     }
+    // Each summary without its per-token lists ("itls": every inter-token gap of every request,
+    // tens of MB for a long sweep); the ITL percentiles and per-request TTFTs stay.
+    auto slim = [](json summary) {
+      summary.erase("itls");
+      return summary;
+    };
     json all;
     for (const std::string& layout : rep.layouts) {
-      for (const ComparePoint& p : points(layout)) all[layout].push_back(p.summary);
+      for (const ComparePoint& p : points(layout)) all[layout].push_back(slim(p.summary));
       auto sl = rep.simulated.find(layout);
       if (sl == rep.simulated.end()) continue;
       auto sp = sl->second.find(w.name);
       if (sp == sl->second.end()) continue;
-      for (const ComparePoint& p : sp->second) all["simulated_" + layout].push_back(p.summary);
+      for (const ComparePoint& p : sp->second) all["simulated_" + layout].push_back(slim(p.summary));
     }
     std::ofstream(base + "_results.json") << all.dump(1) << "\n";
   }

@@ -418,7 +418,7 @@ json summarize(const RunConfig& cfg, const RunResult& run, const Slo& slo, const
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y%m%d-%H%M%S", std::localtime(&now));
   j["date"] = date;
-  j["backend"] = "openai";
+  j["backend"] = cfg.backend;
   j["endpoint_type"] = cfg.chat ? "openai-chat" : "openai";
   j["model_id"] = cfg.model;
   j["num_prompts"] = run.requests.size();

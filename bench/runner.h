@@ -30,6 +30,7 @@ struct RunConfig {
   std::uint64_t seed = 0;
   double timeout_seconds = 600;
   bool progress = true;
+  std::string backend = "openai";  // the summary's "backend" (vLLM's key: the client API used)
 };
 
 struct RequestResult {

@@ -134,13 +134,38 @@ Result<std::vector<GemmEfficiency>> parse_gemm_table(const json& list, const std
   return table;
 }
 
+Result<std::vector<KvReadEfficiency>> parse_kv_read_table(const json& list, const std::string& where) {
+  if (!list.is_array()) {
+    return invalid_argument(where + " must be a list of {bytes, efficiency}, got " + list.dump());
+  }
+  std::vector<KvReadEfficiency> table;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    if (!list[i].is_object()) return invalid_argument(at + ": expected {bytes, efficiency}");
+    FieldReader f(list[i], at);
+    KVFLEET_RETURN_IF_ERROR(f.only_keys({"bytes", "efficiency"}));
+    KvReadEfficiency point;
+    KVFLEET_ASSIGN_OR_RETURN(point.bytes, f.quantity("bytes", Quantity::kBytes));
+    if (!(point.bytes > 0)) return invalid_argument(at + ": field 'bytes' must be positive");
+    if (!f.has("efficiency"))
+      return invalid_argument(at + ": required field 'efficiency' is missing");
+    KVFLEET_ASSIGN_OR_RETURN(point.efficiency, efficiency_field(f, "efficiency"));
+    if (!table.empty() && point.bytes <= table.back().bytes) {
+      return invalid_argument(at + ": field 'bytes' must increase along the table");
+    }
+    table.push_back(point);
+  }
+  return table;
+}
+
 Result<Calibration> parse_calibration(const json& object, const std::string& where) {
   if (!object.is_object()) return invalid_argument(where + ": expected an object of fields");
   FieldReader f(object, where);
   KVFLEET_RETURN_IF_ERROR(
       f.only_keys({"step_overhead", "token_overhead", "attention_call_overhead",
                    "weight_read_efficiency", "kv_read_efficiency", "prefill_attention_efficiency",
-                   "swap_efficiency", "gemm_efficiency", "provenance"}));
+                   "swap_efficiency", "gemm_efficiency", "kv_read_efficiency_by_footprint",
+                   "provenance"}));
   Calibration c;
   KVFLEET_ASSIGN_OR_RETURN(c.step_overhead, seconds_field(f, "step_overhead"));
   KVFLEET_ASSIGN_OR_RETURN(c.token_overhead, seconds_field(f, "token_overhead"));
@@ -154,6 +179,11 @@ Result<Calibration> parse_calibration(const json& object, const std::string& whe
     KVFLEET_ASSIGN_OR_RETURN(
         c.gemm_efficiency,
         parse_gemm_table(object.at("gemm_efficiency"), where + ": field 'gemm_efficiency'"));
+  }
+  if (f.has("kv_read_efficiency_by_footprint")) {
+    KVFLEET_ASSIGN_OR_RETURN(c.kv_read_by_footprint,
+                             parse_kv_read_table(object.at("kv_read_efficiency_by_footprint"),
+                                                 where + ": field 'kv_read_efficiency_by_footprint'"));
   }
   if (f.has("provenance")) {
     KVFLEET_ASSIGN_OR_RETURN(c.provenance,
@@ -180,6 +210,17 @@ double Calibration::gemm_efficiency_at(double tokens) const {
   const double x = std::log(tokens / static_cast<double>(a.tokens)) /
                    std::log(static_cast<double>(b.tokens) / static_cast<double>(a.tokens));
   return a.efficiency + x * (b.efficiency - a.efficiency);
+}
+
+double Calibration::kv_read_efficiency_at(double bytes) const {
+  const auto& t = kv_read_by_footprint;
+  if (t.empty()) return kv_read_efficiency;
+  if (bytes <= t.front().bytes) return t.front().efficiency;
+  if (bytes >= t.back().bytes) return t.back().efficiency;
+  size_t hi = 1;
+  while (t[hi].bytes < bytes) ++hi;
+  const double x = std::log(bytes / t[hi - 1].bytes) / std::log(t[hi].bytes / t[hi - 1].bytes);
+  return t[hi - 1].efficiency + x * (t[hi].efficiency - t[hi - 1].efficiency);
 }
 
 std::optional<double> HardwareSpec::flops_for(DType t) const {
@@ -247,6 +288,10 @@ json hardware_to_json(const HardwareSpec& hw) {
     for (const auto& p : c.gemm_efficiency) {
       table.push_back({{"tokens", p.tokens}, {"efficiency", p.efficiency}});
     }
+    json kv_table = json::array();
+    for (const auto& p : c.kv_read_by_footprint) {
+      kv_table.push_back({{"bytes", p.bytes}, {"efficiency", p.efficiency}});
+    }
     const CalibrationProvenance& p = c.provenance;
     j["calibration"] = {{"step_overhead", c.step_overhead},
                         {"token_overhead", c.token_overhead},
@@ -256,6 +301,7 @@ json hardware_to_json(const HardwareSpec& hw) {
                         {"prefill_attention_efficiency", c.prefill_attention_efficiency},
                         {"swap_efficiency", c.swap_efficiency},
                         {"gemm_efficiency", table},
+                        {"kv_read_efficiency_by_footprint", kv_table},
                         {"provenance",
                          {{"cpu", p.cpu},
                           {"threads", p.threads},
@@ -324,6 +370,13 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
   for (const auto& p : c.gemm_efficiency) {
     out += "    - {tokens: " + std::to_string(p.tokens) +
            ", efficiency: " + yaml_number(p.efficiency) + "}\n";
+  }
+  if (!c.kv_read_by_footprint.empty()) {
+    out += "  kv_read_efficiency_by_footprint:  # of hbm_bandwidth, by a step's decode KV bytes\n";
+    for (const auto& k : c.kv_read_by_footprint) {
+      out += "    - {bytes: " + yaml_number(k.bytes) + ", efficiency: " + yaml_number(k.efficiency) +
+             "}  # " + format_bytes(k.bytes) + "\n";
+    }
   }
   const CalibrationProvenance& p = c.provenance;
   out += "  provenance:\n";

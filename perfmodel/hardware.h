@@ -34,6 +34,14 @@ struct GemmEfficiency {
   double efficiency = 1.0;
 };
 
+// One point of the KV read table: decode attention reads KV at this fraction of hbm_bandwidth
+// when one step's decode tokens read `bytes` of KV in all (the footprint: beyond what the TLB
+// covers, reads slow down).
+struct KvReadEfficiency {
+  double bytes = 0;
+  double efficiency = 1.0;
+};
+
 // Where a calibration came from, so that a profile can be judged (and redone) later.
 struct CalibrationProvenance {
   std::string cpu;              // the processor's model name (/proc/cpuinfo) or the device's
@@ -58,11 +66,16 @@ struct Calibration {
   double swap_efficiency = 1;  // host <-> device KV copies run at pcie_bandwidth * this
   // By tokens per step, strictly increasing; empty means 1 everywhere.
   std::vector<GemmEfficiency> gemm_efficiency;
+  // By a step's decode KV footprint, strictly increasing; empty: kv_read_efficiency everywhere.
+  std::vector<KvReadEfficiency> kv_read_by_footprint;
   CalibrationProvenance provenance;
 
   // The table interpolated linearly in log(tokens) between its points and clamped beyond its
   // ends (1 when the table is empty). tokens >= 1.
   double gemm_efficiency_at(double tokens) const;
+  // kv_read_by_footprint interpolated linearly in log(bytes), clamped beyond its ends;
+  // kv_read_efficiency when the table is empty.
+  double kv_read_efficiency_at(double bytes) const;
 };
 
 struct HardwareSpec {

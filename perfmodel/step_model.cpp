@@ -342,7 +342,10 @@ StepParts StepModel::parts(std::span<const StepChunk> chunks) const {
 StepParts StepModel::calibrated_parts(const Sums& s, Roofline* roofline) const {
   const Calibration& k = *calibration_;
   const double weight_bw = hbm_bandwidth_ * k.weight_read_efficiency;
-  const double kv_bw = hbm_bandwidth_ * k.kv_read_efficiency;
+  // Decode attention reads the step's whole KV footprint once; its rate depends on how large
+  // that is (TLB reach), per the profile's table.
+  const double kv_footprint = s.decode_visits * kv_per_token_device_;
+  const double kv_bw = hbm_bandwidth_ * k.kv_read_efficiency_at(kv_footprint);
   // Linear layers of every token: stream the weights or multiply, whichever is slower at this
   // many tokens per step.
   const double lm_params = params_.lm_head / tp_;

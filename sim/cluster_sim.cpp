@@ -336,14 +336,19 @@ class Simulation {
       if (it.kind == InboxItem::Kind::kUnreserve) w.core->cancel_reservation(it.reservation);
     }
     for (auto& it : items) {
-      if (it.kind == InboxItem::Kind::kReserve) it.reserved(w.core->reserve(it.tokens));
+      if (it.kind == InboxItem::Kind::kReserve) {
+        w.core->reserve(it.tokens, now_ + cfg_.import_wait_seconds, std::move(it.reserved));
+      }
     }
     for (auto& it : items) {
       if (it.kind == InboxItem::Kind::kSequence) w.core->add(std::move(it.seq));
     }
+    w.core->service_reservations();
     if (!w.core->has_work()) {
       w.scheduled = false;
       publish(w, now_);
+      // Imports waiting for blocks on an idle engine give up at their deadline.
+      if (auto d = w.core->next_reservation_deadline()) wake(w, *d);
       return;
     }
     const worker::StepReport r = w.core->step();

@@ -46,6 +46,7 @@ struct ClusterConfig {
   std::size_t host_kv_bytes = 0;
   std::optional<DType> kv_dtype;
   std::uint64_t seed = 0;
+  double import_wait_seconds = 10;  // as kvfleet worker --kv-import-wait-seconds
   // Coordinator settings, as `kvfleet serve`'s.
   std::int64_t max_inflight = 256;
   std::int64_t auto_local_prefill_tokens = 256;

@@ -63,11 +63,12 @@ Result<std::vector<RequestId>> Engine::submit_batch(std::vector<Request> request
   return ids;
 }
 
-void Engine::reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done) {
+void Engine::reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done,
+                     double wait_seconds) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
-      reserves_.push_back({tokens, std::move(done)});
+      reserves_.push_back({tokens, wait_seconds, std::move(done)});
       ++in_flight_;  // until settled, so wait_idle() sees its effect in stats()
       done = nullptr;
     }
@@ -137,7 +138,10 @@ void Engine::drain_inbox() {
       static_cast<std::int64_t>(reserves.size() + unreserves.size() + unholds.size());
   for (RequestId id : unholds) core_->release_held(id);
   for (std::uint64_t id : unreserves) core_->cancel_reservation(id);
-  for (PendingReserve& r : reserves) r.done(core_->reserve(r.tokens));
+  for (PendingReserve& r : reserves) {
+    core_->reserve(r.tokens, core_->now() + r.wait_seconds, std::move(r.done));
+  }
+  core_->service_reservations();
   for (auto& seq : arrived) core_->add(std::move(seq));
   for (RequestId id : cancels) core_->cancel(id);
 }
@@ -153,6 +157,8 @@ void Engine::loop() {
       });
       if (stopping_) break;
     }
+    // drain_inbox() also serves imports waiting for blocks: an idle engine re-checks their
+    // deadlines at least every kIdleWait.
     drain_inbox();
     if (core_->has_work()) {
       try {

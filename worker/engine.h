@@ -36,8 +36,10 @@ class Engine {
   // Finishes the request with kAbort and frees its blocks; unknown or finished ids are ignored.
   void cancel(RequestId id);
   // Sets aside blocks for the KV of `tokens` tokens; `done` runs on the engine thread with the
-  // blocks, or resource_exhausted when fewer blocks are available (nothing is queued).
-  void reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done);
+  // blocks, or resource_exhausted when fewer are free and none free up within `wait_seconds`
+  // (0: fail at once). See EngineCore::reserve.
+  void reserve(std::int64_t tokens, std::function<void(Result<Reservation>)> done,
+               double wait_seconds = 0);
   // Frees an unused reservation (an import that failed). Unknown ids are ignored.
   void cancel_reservation(std::uint64_t id);
   // Frees the KV kept by a hold_kv request. Unknown ids are ignored.
@@ -78,6 +80,7 @@ class Engine {
   std::vector<RequestId> cancels_;
   struct PendingReserve {
     std::int64_t tokens;
+    double wait_seconds;
     std::function<void(Result<Reservation>)> done;
   };
   std::vector<PendingReserve> reserves_;

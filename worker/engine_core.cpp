@@ -171,17 +171,79 @@ void EngineCore::cancel(RequestId id) {
   if (it != sequences_.end()) finish(it->second.get(), FinishReason::kAbort);
 }
 
-Result<Reservation> EngineCore::reserve(std::int64_t tokens) {
-  const std::int64_t need = backend_->kv_layout().blocks_for_tokens(tokens);
-  if (tokens < 1 || device_.num_available() < need) {
-    return Status(StatusCode::kResourceExhausted,
-                  "the engine has " + std::to_string(device_.num_available()) +
-                      " free KV blocks; the import needs " + std::to_string(need));
-  }
+Reservation EngineCore::grant(std::int64_t blocks) {
   Reservation res{next_reservation_++, {}};
-  for (std::int64_t i = 0; i < need; ++i) res.blocks.push_back(*device_.allocate());
+  for (std::int64_t i = 0; i < blocks; ++i) res.blocks.push_back(*device_.allocate());
   reserved_[res.id] = res.blocks;
   return res;
+}
+
+void EngineCore::reserve(std::int64_t tokens, double deadline,
+                         std::function<void(Result<Reservation>)> done) {
+  if (tokens < 1) {
+    done(invalid_argument("a reservation needs at least one token"));
+    return;
+  }
+  const std::int64_t need = backend_->kv_layout().blocks_for_tokens(tokens);
+  if (need > device_.capacity()) {
+    done(Status(StatusCode::kResourceExhausted,
+                "the import needs " + std::to_string(need) + " KV blocks; the engine has " +
+                    std::to_string(device_.capacity())));
+    return;
+  }
+  // First come, first served: a newer reservation does not pass an older waiting one.
+  if (waiting_reservations_.empty() && device_.num_available() >= need) {
+    done(grant(need));
+    return;
+  }
+  if (deadline <= clock_->now()) {
+    done(Status(StatusCode::kResourceExhausted,
+                "the engine has " + std::to_string(device_.num_available()) +
+                    " free KV blocks; the import needs " + std::to_string(need)));
+    return;
+  }
+  waiting_reservations_.push_back({need, deadline, std::move(done)});
+  update_headroom();
+}
+
+void EngineCore::service_reservations() {
+  const double now = clock_->now();
+  while (!waiting_reservations_.empty()) {
+    WaitingReservation& w = waiting_reservations_.front();
+    if (device_.num_available() >= w.blocks) {
+      auto done = std::move(w.done);
+      const std::int64_t blocks = w.blocks;
+      waiting_reservations_.pop_front();
+      done(grant(blocks));
+      continue;
+    }
+    break;
+  }
+  for (auto it = waiting_reservations_.begin(); it != waiting_reservations_.end();) {
+    if (it->deadline > now) {
+      ++it;
+      continue;
+    }
+    auto done = std::move(it->done);
+    const std::int64_t blocks = it->blocks;
+    it = waiting_reservations_.erase(it);
+    done(Status(StatusCode::kResourceExhausted,
+                "no " + std::to_string(blocks) + " free KV blocks for the import before its deadline (" +
+                    std::to_string(device_.num_available()) + " free)"));
+  }
+  update_headroom();
+}
+
+std::optional<double> EngineCore::next_reservation_deadline() const {
+  std::optional<double> d;
+  for (const auto& w : waiting_reservations_) d = d ? std::min(*d, w.deadline) : w.deadline;
+  return d;
+}
+
+void EngineCore::update_headroom() {
+  std::int64_t blocks = 0;
+  for (const auto& w : waiting_reservations_) blocks += w.blocks;
+  scheduler_.set_admission_headroom(blocks);
 }
 
 void EngineCore::cancel_reservation(std::uint64_t id) {
@@ -199,6 +261,12 @@ void EngineCore::release_held(RequestId id) {
 }
 
 void EngineCore::finish_all(FinishReason reason, const std::string& why) {
+  while (!waiting_reservations_.empty()) {
+    auto done = std::move(waiting_reservations_.front().done);
+    waiting_reservations_.pop_front();
+    done(Status(StatusCode::kFailedPrecondition, why));
+  }
+  update_headroom();
   std::vector<Sequence*> all;
   for (auto& [id, s] : sequences_) all.push_back(s.get());
   for (Sequence* s : all) finish(s, reason, why);
@@ -256,6 +324,7 @@ void EngineCore::swap_out(SwapOut& out, StepReport& report) {
 }
 
 StepReport EngineCore::step() {
+  service_reservations();  // imports waiting for blocks go before new admissions
   StepReport report;
   std::int64_t host_available = 0;
   if (host_) {
@@ -489,6 +558,7 @@ EngineStats EngineCore::stats() const {
   for (const auto& [id, blocks] : reserved_) {
     s.reserved_blocks += static_cast<std::int64_t>(blocks.size());
   }
+  s.waiting_reservations = static_cast<std::int64_t>(waiting_reservations_.size());
   return s;
 }
 

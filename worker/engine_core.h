@@ -8,6 +8,8 @@
 // thread; everything else from the owner's thread only.
 
 #include <atomic>
+#include <deque>
+#include <optional>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -65,6 +67,7 @@ struct EngineStats {
   std::int64_t failed_steps_total = 0;
   std::int64_t held_blocks = 0;      // kept for hand-off (hold_kv)
   std::int64_t reserved_blocks = 0;  // set aside for imports
+  std::int64_t waiting_reservations = 0;  // imports waiting for blocks
   double last_step_seconds = 0;
   std::uint64_t prefix_hash_salt = 0;
 };
@@ -86,8 +89,17 @@ class EngineCore {
   void add(std::unique_ptr<Sequence> seq);
   // Finishes the request with kAbort and frees its blocks; unknown or finished ids are ignored.
   void cancel(RequestId id);
-  // Sets aside blocks for the KV of `tokens` tokens, or resource_exhausted when fewer are free.
-  Result<Reservation> reserve(std::int64_t tokens);
+  // Sets aside blocks for the KV of `tokens` tokens (an import). When fewer are free, the
+  // reservation waits, FIFO, until enough are, or until clock time `deadline`; while one waits,
+  // no new waiting sequence is admitted into the blocks it needs (it arrived first; running and
+  // swapped sequences go on). `done` is called on the owner's thread exactly once, with the
+  // blocks or resource_exhausted: at once when possible, else from service_reservations() or
+  // step(). A deadline at or before now fails at once when the blocks are not free.
+  void reserve(std::int64_t tokens, double deadline, std::function<void(Result<Reservation>)> done);
+  // Grants waiting reservations that fit now and fails those past their deadline.
+  void service_reservations();
+  // The earliest deadline of a waiting reservation (an idle owner wakes up then), if any.
+  std::optional<double> next_reservation_deadline() const;
   void cancel_reservation(std::uint64_t id);  // unknown ids are ignored
   void release_held(RequestId id);            // frees a hold_kv request's KV; unknown: ignored
   // Whether a step would do anything.
@@ -136,6 +148,14 @@ class EngineCore {
   EngineStats totals_;
   std::int64_t finished_ = 0;
   std::unordered_map<std::uint64_t, std::vector<kvstore::BlockId>> reserved_;
+  struct WaitingReservation {
+    std::int64_t blocks;
+    double deadline;
+    std::function<void(Result<Reservation>)> done;
+  };
+  std::deque<WaitingReservation> waiting_reservations_;
+  Reservation grant(std::int64_t blocks);
+  void update_headroom();
   std::unordered_map<RequestId, std::vector<kvstore::BlockId>> held_;
   std::uint64_t next_reservation_ = 1;
   double last_step_seconds_ = 0;

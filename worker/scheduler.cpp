@@ -57,11 +57,11 @@ void Scheduler::release_device(Sequence* seq) {
   seq->published_blocks = 0;
 }
 
-bool Scheduler::allocate_blocks(Sequence* seq, std::int64_t tokens) {
+bool Scheduler::allocate_blocks(Sequence* seq, std::int64_t tokens, std::int64_t keep_free) {
   const std::int64_t need =
       layout_.blocks_for_tokens(tokens) - static_cast<std::int64_t>(seq->blocks.size());
   if (need <= 0) return true;
-  if (device_.num_available() < need) return false;
+  if (device_.num_available() - keep_free < need) return false;
   for (std::int64_t i = 0; i < need; ++i) seq->blocks.push_back(*device_.allocate());
   return true;
 }
@@ -208,7 +208,7 @@ StepPlan Scheduler::schedule(std::int64_t host_available) {
     const bool matched = config_.prefix_caching && s->num_computed == 0 && s->blocks.empty();
     if (matched) match_prefix(s, plan);
     const std::int64_t n = std::min(s->remaining_to_compute(), budget);
-    if (!allocate_blocks(s, s->num_computed + n)) {
+    if (!allocate_blocks(s, s->num_computed + n, headroom_)) {
       // Undo the prefix match: nothing of this sequence runs this step. (A sequence that
       // arrived with imported KV keeps its blocks.)
       if (matched) {

@@ -72,6 +72,9 @@ class Scheduler {
   StepPlan schedule(std::int64_t host_available);
   // After the step ran: publishes the hashes of blocks that became full.
   void publish_full_blocks(Sequence* seq);
+  // Blocks that admitting new waiting sequences must leave free (imports waiting for room,
+  // which arrived first). Running and swapped sequences are not held back by it.
+  void set_admission_headroom(std::int64_t blocks) { headroom_ = blocks; }
 
   std::int64_t num_running() const { return static_cast<std::int64_t>(running_.size()); }
   std::int64_t num_waiting() const { return static_cast<std::int64_t>(waiting_.size()); }
@@ -79,7 +82,8 @@ class Scheduler {
   bool idle() const { return running_.empty() && waiting_.empty() && swapped_.empty(); }
 
  private:
-  bool allocate_blocks(Sequence* seq, std::int64_t tokens);
+  // Gives `seq` blocks for `tokens` tokens when that leaves at least `keep_free` available.
+  bool allocate_blocks(Sequence* seq, std::int64_t tokens, std::int64_t keep_free = 0);
   void preempt(Sequence* victim, StepPlan& plan, std::int64_t& host_available);
   void release_device(Sequence* seq);
   void match_prefix(Sequence* seq, StepPlan& plan);
@@ -92,6 +96,7 @@ class Scheduler {
   std::vector<Sequence*> running_;  // admission order
   std::deque<Sequence*> waiting_;   // admission order (preempted sequences go to the front)
   std::vector<Sequence*> swapped_;  // admission order
+  std::int64_t headroom_ = 0;
 };
 
 }  // namespace kvfleet::worker

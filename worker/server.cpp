@@ -421,8 +421,11 @@ class Server final : public WorkerServer {
         co_return;
       }
       auto box = std::make_shared<net::Mailbox<Result<Reservation>>>(co_await asio::this_coro::executor);
-      engine_->reserve(src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); });
-      auto got = co_await box->pop(net::Seconds(30));
+      // No room now: wait for some (older imports first), rather than recompute the prompt here
+      // in the middle of this worker's decode batch; recompute only after the wait.
+      engine_->reserve(src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); },
+                       cfg_.kv_import_wait_seconds);
+      auto got = co_await box->pop(net::Seconds(cfg_.kv_import_wait_seconds + 5));
       if (!got || !got->is_ok()) {
         // No room for the imported KV now: run the request whole here instead (the scheduler
         // then preempts or swaps as it must), and free the prefill worker's copy.
@@ -763,6 +766,9 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   }
   if (!(config.heartbeat_seconds > 0) || !(config.kv_lease_seconds > 0)) {
     return invalid_argument("heartbeat and lease times must be > 0");
+  }
+  if (!(config.kv_import_wait_seconds >= 0) || config.kv_import_wait_seconds > 3600) {
+    return invalid_argument("--kv-import-wait-seconds must be in [0, 3600]");
   }
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
   BackendOptions bo;

@@ -41,6 +41,10 @@ struct WorkerConfig {
   std::string transfer = "ucx";    // ucx | loopback | nccl
   double heartbeat_seconds = 0.5;
   double kv_lease_seconds = 30;  // held prefill KV is freed when not released by then
+  // A decode worker without room for an imported request's KV waits this long for blocks to
+  // free up (imports first come, first served, ahead of new admissions), then recomputes the
+  // prompt itself. Keep it below the prefill's lease.
+  double kv_import_wait_seconds = 10;
   double drain_seconds = 30;     // graceful stop: time given to in-flight requests
 };
 

@@ -60,7 +60,7 @@ TEST(BenchCli, EngineProfileWritesAHardwareSpecThatPlanAndTheCheckUse) {
   test::TempDir dir;
   const std::string path = dir.path() + "/profile.yaml";
   auto r = test::kvfleet("bench engine --profile " + path +
-                         " --model tiny --repeats 1 --gemm-tokens 1,2,8,32");
+                         " --model tiny --repeats 1 --gemm-tokens 1,2,8,32 --large-kv-bytes 0");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.err, ::testing::HasSubstr("linear layers at 32 tokens per step: "));
   EXPECT_THAT(r.out, ::testing::HasSubstr("wrote " + path));

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <future>
+#include <thread>
 
 #include "tests/test_util.h"
 #include "tests/worker/engine_test_util.h"
@@ -281,7 +282,8 @@ TEST_F(EngineTest, ReservationsFailClearlyWhenBlocksRunOutAndCanBeCancelled) {
   Result<Reservation> r = too_big.get_future().get();
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_NE(r.status().message().find("free KV blocks"), std::string::npos);
+  EXPECT_NE(r.status().message().find("needs 5 KV blocks; the engine has 4"), std::string::npos)
+      << r.status().message();
   std::promise<Result<Reservation>> ok;
   engine->reserve(8 * 4, [&](Result<Reservation> x) { ok.set_value(x); });
   Result<Reservation> all = ok.get_future().get();
@@ -300,6 +302,60 @@ TEST_F(EngineTest, ReservationsFailClearlyWhenBlocksRunOutAndCanBeCancelled) {
   const RequestId id = *engine->submit(std::move(bad));
   ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(10)));
   EXPECT_EQ(c.outputs()[id].finish, FinishReason::kError);
+}
+
+// An import without room waits for blocks (first come, first served, ahead of new admissions)
+// instead of failing at once, and gives up at its deadline.
+TEST_F(EngineTest, ReservationsWaitForRoomAheadOfNewRequestsUntilTheirDeadline) {
+  auto engine = make_engine({.blocks = 4, .block_tokens = 8});
+  std::promise<Result<Reservation>> three;
+  engine->reserve(8 * 3, [&](Result<Reservation> r) { three.set_value(r); });
+  const Result<Reservation> first = three.get_future().get();
+  ASSERT_TRUE(first.is_ok());
+  // One block is free; this reservation needs two: it waits (up to 30 s)...
+  std::promise<Result<Reservation>> waiting;
+  auto granted = waiting.get_future();
+  engine->reserve(8 * 2, [&](Result<Reservation> r) { waiting.set_value(r); }, 30);
+  // ...and a new request that would fit in the free block does not pass it.
+  Collector c;
+  Request late;
+  late.prompt = random_tokens(rng_, 4);
+  late.params.max_tokens = 3;
+  late.params.ignore_eos = true;
+  late.on_finish = c.callback();
+  const RequestId late_id = *engine->submit(std::move(late));
+  // Both reached the engine: the reservation waits, and so does the request behind it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline &&
+         !(engine->stats().waiting_reservations == 1 && engine->stats().waiting == 1)) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(engine->stats().waiting_reservations, 1);
+  EXPECT_EQ(engine->stats().waiting, 1);
+  EXPECT_EQ(engine->stats().running, 0);
+  EXPECT_EQ(granted.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  // Freeing the first reservation grants the waiting one; then the request runs.
+  engine->cancel_reservation(first->id);
+  ASSERT_EQ(granted.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  const Result<Reservation> second = granted.get();
+  ASSERT_TRUE(second.is_ok()) << second.status().to_string();
+  EXPECT_EQ(second->blocks.size(), 2u);
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
+  EXPECT_EQ(c.outputs().at(late_id).tokens.size(), 3u);
+  // A reservation that cannot be met in time fails at its deadline (two blocks are reserved).
+  std::promise<Result<Reservation>> late_reservation;
+  const auto t0 = std::chrono::steady_clock::now();
+  engine->reserve(8 * 3, [&](Result<Reservation> r) { late_reservation.set_value(r); }, 0.3);
+  const Result<Reservation> expired = late_reservation.get_future().get();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_FALSE(expired.is_ok());
+  EXPECT_EQ(expired.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(expired.status().message().find("deadline"), std::string::npos) << expired.status().message();
+  EXPECT_GE(waited, 0.3);
+  engine->cancel_reservation(second->id);
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(10)));
+  EXPECT_EQ(engine->stats().reserved_blocks, 0);
+  EXPECT_EQ(engine->stats().waiting_reservations, 0);
 }
 
 TEST_F(EngineTest, BadRequestsGetClearErrors) {
