@@ -53,8 +53,8 @@ double time_seconds(const Sampling& sampling, const std::function<void()>& fn) {
   return sampling.statistic == Statistic::kMinimum ? t.front() : t[t.size() / 2];
 }
 
-std::size_t InterleavedTimer::add(std::string name, std::function<void()> fn) {
-  jobs_.push_back({std::move(name), std::move(fn), {}, 0});
+std::size_t InterleavedTimer::add(std::string name, std::function<void()> fn, bool primed) {
+  jobs_.push_back({std::move(name), std::move(fn), {}, 0, primed});
   return jobs_.size() - 1;
 }
 
@@ -67,6 +67,7 @@ void InterleavedTimer::run(const std::function<void(const std::string&)>& progre
     const double first = now(sampling_.base) - t0;
     const bool long_run = first > 1.0;
     if (long_run) job.samples.push_back(first);
+    job.primed = job.primed && !long_run;
     job.runs = std::max<std::int64_t>(
         long_run ? std::min<std::int64_t>(sampling_.repeats, 3) : sampling_.repeats, 1);
     rounds = std::max(rounds, job.runs);
@@ -75,6 +76,7 @@ void InterleavedTimer::run(const std::function<void(const std::string&)>& progre
     progress("round " + std::to_string(r + 1) + " of " + std::to_string(rounds));
     for (Job& job : jobs_) {
       if (static_cast<std::int64_t>(job.samples.size()) >= job.runs) continue;
+      if (job.primed) job.fn();
       const double t0 = now(sampling_.base);
       job.fn();
       job.samples.push_back(now(sampling_.base) - t0);

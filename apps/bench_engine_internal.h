@@ -45,8 +45,12 @@ double time_seconds(const Sampling& sampling, const std::function<void()>& fn);
 class InterleavedTimer {
  public:
   explicit InterleavedTimer(Sampling sampling) : sampling_(sampling) {}
-  // Returns the job's index for seconds().
-  std::size_t add(std::string name, std::function<void()> fn);
+  // Returns the job's index for seconds(). A primed job runs once untimed right before each
+  // timed run (jobs under a second; longer ones amortise it): it is timed in the state an engine
+  // repeating that step is in, its own data in the caches and TLBs rather than the previous
+  // job's (a step over a small KV after one over gigabytes otherwise pays for the page walks and
+  // cache misses the other left behind).
+  std::size_t add(std::string name, std::function<void()> fn, bool primed = false);
   // Runs every job; `progress` hears each round and each job's first (warm-up) run.
   void run(const std::function<void(const std::string&)>& progress);
   double seconds(std::size_t job) const;
@@ -62,6 +66,7 @@ class InterleavedTimer {
     std::function<void()> fn;
     std::vector<double> samples;
     std::int64_t runs = 0;  // timed runs wanted
+    bool primed = false;
   };
   Sampling sampling_;
   std::vector<Job> jobs_;

@@ -271,7 +271,6 @@ class ForwardBench {
   Status reserve_decode(std::int64_t batch, std::int64_t context) {
     const std::int64_t blocks = batch * layout_.blocks_for_tokens(context + 1);
     KVFLEET_ASSIGN_OR_RETURN(decode_pool_, random_pool(layout_, blocks, rng_));
-    decode_ids_ = shuffled_blocks(blocks, rng_);
     decode_tokens_ = random_tokens(batch, rng_);
     return Status::ok();
   }
@@ -284,19 +283,23 @@ class ForwardBench {
   }
 
   // One decode step of `batch` sequences at `context` (within what reserve_decode made room for).
+  // Their blocks lie scattered over the lowest blocks of the pool, as many as they take: a
+  // worker's block pool hands out its lowest free blocks first, so the blocks of the sequences
+  // it runs fill the bottom of the pool in the order churn left them, whatever the pool's size.
   std::function<void()> decode(std::int64_t batch, std::int64_t context) {
     const std::int64_t per_seq = layout_.blocks_for_tokens(context + 1);
-    auto& chunks = decode_steps_.emplace_back();
+    auto& step = decode_steps_.emplace_back();
+    step.ids = shuffled_blocks(batch * per_seq, rng_);
     for (std::int64_t s = 0; s < batch; ++s) {
-      chunks.push_back(
+      step.chunks.push_back(
           {std::span(decode_tokens_).subspan(static_cast<size_t>(s), 1), context,
-           std::span(decode_ids_)
-               .subspan(static_cast<size_t>(s * per_seq), static_cast<size_t>(per_seq)),
+           std::span(step.ids).subspan(static_cast<size_t>(s * per_seq),
+                                       static_cast<size_t>(per_seq)),
            worker::LogitsWanted::kLast});
     }
-    return [this, &chunks] {
+    return [this, &step] {
       logits_.clear();
-      model_.forward(chunks, layout_, decode_pool_.data(), ws_, logits_);
+      model_.forward(step.chunks, layout_, decode_pool_.data(), ws_, logits_);
     };
   }
 
@@ -329,8 +332,12 @@ class ForwardBench {
   kernels::KvLayout layout_;
   std::mt19937_64& rng_;
   kvstore::HostBuffer decode_pool_, prefill_pool_;
-  std::vector<std::int32_t> decode_ids_, decode_tokens_;
-  std::deque<std::vector<worker::SeqChunk>> decode_steps_;  // deque: stable references
+  struct DecodeStep {
+    std::vector<std::int32_t> ids;
+    std::vector<worker::SeqChunk> chunks;
+  };
+  std::vector<std::int32_t> decode_tokens_;
+  std::deque<DecodeStep> decode_steps_;  // deque: stable references
   std::deque<Prompt> prompts_;
   worker::Workspace ws_;
   std::vector<float> logits_;
@@ -423,7 +430,8 @@ class ProfileBench {
     linear_c_.resize(static_cast<size_t>(max_t * max_n));
     for (std::int64_t t : tokens) {
       linear_jobs_.push_back(
-          {t, timer.add("linear layers at " + std::to_string(t) + " tokens per step", linear(t))});
+          {t, timer.add("linear layers at " + std::to_string(t) + " tokens per step", linear(t),
+                        /*primed=*/true)});
     }
   }
 
@@ -556,23 +564,24 @@ class ProfileBench {
     KVFLEET_RETURN_IF_ERROR(forward_.reserve_decode(kForwardBatches.back(), kOverheadContext));
     KVFLEET_RETURN_IF_ERROR(forward_.reserve_prefill(kForwardPrefill.back()));
     // Each pass right after its own linear layers alone: the two run in the same round, in one
-    // state of the machine, and the overheads are fitted on their difference.
+    // state of the machine, and the overheads are fitted on their difference. Both are primed,
+    // as the check's steps are: what is fitted is an engine repeating a step.
     for (std::int64_t batch : kForwardBatches) {
       ForwardJob j{batch, kOverheadContext, true};
       j.linear_job =
           timer.add("linear layers at " + std::to_string(batch) + " tokens (beside the next pass)",
-                    linear(batch));
+                    linear(batch), /*primed=*/true);
       j.job = timer.add("forward pass: decode at batch " + std::to_string(batch),
-                        forward_.decode(batch, kOverheadContext));
+                        forward_.decode(batch, kOverheadContext), /*primed=*/true);
       forward_jobs_.push_back(j);
     }
     for (std::int64_t len : kForwardPrefill) {
       ForwardJob j{len, 0, false};
       j.linear_job =
           timer.add("linear layers at " + std::to_string(len) + " tokens (beside the next pass)",
-                    linear(len));
-      j.job =
-          timer.add("forward pass: prefill of " + std::to_string(len), forward_.prefill(len, len));
+                    linear(len), /*primed=*/true);
+      j.job = timer.add("forward pass: prefill of " + std::to_string(len),
+                        forward_.prefill(len, len), /*primed=*/true);
       forward_jobs_.push_back(j);
     }
     return Status::ok();
@@ -903,7 +912,7 @@ Status check_engine_profile(const BenchEngineOptions& o, std::ostream& out, std:
       Point p{"decode", b, c, b, 1};
       p.job =
           timer.add("decode step at batch " + std::to_string(b) + ", context " + std::to_string(c),
-                    forward.decode(b, c));
+                    forward.decode(b, c), /*primed=*/true);
       const perfmodel::Roofline r = sm.decode(b, c);
       p.predicted = r.seconds;
       p.bound = r.bound;
@@ -918,7 +927,7 @@ Status check_engine_profile(const BenchEngineOptions& o, std::ostream& out, std:
       Point p{"prefill", 1, 0, len, chunk};
       p.job = timer.add("prefill of " + std::to_string(len) + " tokens" +
                             (chunk < len ? ", chunks of " + std::to_string(chunk) : ", one pass"),
-                        forward.prefill(len, chunk));
+                        forward.prefill(len, chunk), /*primed=*/true);
       p.predicted = predict_prefill(sm, len, chunk);
       const perfmodel::StepChunk first{std::min(chunk, len), 0, chunk >= len};
       p.bound = sm.step(std::span(&first, 1)).bound;
