@@ -9,8 +9,8 @@
 #include <fstream>
 #include <iomanip>
 #include <map>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <thread>
@@ -19,18 +19,18 @@
 #include "apps/invocation.h"
 #include "apps/local_cluster.h"
 #include "apps/workload_flags.h"
-#include "bench/runner.h"
 #include "bench/report.h"
+#include "bench/runner.h"
 #include "bench/workload.h"
 #include "common/model_spec.h"
+#include "common/tokenizer.h"
+#include "common/units.h"
 #include "kernels/cpu/ops.h"
 #include "net/http.h"
-#include "common/units.h"
 #include "perfmodel/estimate.h"
 #include "perfmodel/hardware.h"
 #include "perfmodel/link.h"
 #include "sim/cluster_sim.h"
-#include "common/tokenizer.h"
 
 namespace kvfleet::apps {
 namespace {
@@ -124,7 +124,8 @@ perfmodel::HardwareSpec measure_machine(std::ostream& err) {
   const std::int64_t m = 256, k = 1024, o = 1024;
   std::vector<float> x(static_cast<size_t>(m * k), 0.5f), w(static_cast<size_t>(o * k), 0.25f),
       y(static_cast<size_t>(m * o));
-  const double t_gemm = best(5, [&] { kernels::cpu::linear(y.data(), x.data(), w.data(), nullptr, m, o, k); });
+  const double t_gemm =
+      best(5, [&] { kernels::cpu::linear(y.data(), x.data(), w.data(), nullptr, m, o, k); });
   perfmodel::HardwareSpec hw;
   hw.name = "this machine (one core, measured)";
   hw.hbm_bytes = 16.0 * (1ull << 30);
@@ -139,7 +140,8 @@ Status wait_ready(const net::Endpoint& ep, int workers, std::vector<pid_t>& pids
   const auto deadline = Clock::now() + std::chrono::seconds(120);
   while (Clock::now() < deadline) {
     for (pid_t p : pids) {
-      if (p > 0 && ::kill(p, 0) != 0) return Status(StatusCode::kUnavailable, "a cluster process died at start-up");
+      if (p > 0 && ::kill(p, 0) != 0)
+        return Status(StatusCode::kUnavailable, "a cluster process died at start-up");
     }
     auto r = net::http_call_sync(ep, "GET", "/internal/workers");
     if (r.is_ok() && r->status == 200) {
@@ -159,7 +161,8 @@ std::string fmt(double v, int precision = 1) {
 }
 
 Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
-  if (o.workers < 2 || o.workers % 2 != 0) return invalid_argument("--workers must be even and >= 2");
+  if (o.workers < 2 || o.workers % 2 != 0)
+    return invalid_argument("--workers must be even and >= 2");
   if (o.num_prompts < 2) return invalid_argument("--num-prompts must be >= 2");
   std::vector<WorkloadSpec> workloads;
   KVFLEET_ASSIGN_OR_RETURN(workloads, bench::parse_workload_shapes(o.workloads));
@@ -168,7 +171,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   for (double r : rates) {
     if (std::isinf(r)) return invalid_argument("--rates: a sweep needs finite rates");
   }
-  if (workloads.empty() || rates.empty()) return invalid_argument("--workloads and --rates must not be empty");
+  if (workloads.empty() || rates.empty())
+    return invalid_argument("--workloads and --rates must not be empty");
   KVFLEET_ASSIGN_OR_RETURN(bench::Slo slo, bench::parse_goodput(o.goodput));
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(o.model));
   std::error_code ec;
@@ -184,7 +188,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   double transfer_bw = 0, transfer_latency = 0;
   const std::string link_name = !o.link.empty() ? o.link : (sim ? "nvlink" : "tcp");
   if (o.simulate && !sim && o.profile.empty()) {
-    return invalid_argument("--simulate with cpu workers needs --profile FILE (kvfleet bench engine --profile)");
+    return invalid_argument(
+        "--simulate with cpu workers needs --profile FILE (kvfleet bench engine --profile)");
   }
   if (sim) {
     KVFLEET_ASSIGN_OR_RETURN(hw, perfmodel::load_hardware(o.hardware));
@@ -206,13 +211,14 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
     KVFLEET_ASSIGN_OR_RETURN(std::uint16_t port, free_port("127.0.0.1"));
     const std::string url = "http://127.0.0.1:" + std::to_string(port);
     std::vector<pid_t> pids;
-    pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port", std::to_string(port), "--mode",
-                          layout, "--backend", o.backend},
+    pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port",
+                          std::to_string(port), "--mode", layout, "--backend", o.backend},
                          true));
     auto worker = [&](const std::string& role) {
-      std::vector<std::string> args = {"kvfleet", "--log-level", "warning", "worker", "--role", role,
-                                       "--model", o.model, "--coordinator", url, "--seed",
-                                       std::to_string(o.seed), "--backend", o.backend};
+      std::vector<std::string> args = {
+          "kvfleet",   "--log-level", "warning",       "worker", "--role", role,
+          "--model",   o.model,       "--coordinator", url,      "--seed", std::to_string(o.seed),
+          "--backend", o.backend};
       if (sim) {
         for (const std::string& a : {std::string("--hardware"), o.hardware, std::string("--tp"),
                                      std::to_string(o.tp), std::string("--link"), link_name,
@@ -251,8 +257,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         s.output = {w.output, 0};
         s.seed = o.seed * 1000 + ri + 1;
         KVFLEET_ASSIGN_OR_RETURN(auto requests, bench::synthetic_workload(s));
-        err << "bench compare: " << layout << ", " << w.name << " (" << w.input << " in, " << w.output
-            << " out), " << rate << " req/s\n";
+        err << "bench compare: " << layout << ", " << w.name << " (" << w.input << " in, "
+            << w.output << " out), " << rate << " req/s\n";
         bench::RunConfig cfg;
         cfg.url = url;
         cfg.model = spec.name;
@@ -271,7 +277,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
         bench::scale_times(*run, 1.0 / scale);
         cfg.rate = rate;
         p.summary = bench::summarize(cfg, *run, slo, {50, 90, 99});
-        for (std::string_view phase : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
+        for (std::string_view phase :
+             {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
           const std::string lab = "phase=\"" + std::string(phase) + "\"";
           const double n = metric(after, "kvfleet_ttft_phase_seconds_count", lab) -
                            metric(before, "kvfleet_ttft_phase_seconds_count", lab);
@@ -312,16 +319,19 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
           wc.seed = o.seed;
           KVFLEET_ASSIGN_OR_RETURN(ByteTokenizer tok, ByteTokenizer::for_model(spec));
           std::vector<sim::SimRequest> reqs;
-          for (const auto& q : requests) reqs.push_back({tok.encode(q.prompt, true), q.output_len, q.session, q.turn});
+          for (const auto& q : requests)
+            reqs.push_back({tok.encode(q.prompt, true), q.output_len, q.session, q.turn});
           auto simulated = sim::simulate(c, wc, reqs);
           if (!simulated.is_ok()) {
             stop_all(pids, err);
-            return simulated.status().with_context("simulating " + layout + " at " + format_number(rate) + " req/s");
+            return simulated.status().with_context("simulating " + layout + " at " +
+                                                   format_number(rate) + " req/s");
           }
           bench::ComparePoint sp;
           sp.rate = rate;
           sp.summary = bench::summarize(cfg, simulated->run, slo, {50, 90, 99});
-          for (const auto& [name, seconds] : simulated->phase_means) sp.phase_ms[name] = seconds * 1e3;
+          for (const auto& [name, seconds] : simulated->phase_means)
+            sp.phase_ms[name] = seconds * 1e3;
           p.simulated = std::move(sp);
         }
         results[layout][w.name].push_back(std::move(p));
@@ -332,37 +342,44 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
 
   // Report.
   bench::CompareReport rep;
-  rep.title = "Disaggregated vs colocated: " + spec.name + ", " + std::to_string(o.workers) + " workers";
+  rep.title =
+      "Disaggregated vs colocated: " + spec.name + ", " + std::to_string(o.workers) + " workers";
   rep.command = invocation();
-  rep.setup = "Colocated: " + std::to_string(o.workers) + " `both` workers; disaggregated: " +
-              std::to_string(o.workers / 2) + " prefill + " + std::to_string(o.workers / 2) +
-              " decode (" + (sim ? "KV hand-off modelled over " + link_name : std::string("KV over UCX")) + ").";
+  rep.setup = "Colocated: " + std::to_string(o.workers) +
+              " `both` workers; disaggregated: " + std::to_string(o.workers / 2) + " prefill + " +
+              std::to_string(o.workers / 2) + " decode (" +
+              (sim ? "KV hand-off modelled over " + link_name : std::string("KV over UCX")) + ").";
   if (sim) {
-    rep.source = "**Simulated**: every worker runs the `sim` backend (no weights, no KV bytes; each "
-                 "step, swap and hand-off lasts what perfmodel predicts for " + o.hardware +
-                 ", tp " + std::to_string(o.tp) + ") behind the real coordinator, in real time scaled by " +
-                 format_number(o.time_scale) + "; latencies below are divided by the time scale, so "
-                 "they are in modelled seconds.";
+    rep.source =
+        "**Simulated**: every worker runs the `sim` backend (no weights, no KV bytes; each "
+        "step, swap and hand-off lasts what perfmodel predicts for " +
+        o.hardware + ", tp " + std::to_string(o.tp) +
+        ") behind the real coordinator, in real time scaled by " + format_number(o.time_scale) +
+        "; latencies below are divided by the time scale, so "
+        "they are in modelled seconds.";
     rep.prediction_note = "Predicted figures: `kvfleet plan`'s model of " + o.hardware + ".";
   } else {
-    rep.source = "Measured on the `cpu` backend (real math, " + std::string(o.model) + " with seeded weights).";
-    rep.prediction_note = "Predicted figures: `kvfleet plan`'s model on this machine measured as one core with " +
-                          fmt(hw.hbm_bandwidth / 1e9, 2) + " GB/s read bandwidth and " +
-                          fmt(hw.flops.at(DType::kFp32) / 1e9, 1) + " GFLOP/s GEMM.";
+    rep.source = "Measured on the `cpu` backend (real math, " + std::string(o.model) +
+                 " with seeded weights).";
+    rep.prediction_note =
+        "Predicted figures: `kvfleet plan`'s model on this machine measured as one core with " +
+        fmt(hw.hbm_bandwidth / 1e9, 2) + " GB/s read bandwidth and " +
+        fmt(hw.flops.at(DType::kFp32) / 1e9, 1) + " GFLOP/s GEMM.";
   }
   rep.slo = slo;
   rep.rates = rates;
   if (o.simulate) {
-    rep.simulated_note = "Simulated: `kvfleet simulate` of the same layout, prompts and arrivals on " +
-                         (sim ? o.hardware : "the profile " + o.profile) + ", hand-offs over " + link_name +
-                         ", " + format_number(rpc_seconds * 1e3, 3) + " ms per control message" +
-                         (o.rpc_seconds > 0 ? "."
-                                            : " (measured on the cluster: short requests' TTFT beyond their "
-                                              "engine time, over three messages).");
+    rep.simulated_note =
+        "Simulated: `kvfleet simulate` of the same layout, prompts and arrivals on " +
+        (sim ? o.hardware : "the profile " + o.profile) + ", hand-offs over " + link_name + ", " +
+        format_number(rpc_seconds * 1e3, 3) + " ms per control message" +
+        (o.rpc_seconds > 0 ? "."
+                           : " (measured on the cluster: short requests' TTFT beyond their "
+                             "engine time, over three messages).");
   }
   for (const WorkloadSpec& w : workloads) {
-    rep.workloads.push_back(
-        predicted_compare_workload(spec, hw, sim ? o.tp : 1, w, 0.2, transfer_bw, transfer_latency));
+    rep.workloads.push_back(predicted_compare_workload(spec, hw, sim ? o.tp : 1, w, 0.2,
+                                                       transfer_bw, transfer_latency));
   }
   for (auto& [layout, by_workload] : results) {
     for (auto& [name, points] : by_workload) {
@@ -385,7 +402,8 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
 }  // namespace
 
 CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& o) {
-  CLI::App* c = bench.add_subcommand("compare", "Colocated vs disaggregated over a sweep of rates, with a report");
+  CLI::App* c = bench.add_subcommand(
+      "compare", "Colocated vs disaggregated over a sweep of rates, with a report");
   c->add_option("--model", o.model, "model for every worker")->capture_default_str();
   c->add_option("--workers", o.workers, "workers per layout (even)")->capture_default_str();
   c->add_option("--workloads", o.workloads, "NAME:INPUT:OUTPUT,...")->capture_default_str();
@@ -402,8 +420,10 @@ CLI::App* add_bench_compare_command(CLI::App& bench, BenchCompareOptions& o) {
   c->add_option("--link", o.link, "sim: link KV hand-offs cross")->capture_default_str();
   c->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")
       ->capture_default_str();
-  c->add_flag("--simulate", o.simulate, "also simulate every point and report simulated vs measured");
-  c->add_option("--profile", o.profile, "--simulate with cpu workers: this machine's profile (bench engine --profile)");
+  c->add_flag("--simulate", o.simulate,
+              "also simulate every point and report simulated vs measured");
+  c->add_option("--profile", o.profile,
+                "--simulate with cpu workers: this machine's profile (bench engine --profile)");
   c->add_option("--rpc-seconds", o.rpc_seconds,
                 "--simulate: one control message between processes (0: measure it)")
       ->capture_default_str();

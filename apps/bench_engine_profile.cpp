@@ -17,12 +17,12 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
-#include <optional>
 #include <fstream>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 
@@ -291,11 +291,10 @@ class ForwardBench {
     auto& step = decode_steps_.emplace_back();
     step.ids = shuffled_blocks(batch * per_seq, rng_);
     for (std::int64_t s = 0; s < batch; ++s) {
-      step.chunks.push_back(
-          {std::span(decode_tokens_).subspan(static_cast<size_t>(s), 1), context,
-           std::span(step.ids).subspan(static_cast<size_t>(s * per_seq),
-                                       static_cast<size_t>(per_seq)),
-           worker::LogitsWanted::kLast});
+      step.chunks.push_back({std::span(decode_tokens_).subspan(static_cast<size_t>(s), 1), context,
+                             std::span(step.ids).subspan(static_cast<size_t>(s * per_seq),
+                                                         static_cast<size_t>(per_seq)),
+                             worker::LogitsWanted::kLast});
     }
     return [this, &step] {
       logits_.clear();
@@ -361,7 +360,11 @@ class ProfileBench {
  public:
   ProfileBench(const ModelSpec& spec, const worker::Model& model, std::mt19937_64& rng,
                std::size_t large_kv_bytes)
-      : spec_(spec), model_(model), rng_(rng), forward_(model, rng), large_kv_bytes_(large_kv_bytes) {
+      : spec_(spec),
+        model_(model),
+        rng_(rng),
+        forward_(model, rng),
+        large_kv_bytes_(large_kv_bytes) {
     layout_ = model.kv_layout(kBlockTokens, DType::kFp32);
   }
 
@@ -486,8 +489,9 @@ class ProfileBench {
     const std::int64_t per_seq = layout_.blocks_for_tokens(kLargeFootprintContext + 1);
     const std::int64_t seqs = static_cast<std::int64_t>(
         large_kv_bytes_ / (static_cast<std::size_t>(per_seq) * layout_.block_bytes()));
-    auto large = seqs >= 2 ? random_pool(layout_, seqs * per_seq, rng_)
-                           : Result<kvstore::HostBuffer>(Status(StatusCode::kResourceExhausted, ""));
+    auto large = seqs >= 2
+                     ? random_pool(layout_, seqs * per_seq, rng_)
+                     : Result<kvstore::HostBuffer>(Status(StatusCode::kResourceExhausted, ""));
     if (large.is_ok()) {
       large_pool_ = std::move(large).value();
       large_ids_ = shuffled_blocks(seqs * per_seq, rng_);

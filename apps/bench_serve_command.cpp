@@ -43,9 +43,12 @@ Status run(const BenchServeOptions& o, std::ostream& out, std::ostream& err) {
   co.connect_timeout = net::Seconds(5);
   co.timeout = net::Seconds(10);
   auto models = net::http_call_sync(ep, "GET", "/v1/models", "", co);
-  if (!models.is_ok()) return Status(StatusCode::kUnavailable, "the server at " + o.url + " is unreachable: " + models.status().message());
+  if (!models.is_ok())
+    return Status(StatusCode::kUnavailable,
+                  "the server at " + o.url + " is unreachable: " + models.status().message());
   if (models->status != 200) {
-    return Status(StatusCode::kUnavailable, "GET " + o.url + "/v1/models answered " + std::to_string(models->status));
+    return Status(StatusCode::kUnavailable,
+                  "GET " + o.url + "/v1/models answered " + std::to_string(models->status));
   }
   cfg.model = o.model;
   if (cfg.model.empty()) {
@@ -61,7 +64,10 @@ Status run(const BenchServeOptions& o, std::ostream& out, std::ostream& err) {
     cfg.rate = rate;
     err << "bench serve: " << workload.size() << " requests to " << o.url << " (" << cfg.model
         << "), rate " << (std::isinf(rate) ? std::string("inf") : std::to_string(rate)) << " req/s"
-        << (wf.max_concurrency > 0 ? ", at most " + std::to_string(wf.max_concurrency) + " in flight" : "") << "\n";
+        << (wf.max_concurrency > 0
+                ? ", at most " + std::to_string(wf.max_concurrency) + " in flight"
+                : "")
+        << "\n";
     KVFLEET_ASSIGN_OR_RETURN(bench::RunResult run, bench::run_benchmark(cfg, workload, &err));
     json s = bench::summarize(cfg, run, slo, percentiles);
     if (!wf.json) out << bench::format_table(s, percentiles);

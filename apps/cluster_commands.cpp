@@ -1,17 +1,18 @@
 #include "apps/cluster_commands.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <ostream>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include "apps/exit_code.h"
@@ -37,7 +38,8 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
                 "sim: modelled device (built-in name, hardware file or profile)")
       ->capture_default_str();
   w->add_option("--tp", c.tp, "sim: tensor-parallel degree")->capture_default_str();
-  w->add_option("--link", c.link, "sim: link KV hand-offs cross (nvlink, infiniband, pcie, tcp, or a file)")
+  w->add_option("--link", c.link,
+                "sim: link KV hand-offs cross (nvlink, infiniband, pcie, tcp, or a file)")
       ->capture_default_str();
   w->add_option("--time-scale", c.time_scale,
                 "sim: wall seconds per modelled second (0.1 runs 10x faster than the hardware)")
@@ -51,16 +53,22 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
                 "device KV blocks (0: the backend's default; cpu 1024, sim what HBM holds)")
       ->capture_default_str();
   w->add_option("--block-tokens", c.block_tokens, "tokens per KV block")->capture_default_str();
-  w->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store size (0: none)")->capture_default_str();
-  w->add_option("--kv-dtype", c.kv_dtype, "fp32 | fp16 | bf16 (default: cpu fp32, sim the model's)");
-  w->add_option("--max-batch-tokens", c.max_batch_tokens, "tokens per engine step")->capture_default_str();
+  w->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store size (0: none)")
+      ->capture_default_str();
+  w->add_option("--kv-dtype", c.kv_dtype,
+                "fp32 | fp16 | bf16 (default: cpu fp32, sim the model's)");
+  w->add_option("--max-batch-tokens", c.max_batch_tokens, "tokens per engine step")
+      ->capture_default_str();
   w->add_option("--max-running", c.max_running, "sequences per batch")->capture_default_str();
-  w->add_option("--max-model-len", c.max_model_len, "context limit (0: the model's)")->capture_default_str();
+  w->add_option("--max-model-len", c.max_model_len, "context limit (0: the model's)")
+      ->capture_default_str();
   w->add_option("--max-queued", c.max_queued, "running + waiting beyond which requests get 429")
       ->capture_default_str();
   w->add_option("--transfer", c.transfer, "ucx | loopback | nccl")->capture_default_str();
-  w->add_option("--heartbeat-seconds", c.heartbeat_seconds, "heartbeat period")->capture_default_str();
-  w->add_option("--kv-lease-seconds", c.kv_lease_seconds, "held prefill KV lifetime")->capture_default_str();
+  w->add_option("--heartbeat-seconds", c.heartbeat_seconds, "heartbeat period")
+      ->capture_default_str();
+  w->add_option("--kv-lease-seconds", c.kv_lease_seconds, "held prefill KV lifetime")
+      ->capture_default_str();
   w->add_option("--kv-import-wait-seconds", c.kv_import_wait_seconds,
                 "decode: wait this long for room for imported KV before recomputing the prompt")
       ->capture_default_str();
@@ -71,7 +79,8 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
 int run_worker(const WorkerOptions& o, std::ostream& out, std::ostream& err) {
   worker::WorkerConfig c = o.config;
   auto bytes = parse_quantity(o.host_kv_bytes, Quantity::kBytes);
-  if (!bytes.is_ok()) return finish_command("worker", bytes.status().with_context("--host-kv-bytes"), err);
+  if (!bytes.is_ok())
+    return finish_command("worker", bytes.status().with_context("--host-kv-bytes"), err);
   c.host_kv_bytes = static_cast<std::size_t>(*bytes);
   auto w = worker::WorkerServer::create(c);
   if (!w.is_ok()) return finish_command("worker", w.status(), err);
@@ -85,15 +94,20 @@ CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& c) {
   s->add_option("--host", c.host, "listen address")->capture_default_str();
   s->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
   s->add_option("--mode", c.mode, "disaggregated | colocated | auto")->capture_default_str();
-  s->add_option("--lease-seconds", c.lease_seconds, "worker lease (missed heartbeats)")->capture_default_str();
-  s->add_option("--max-inflight", c.max_inflight, "requests in flight before 429")->capture_default_str();
-  s->add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 beyond)")->capture_default_str();
-  s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")->capture_default_str();
+  s->add_option("--lease-seconds", c.lease_seconds, "worker lease (missed heartbeats)")
+      ->capture_default_str();
+  s->add_option("--max-inflight", c.max_inflight, "requests in flight before 429")
+      ->capture_default_str();
+  s->add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 beyond)")
+      ->capture_default_str();
+  s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")
+      ->capture_default_str();
   s->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
   s->add_option("--backend", c.backend,
                 "engine backend of this cluster's workers (metrics label; others are refused)");
-  s->add_option("--auto-local-prefill-tokens", c.auto_local_prefill_tokens,
-                "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
+  s->add_option(
+       "--auto-local-prefill-tokens", c.auto_local_prefill_tokens,
+       "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
       ->capture_default_str();
   return s;
 }
@@ -117,28 +131,36 @@ CLI::App* add_up_command(CLI::App& root, UpOptions& o) {
   u->add_option("--decode", o.decode, "decode workers");
   u->add_option("--colocated", o.colocated, "workers doing both phases");
   u->add_option("--mode", o.mode, "coordinator mode (default from the worker counts)");
-  u->add_option("--backend", o.backend, "engine backend of every worker: cpu | sim")->capture_default_str();
+  u->add_option("--backend", o.backend, "engine backend of every worker: cpu | sim")
+      ->capture_default_str();
   u->add_option("--threads", o.threads,
                 "cpu: BLAS threads per worker (0: this machine's cores divided among the workers)")
       ->capture_default_str();
   u->add_option("--hardware", o.hardware, "sim: modelled device")->capture_default_str();
   u->add_option("--tp", o.tp, "sim: tensor-parallel degree per worker")->capture_default_str();
   u->add_option("--link", o.link, "sim: link KV hand-offs cross")->capture_default_str();
-  u->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")->capture_default_str();
-  u->add_option("--kv-blocks", o.kv_blocks, "device KV blocks per worker (0: the backend's default)")
+  u->add_option("--time-scale", o.time_scale, "sim: wall seconds per modelled second")
+      ->capture_default_str();
+  u->add_option("--kv-blocks", o.kv_blocks,
+                "device KV blocks per worker (0: the backend's default)")
       ->capture_default_str();
   u->add_option("--block-tokens", o.block_tokens, "tokens per KV block")->capture_default_str();
-  u->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker (default: cpu 64MiB, sim none)");
+  u->add_option("--host-kv-bytes", o.host_kv_bytes,
+                "host KV store per worker (default: cpu 64MiB, sim none)");
   u->add_option("--transfer", o.transfer, "KV transfer backend")->capture_default_str();
-  u->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")->capture_default_str();
-  u->add_option("--timeout", o.timeout_seconds, "seconds to wait for /health")->capture_default_str();
+  u->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")
+      ->capture_default_str();
+  u->add_option("--timeout", o.timeout_seconds, "seconds to wait for /health")
+      ->capture_default_str();
   return u;
 }
 
 namespace {
 
 volatile std::sig_atomic_t g_up_signal = 0;
-void on_up_signal(int sig) { g_up_signal = sig; }
+void on_up_signal(int sig) {
+  g_up_signal = sig;
+}
 
 }  // namespace
 
@@ -147,12 +169,17 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
     return finish_command("up", invalid_argument("worker counts must be >= 0"), err);
   }
   if (o.prefill + o.decode + o.colocated == 0) {
-    return finish_command("up", invalid_argument("give --prefill N --decode M, or --colocated N"), err);
+    return finish_command("up", invalid_argument("give --prefill N --decode M, or --colocated N"),
+                          err);
   }
   if ((o.prefill > 0) != (o.decode > 0) && o.colocated == 0) {
-    return finish_command("up", invalid_argument("a disaggregated cluster needs --prefill and --decode workers"), err);
+    return finish_command(
+        "up", invalid_argument("a disaggregated cluster needs --prefill and --decode workers"),
+        err);
   }
-  const std::string mode = !o.mode.empty() ? o.mode : o.colocated > 0 && o.prefill == 0 ? "colocated" : "disaggregated";
+  const std::string mode = !o.mode.empty()                     ? o.mode
+                           : o.colocated > 0 && o.prefill == 0 ? "colocated"
+                                                               : "disaggregated";
   std::uint16_t port = o.port;
   if (port == 0) {
     auto p = free_port(o.host);
@@ -167,7 +194,8 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   ::sigaction(SIGTERM, &sa, nullptr);
 
   if (o.backend != "cpu" && o.backend != "sim") {
-    return finish_command("up", invalid_argument("--backend must be cpu or sim, not '" + o.backend + "'"), err);
+    return finish_command(
+        "up", invalid_argument("--backend must be cpu or sim, not '" + o.backend + "'"), err);
   }
   if (!(o.time_scale > 0)) {
     return finish_command("up", invalid_argument("--time-scale must be > 0"), err);
@@ -176,19 +204,39 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   // cpu workers share this machine's cores instead of each taking them all.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int threads = o.threads > 0 ? o.threads : std::max(1, cores / workers);
-  const std::string host_kv = !o.host_kv_bytes.empty() ? o.host_kv_bytes : (o.backend == "sim" ? "0" : "64MiB");
-  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port), "--mode", mode,
-                        "--backend", o.backend}));
+  const std::string host_kv =
+      !o.host_kv_bytes.empty() ? o.host_kv_bytes : (o.backend == "sim" ? "0" : "64MiB");
+  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port),
+                        "--mode", mode, "--backend", o.backend}));
   auto add_workers = [&](const char* role, int n) {
     for (int i = 0; i < n; ++i) {
-      std::vector<std::string> a = {"kvfleet", "worker", "--role", role, "--model", o.model,
-                                    "--coordinator", url, "--host", o.host,
-                                    "--id", std::string(role) + "-" + std::to_string(i) + "-" + std::to_string(port),
-                                    "--kv-blocks", std::to_string(o.kv_blocks),
-                                    "--block-tokens", std::to_string(o.block_tokens),
-                                    "--host-kv-bytes", host_kv, "--transfer", o.transfer,
-                                    "--max-batch-tokens", std::to_string(o.max_batch_tokens),
-                                    "--seed", std::to_string(o.seed), "--backend", o.backend};
+      std::vector<std::string> a = {
+          "kvfleet",
+          "worker",
+          "--role",
+          role,
+          "--model",
+          o.model,
+          "--coordinator",
+          url,
+          "--host",
+          o.host,
+          "--id",
+          std::string(role) + "-" + std::to_string(i) + "-" + std::to_string(port),
+          "--kv-blocks",
+          std::to_string(o.kv_blocks),
+          "--block-tokens",
+          std::to_string(o.block_tokens),
+          "--host-kv-bytes",
+          host_kv,
+          "--transfer",
+          o.transfer,
+          "--max-batch-tokens",
+          std::to_string(o.max_batch_tokens),
+          "--seed",
+          std::to_string(o.seed),
+          "--backend",
+          o.backend};
       if (o.backend == "sim") {
         for (const std::string& x : {std::string("--hardware"), o.hardware, std::string("--tp"),
                                      std::to_string(o.tp), std::string("--link"), o.link,
@@ -211,7 +259,8 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   add_workers("both", o.colocated);
 
   auto ep = net::parse_url(url);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_seconds);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_seconds);
   bool ready = false;
   while (!ready && g_up_signal == 0) {
     for (pid_t& p : pids) {
@@ -232,7 +281,8 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
       break;
     }
     if (std::chrono::steady_clock::now() > deadline) {
-      err << "kvfleet up: " << url << "/health did not turn 200 within " << o.timeout_seconds << " s\n";
+      err << "kvfleet up: " << url << "/health did not turn 200 within " << o.timeout_seconds
+          << " s\n";
       stop_all(pids, err);
       return 1;
     }
@@ -241,10 +291,11 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   if (ready) {
     out << "kvfleet up: " << mode << " cluster of " << (o.prefill + o.decode + o.colocated)
         << " workers (" << o.model << ", " << o.backend << " backend"
-        << (o.backend == "sim" ? " modelling " + o.hardware + ": figures are simulated" : std::string())
+        << (o.backend == "sim" ? " modelling " + o.hardware + ": figures are simulated"
+                               : std::string())
         << ") ready at " << url << std::endl;
-    out << "kvfleet up: OpenAI API at " << url << "/v1, metrics at " << url << "/metrics; Ctrl-C stops it"
-        << std::endl;
+    out << "kvfleet up: OpenAI API at " << url << "/v1, metrics at " << url
+        << "/metrics; Ctrl-C stops it" << std::endl;
   }
   // Serve until a signal or until a process dies.
   while (g_up_signal == 0) {
@@ -254,7 +305,8 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
       for (pid_t& x : pids) {
         if (x == p) x = -1;
       }
-      err << "kvfleet up: process " << p << " exited (status " << status << "); stopping the cluster\n";
+      err << "kvfleet up: process " << p << " exited (status " << status
+          << "); stopping the cluster\n";
       stop_all(pids, err);
       return 1;
     }

@@ -31,7 +31,7 @@ struct UpOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8000;  // 0: any free port
   int prefill = 0, decode = 0, colocated = 0;
-  std::string mode;  // default: colocated with --colocated, else disaggregated
+  std::string mode;            // default: colocated with --colocated, else disaggregated
   std::int32_t kv_blocks = 0;  // 0: the backend's default
   std::int64_t block_tokens = 16;
   std::string host_kv_bytes;  // empty: cpu 64MiB, sim none

@@ -12,9 +12,9 @@
 #include <random>
 
 #include "apps/exit_code.h"
+#include "common/tokenizer.h"
 #include "common/units.h"
 #include "worker/engine.h"
-#include "common/tokenizer.h"
 
 namespace kvfleet::apps {
 namespace {

@@ -23,6 +23,8 @@ void set_invocation(const std::vector<std::string>& argv) {
   stored() = s;
 }
 
-const std::string& invocation() { return stored(); }
+const std::string& invocation() {
+  return stored();
+}
 
 }  // namespace kvfleet::apps

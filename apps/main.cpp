@@ -77,7 +77,8 @@ int run(int argc, char** argv) {
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
   kvfleet::apps::GenerateOptions generate_opts;
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
-  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: serve (load generator), compare, engine, transfer, overhead");
+  CLI::App* bench = app.add_subcommand(
+      "bench", "Benchmarks: serve (load generator), compare, engine, transfer, overhead");
   bench->require_subcommand(1);
   kvfleet::apps::BenchEngineOptions bench_engine_opts;
   CLI::App* bench_engine = kvfleet::apps::add_bench_engine_command(*bench, bench_engine_opts);
@@ -146,7 +147,8 @@ int run(int argc, char** argv) {
 
   if (worker->parsed()) return kvfleet::apps::run_worker(worker_opts, std::cout, std::cerr);
   if (serve->parsed()) return kvfleet::apps::run_serve(serve_opts, std::cout, std::cerr);
-  if (cluster->parsed()) return kvfleet::apps::run_cluster_launch(cluster_opts, std::cout, std::cerr);
+  if (cluster->parsed())
+    return kvfleet::apps::run_cluster_launch(cluster_opts, std::cout, std::cerr);
   if (up->parsed()) return kvfleet::apps::run_up(up_opts, std::cout, std::cerr);
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
   if (simulate->parsed()) return kvfleet::apps::run_simulate(simulate_opts, std::cout, std::cerr);
@@ -154,7 +156,8 @@ int run(int argc, char** argv) {
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
   }
-  if (bench_serve->parsed()) return kvfleet::apps::run_bench_serve(bench_serve_opts, std::cout, std::cerr);
+  if (bench_serve->parsed())
+    return kvfleet::apps::run_bench_serve(bench_serve_opts, std::cout, std::cerr);
   if (bench_compare->parsed()) {
     return kvfleet::apps::run_bench_compare(bench_compare_opts, std::cout, std::cerr);
   }

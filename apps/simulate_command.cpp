@@ -62,9 +62,11 @@ Result<sim::ClusterConfig> cluster_config(const SimulateOptions& o) {
   c.heartbeat_seconds = o.heartbeat_seconds;
   c.rpc_seconds = o.rpc_seconds;
   c.import_wait_seconds = o.import_wait_seconds;
-  if (!(o.import_wait_seconds >= 0)) return invalid_argument("--kv-import-wait-seconds must be >= 0");
+  if (!(o.import_wait_seconds >= 0))
+    return invalid_argument("--kv-import-wait-seconds must be >= 0");
   if (o.tp < 1) return invalid_argument("--tp must be >= 1");
-  if (o.block_tokens < 1 || o.block_tokens > 4096) return invalid_argument("--block-tokens must be in [1, 4096]");
+  if (o.block_tokens < 1 || o.block_tokens > 4096)
+    return invalid_argument("--block-tokens must be in [1, 4096]");
   if (o.max_batch_tokens < 1 || o.max_running < 1) {
     return invalid_argument("--max-batch-tokens and --max-running must be >= 1");
   }
@@ -169,7 +171,8 @@ std::string simulation_table(const sim::SimResult& r, const std::string& layout)
   out += "=============== Simulation (sim backend: modelled) ===============\n";
   out += "Layout: " + layout + "; " + r.backend_detail + "\n";
   out += "TTFT phases (mean ms):";
-  for (const auto& [name, seconds] : r.phase_means) out += " " + name + " " + fixed(seconds * 1e3, 2);
+  for (const auto& [name, seconds] : r.phase_means)
+    out += " " + name + " " + fixed(seconds * 1e3, 2);
   out += "\n";
   std::int64_t peak_running = 0, peak_waiting = 0, peak_swapped = 0;
   double peak_kv = 0;
@@ -191,7 +194,8 @@ std::string simulation_table(const sim::SimResult& r, const std::string& layout)
   out += "Utilisation:";
   for (const auto& w : r.workers) out += " " + w.id + " " + fixed(w.utilisation * 100, 1) + "%";
   out += "\n";
-  out += "Simulated " + std::to_string(r.events) + " events in " + fixed(r.wall_seconds, 2) + " s\n";
+  out +=
+      "Simulated " + std::to_string(r.events) + " events in " + fixed(r.wall_seconds, 2) + " s\n";
   out += "==================================================================\n";
   return out;
 }
@@ -207,7 +211,8 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
   }
   const int workers = base.colocated > 0 ? base.colocated : base.prefill + base.decode;
   if (workers < 2 || workers % 2 != 0) {
-    return invalid_argument("--compare needs an even number of workers (>= 2) to split into prefill and decode");
+    return invalid_argument(
+        "--compare needs an even number of workers (>= 2) to split into prefill and decode");
   }
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
@@ -215,15 +220,17 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
   KVFLEET_ASSIGN_OR_RETURN(perfmodel::HardwareSpec hw, perfmodel::load_hardware(o.hardware));
   KVFLEET_ASSIGN_OR_RETURN(perfmodel::LinkSpec link, perfmodel::load_link(o.link));
   bench::CompareReport rep;
-  rep.title = "Disaggregated vs colocated (simulated): " + spec.name + " on " + std::to_string(workers) +
-              " x " + hw.name + (o.tp > 1 ? " (tp " + std::to_string(o.tp) + " each)" : "");
+  rep.title = "Disaggregated vs colocated (simulated): " + spec.name + " on " +
+              std::to_string(workers) + " x " + hw.name +
+              (o.tp > 1 ? " (tp " + std::to_string(o.tp) + " each)" : "");
   rep.command = invocation();
-  rep.setup = "Colocated: " + std::to_string(workers) + " `both` workers; disaggregated: " +
-              std::to_string(workers / 2) + " prefill + " + std::to_string(workers / 2) +
-              " decode, KV hand-offs over " + link.name + ".";
-  rep.source = "**Simulated** by `kvfleet simulate`: the production routing, admission, schedulers, "
-               "block pools and host stores on a virtual clock, with every step, swap and hand-off "
-               "lasting what perfmodel predicts (sim backend, no weights, no KV bytes).";
+  rep.setup = "Colocated: " + std::to_string(workers) +
+              " `both` workers; disaggregated: " + std::to_string(workers / 2) + " prefill + " +
+              std::to_string(workers / 2) + " decode, KV hand-offs over " + link.name + ".";
+  rep.source =
+      "**Simulated** by `kvfleet simulate`: the production routing, admission, schedulers, "
+      "block pools and host stores on a virtual clock, with every step, swap and hand-off "
+      "lasting what perfmodel predicts (sim backend, no weights, no KV bytes).";
   rep.prediction_note = "Predicted figures: `kvfleet plan` for " + hw.name + ".";
   rep.slo = slo;
   rep.rates = rates;
@@ -239,8 +246,8 @@ Status run_compare(const SimulateOptions& o, const sim::ClusterConfig& base, con
     for (const auto& s : shapes) {
       for (size_t ri = 0; ri < rates.size(); ++ri) {
         // Fresh prompts per rate, as `bench compare`.
-        KVFLEET_ASSIGN_OR_RETURN(auto workload,
-                                 make_workload(o.workload, s.input, s.output, o.workload.seed * 1000 + ri + 1));
+        KVFLEET_ASSIGN_OR_RETURN(auto workload, make_workload(o.workload, s.input, s.output,
+                                                              o.workload.seed * 1000 + ri + 1));
         KVFLEET_ASSIGN_OR_RETURN(auto requests, tokenize(workload, spec));
         sim::WorkloadConfig wc;
         wc.rate = rates[ri];
@@ -290,9 +297,9 @@ Status run(const SimulateOptions& o, std::ostream& out, std::ostream& err) {
     wc.burstiness = wf.burstiness;
     wc.max_concurrency = wf.max_concurrency;
     wc.seed = wf.seed;
-    err << "simulate: " << requests.size() << " requests, " << layout << " workers (" << spec.name << " on "
-        << o.hardware << "), rate " << (std::isinf(rate) ? std::string("inf") : format_number(rate))
-        << " req/s\n";
+    err << "simulate: " << requests.size() << " requests, " << layout << " workers (" << spec.name
+        << " on " << o.hardware << "), rate "
+        << (std::isinf(rate) ? std::string("inf") : format_number(rate)) << " req/s\n";
     auto progress = [&err](std::int64_t done, std::int64_t total) {
       if (done % std::max<std::int64_t>(1, total / 10) == 0 || done == total) {
         err << "simulate: " << done << " / " << total << " requests done\n";
@@ -312,35 +319,45 @@ Status run(const SimulateOptions& o, std::ostream& out, std::ostream& err) {
 
 CLI::App* add_simulate_command(CLI::App& root, SimulateOptions& o) {
   CLI::App* c = root.add_subcommand(
-      "simulate", "Simulate a cluster on a virtual clock: production policies, modelled step times");
+      "simulate",
+      "Simulate a cluster on a virtual clock: production policies, modelled step times");
   c->add_option("--model", o.model, "built-in model name or HF config.json")->capture_default_str();
   c->add_option("--hardware", o.hardware, "device: built-in name, hardware file or profile")
       ->capture_default_str();
   c->add_option("--tp", o.tp, "tensor-parallel degree of every worker")->capture_default_str();
-  c->add_option("--link", o.link, "link KV hand-offs cross: nvlink, infiniband, pcie, tcp or a file")
+  c->add_option("--link", o.link,
+                "link KV hand-offs cross: nvlink, infiniband, pcie, tcp or a file")
       ->capture_default_str();
   c->add_option("--prefill", o.prefill, "prefill workers");
   c->add_option("--decode", o.decode, "decode workers");
   c->add_option("--colocated", o.colocated, "workers doing both phases");
-  c->add_option("--mode", o.mode, "disaggregated | colocated | auto (default from the worker counts)");
-  c->add_option("--kv-blocks", o.kv_blocks, "KV blocks per worker (0: what HBM holds)")->capture_default_str();
+  c->add_option("--mode", o.mode,
+                "disaggregated | colocated | auto (default from the worker counts)");
+  c->add_option("--kv-blocks", o.kv_blocks, "KV blocks per worker (0: what HBM holds)")
+      ->capture_default_str();
   c->add_option("--block-tokens", o.block_tokens, "tokens per KV block")->capture_default_str();
-  c->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")->capture_default_str();
+  c->add_option("--max-batch-tokens", o.max_batch_tokens, "tokens per engine step")
+      ->capture_default_str();
   c->add_option("--max-running", o.max_running, "sequences per batch")->capture_default_str();
-  c->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker (0: none)")->capture_default_str();
+  c->add_option("--host-kv-bytes", o.host_kv_bytes, "host KV store per worker (0: none)")
+      ->capture_default_str();
   c->add_option("--kv-dtype", o.kv_dtype, "KV dtype (default: the model's)");
   c->add_option("--max-inflight", o.max_inflight, "coordinator: requests in flight before 429")
       ->capture_default_str();
-  c->add_option("--auto-local-prefill-tokens", o.auto_local_prefill_tokens,
-                "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
+  c->add_option(
+       "--auto-local-prefill-tokens", o.auto_local_prefill_tokens,
+       "auto mode: prompts with at most this many uncached tokens prefill on the decode worker")
       ->capture_default_str();
-  c->add_option("--heartbeat-seconds", o.heartbeat_seconds, "workers' load reports")->capture_default_str();
-  c->add_option("--rpc-seconds", o.rpc_seconds, "one control message between processes")->capture_default_str();
+  c->add_option("--heartbeat-seconds", o.heartbeat_seconds, "workers' load reports")
+      ->capture_default_str();
+  c->add_option("--rpc-seconds", o.rpc_seconds, "one control message between processes")
+      ->capture_default_str();
   c->add_option("--kv-import-wait-seconds", o.import_wait_seconds,
                 "decode workers: wait this long for room for imported KV before recomputing")
       ->capture_default_str();
   add_workload_flags(c, o.workload);
-  c->add_flag("--compare", o.compare, "colocated vs disaggregated over --sweep-rates, with a report");
+  c->add_flag("--compare", o.compare,
+              "colocated vs disaggregated over --sweep-rates, with a report");
   c->add_option("--workloads", o.workloads, "--compare: NAME:INPUT:OUTPUT,...");
   c->add_option("--out", o.out, "--compare: report folder")->capture_default_str();
   return c;

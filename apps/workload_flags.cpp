@@ -1,21 +1,23 @@
 #include "apps/workload_flags.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <fstream>
 #include <ostream>
-
-#include <cmath>
 
 #include "perfmodel/estimate.h"
 
 namespace kvfleet::apps {
 
 void add_workload_flags(CLI::App* c, WorkloadFlags& o) {
-  c->add_option("--dataset", o.dataset,
-                "JSONL workload: {\"prompt\"|\"input_len\", \"output_len\"[, \"session\", \"turn\"]}");
+  c->add_option(
+      "--dataset", o.dataset,
+      "JSONL workload: {\"prompt\"|\"input_len\", \"output_len\"[, \"session\", \"turn\"]}");
   c->add_option("--num-prompts", o.num_prompts, "synthetic: requests")->capture_default_str();
-  c->add_option("--input-len", o.input_len, "synthetic: prompt tokens (mean)")->capture_default_str();
-  c->add_option("--output-len", o.output_len, "synthetic: output tokens (mean)")->capture_default_str();
+  c->add_option("--input-len", o.input_len, "synthetic: prompt tokens (mean)")
+      ->capture_default_str();
+  c->add_option("--output-len", o.output_len, "synthetic: output tokens (mean)")
+      ->capture_default_str();
   c->add_option("--range-ratio", o.range_ratio, "synthetic: lengths uniform in mean*(1 -+ r)")
       ->capture_default_str();
   c->add_option("--shared-prefix-fraction", o.shared_prefix_fraction,
@@ -36,8 +38,9 @@ void add_workload_flags(CLI::App* c, WorkloadFlags& o) {
   c->add_option("--save-result", o.save_result, "also write the JSON to this file");
 }
 
-Result<std::vector<bench::WorkloadRequest>> make_workload(const WorkloadFlags& o, std::int64_t input,
-                                                          std::int64_t output, std::uint64_t seed) {
+Result<std::vector<bench::WorkloadRequest>> make_workload(const WorkloadFlags& o,
+                                                          std::int64_t input, std::int64_t output,
+                                                          std::uint64_t seed) {
   if (!o.dataset.empty()) return bench::load_workload_file(o.dataset, seed);
   bench::SyntheticSpec spec;
   spec.num_prompts = o.num_prompts;
@@ -69,8 +72,10 @@ Status emit_results(const WorkloadFlags& o, const std::vector<nlohmann::json>& r
   return Status::ok();
 }
 
-bench::CompareWorkload predicted_compare_workload(const ModelSpec& spec, const perfmodel::HardwareSpec& hw,
-                                                  std::int64_t tp, const bench::WorkloadShape& shape,
+bench::CompareWorkload predicted_compare_workload(const ModelSpec& spec,
+                                                  const perfmodel::HardwareSpec& hw,
+                                                  std::int64_t tp,
+                                                  const bench::WorkloadShape& shape,
                                                   double range_ratio, double link_bandwidth,
                                                   double link_latency) {
   perfmodel::Deployment dep;
@@ -88,7 +93,8 @@ bench::CompareWorkload predicted_compare_workload(const ModelSpec& spec, const p
   cw.predicted_prefill_ms = est.is_ok() ? est->prefill_seconds * 1e3 : nan;
   cw.predicted_step_ms = est.is_ok() ? est->decode_seconds_per_token * 1e3 : nan;
   cw.predicted_transfer_ms =
-      est.is_ok() ? (link_latency + est->kv_bytes_per_request_per_device / link_bandwidth) * 1e3 : nan;
+      est.is_ok() ? (link_latency + est->kv_bytes_per_request_per_device / link_bandwidth) * 1e3
+                  : nan;
   return cw;
 }
 

@@ -4,10 +4,9 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/report.h"
 #include "bench/runner.h"
@@ -59,8 +58,10 @@ Status emit_results(const WorkloadFlags& flags, const std::vector<nlohmann::json
 // A workload of the colocated-vs-disaggregated report, with what perfmodel predicts for one of
 // its requests alone on `hw` at TP `tp` (prefill, a decode step at its context) and the hand-off
 // of its KV over a link of `link_bandwidth` bytes/s plus `link_latency` seconds.
-bench::CompareWorkload predicted_compare_workload(const ModelSpec& spec, const perfmodel::HardwareSpec& hw,
-                                                  std::int64_t tp, const bench::WorkloadShape& shape,
+bench::CompareWorkload predicted_compare_workload(const ModelSpec& spec,
+                                                  const perfmodel::HardwareSpec& hw,
+                                                  std::int64_t tp,
+                                                  const bench::WorkloadShape& shape,
                                                   double range_ratio, double link_bandwidth,
                                                   double link_latency);
 

@@ -35,7 +35,8 @@ namespace {
 // Simulated vs measured, point by point: mean and p90 of TTFT and TPOT, and the errors.
 void write_simulated(std::ostream& md, const CompareReport& rep, const CompareWorkload& w) {
   md << "\n### Simulated vs measured: `" << w.name << "`\n\n" << rep.simulated_note << "\n\n";
-  md << "| layout | rate (req/s) | TTFT mean: measured / simulated (ms), error | TTFT p90 | TPOT mean | "
+  md << "| layout | rate (req/s) | TTFT mean: measured / simulated (ms), error | TTFT p90 | TPOT "
+        "mean | "
         "TPOT p90 |\n|---|---|---|---|---|---|\n";
   double worst = 0;
   for (const std::string& layout : rep.layouts) {
@@ -53,7 +54,8 @@ void write_simulated(std::ostream& md, const CompareReport& rep, const CompareWo
         const double x = number(a, key), y = number(b, key);
         const double e = relative_error(y, x);
         if (std::isfinite(e)) worst = std::max(worst, std::abs(e));
-        md << " | " << fmt(x, 1) << " / " << fmt(y, 1) << ", " << (e >= 0 ? "+" : "") << fmt(e * 100, 1) << "%";
+        md << " | " << fmt(x, 1) << " / " << fmt(y, 1) << ", " << (e >= 0 ? "+" : "")
+           << fmt(e * 100, 1) << "%";
       }
       md << " |\n";
     }
@@ -101,7 +103,8 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
            << fmt(number(s, "median_itl_ms")) << " / " << fmt(number(s, "p99_itl_ms")) << " | "
            << fmt(number(s, "median_e2el_ms"), 0) << " | ";
         bool first = true;
-        for (const char* ph : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
+        for (const char* ph :
+             {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
           auto it = p.phase_ms.find(ph);
           md << (first ? "" : " / ") << fmt(it == p.phase_ms.end() ? std::nan("") : it->second, 2);
           first = false;
@@ -113,7 +116,8 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       Series s;
       s.name = layout + " " + key;
       s.dashed = dashed;
-      for (const ComparePoint& p : points(layout)) s.points.push_back({p.rate, number(p.summary, key.c_str())});
+      for (const ComparePoint& p : points(layout))
+        s.points.push_back({p.rate, number(p.summary, key.c_str())});
       return s;
     };
     auto flat = [&](const std::string& name, double y) {
@@ -124,9 +128,11 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       return s;
     };
     const std::string base = dir + "/" + w.name;
-    Chart goodput{"Goodput vs rate: " + w.name, "request rate (req/s)", "goodput (req/s)", {}, false};
+    Chart goodput{
+        "Goodput vs rate: " + w.name, "request rate (req/s)", "goodput (req/s)", {}, false};
     Chart ttft{"TTFT vs rate: " + w.name, "request rate (req/s)", "TTFT (ms)", {}, false};
-    Chart itl{"Inter-token latency vs rate: " + w.name, "request rate (req/s)", "ITL (ms)", {}, false};
+    Chart itl{
+        "Inter-token latency vs rate: " + w.name, "request rate (req/s)", "ITL (ms)", {}, false};
     for (const std::string& layout : rep.layouts) {
       goodput.series.push_back(series_of(layout, "request_goodput", false));
       ttft.series.push_back(series_of(layout, "median_ttft_ms", false));
@@ -134,9 +140,15 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       itl.series.push_back(series_of(layout, "median_itl_ms", false));
       itl.series.push_back(series_of(layout, "p99_itl_ms", true));
     }
-    if (std::isfinite(w.predicted_prefill_ms)) ttft.series.push_back(flat("predicted prefill", w.predicted_prefill_ms));
-    if (std::isfinite(w.predicted_step_ms)) itl.series.push_back(flat("predicted decode step", w.predicted_step_ms));
-    Chart cdf{"TTFT CDF at " + fmt(last_rate, 1) + " req/s: " + w.name, "TTFT (ms)", "fraction of requests", {}, true};
+    if (std::isfinite(w.predicted_prefill_ms))
+      ttft.series.push_back(flat("predicted prefill", w.predicted_prefill_ms));
+    if (std::isfinite(w.predicted_step_ms))
+      itl.series.push_back(flat("predicted decode step", w.predicted_step_ms));
+    Chart cdf{"TTFT CDF at " + fmt(last_rate, 1) + " req/s: " + w.name,
+              "TTFT (ms)",
+              "fraction of requests",
+              {},
+              true};
     for (const std::string& layout : rep.layouts) {
       if (points(layout).empty()) continue;
       std::vector<double> v = points(layout).back().ttfts_ms;
@@ -158,7 +170,8 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       md << "![" << suffix << "](" << w.name << "_" << suffix << ".svg)\n";
     }
     // Which layout won, by goodput at the highest rate (ties: within 2%).
-    if (rep.layouts.size() == 2 && !points(rep.layouts[0]).empty() && !points(rep.layouts[1]).empty()) {
+    if (rep.layouts.size() == 2 && !points(rep.layouts[0]).empty() &&
+        !points(rep.layouts[1]).empty()) {
       const double g0 = number(points(rep.layouts[0]).back().summary, "request_goodput");
       const double g1 = number(points(rep.layouts[1]).back().summary, "request_goodput");
       const double a = std::isfinite(g0) ? g0 : 0, b = std::isfinite(g1) ? g1 : 0;
@@ -181,7 +194,8 @@ Status write_compare_report(const CompareReport& rep, const std::string& dir) {
       if (sl == rep.simulated.end()) continue;
       auto sp = sl->second.find(w.name);
       if (sp == sl->second.end()) continue;
-      for (const ComparePoint& p : sp->second) all["simulated_" + layout].push_back(slim(p.summary));
+      for (const ComparePoint& p : sp->second)
+        all["simulated_" + layout].push_back(slim(p.summary));
     }
     std::ofstream(base + "_results.json") << all.dump(1) << "\n";
   }

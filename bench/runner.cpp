@@ -1,11 +1,11 @@
 #include "bench/runner.h"
 
-#include <utility>  // before Asio (Boost 1.74 needs std::exchange)
+#include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -13,7 +13,7 @@
 #include <iomanip>
 #include <ostream>
 #include <sstream>
-#include <unistd.h>
+#include <utility>  // before Asio (Boost 1.74 needs std::exchange)
 
 #include "net/http.h"
 
@@ -24,7 +24,9 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 namespace asio = boost::asio;
 
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // A counting semaphore for coroutines on one single-threaded io_context.
 class Semaphore {
@@ -59,17 +61,20 @@ class Semaphore {
 
 class Progress {
  public:
-  Progress(std::ostream* out, std::size_t total) : out_(out), total_(total), tty_(isatty(STDERR_FILENO)) {}
+  Progress(std::ostream* out, std::size_t total)
+      : out_(out), total_(total), tty_(isatty(STDERR_FILENO)) {}
   void tick(std::size_t done, std::size_t failed) {
     if (!out_) return;
     const int pct = total_ ? static_cast<int>(100 * done / total_) : 100;
     if (tty_) {
       const int filled = pct / 5;
-      *out_ << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(20 - filled), ' ')
-            << "] " << done << "/" << total_ << (failed ? " (" + std::to_string(failed) + " failed)" : "") << std::flush;
+      *out_ << "\r[" << std::string(static_cast<size_t>(filled), '#')
+            << std::string(static_cast<size_t>(20 - filled), ' ') << "] " << done << "/" << total_
+            << (failed ? " (" + std::to_string(failed) + " failed)" : "") << std::flush;
       if (done == total_) *out_ << "\n";
     } else if (pct / 10 != last_ / 10 || done == total_) {
-      *out_ << "progress: " << done << "/" << total_ << " requests" << (failed ? ", " + std::to_string(failed) + " failed" : "") << "\n";
+      *out_ << "progress: " << done << "/" << total_ << " requests"
+            << (failed ? ", " + std::to_string(failed) + " failed" : "") << "\n";
     }
     last_ = pct;
   }
@@ -143,7 +148,8 @@ net::Task<RequestResult> send(const RunConfig& cfg, net::Endpoint ep, const Work
   };
   net::ClientOptions o;
   o.timeout = net::Seconds(cfg.timeout_seconds);
-  std::string method = "POST", target = cfg.chat ? "/v1/chat/completions" : "/v1/completions", b = body.dump();
+  std::string method = "POST", target = cfg.chat ? "/v1/chat/completions" : "/v1/completions",
+              b = body.dump();
   auto status = co_await net::http_stream_lines(ep, method, target, b, on_line, o);
   r.e2e = since(t0);
   if (!status.is_ok()) {
@@ -151,7 +157,8 @@ net::Task<RequestResult> send(const RunConfig& cfg, net::Endpoint ep, const Work
   } else if (*status != 200) {
     json e = json::parse(error_text, nullptr, false);
     r.error = "HTTP " + std::to_string(*status) + ": " +
-              (e.is_object() && e.contains("error") ? e["error"].value("message", error_text) : error_text);
+              (e.is_object() && e.contains("error") ? e["error"].value("message", error_text)
+                                                    : error_text);
   } else if (!error_text.empty()) {
     r.error = error_text;
   } else if (chunks == 0) {
@@ -204,16 +211,21 @@ Result<RunResult> run_benchmark(const RunConfig& cfg, const std::vector<Workload
     }
   }
   for (auto& [id, idx] : sessions) {
-    std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return workload[a].turn < workload[b].turn; });
+    std::stable_sort(idx.begin(), idx.end(),
+                     [&](size_t a, size_t b) { return workload[a].turn < workload[b].turn; });
     chains.push_back(idx);
   }
-  std::sort(chains.begin(), chains.end(), [](const auto& a, const auto& b) { return a.front() < b.front(); });
-  const std::vector<double> arrivals = arrival_times(chains.size(), cfg.rate, cfg.burstiness, cfg.seed);
+  std::sort(chains.begin(), chains.end(),
+            [](const auto& a, const auto& b) { return a.front() < b.front(); });
+  const std::vector<double> arrivals =
+      arrival_times(chains.size(), cfg.rate, cfg.burstiness, cfg.seed);
 
   RunResult run;
   run.rate = cfg.rate;
   run.requests.resize(workload.size());
-  Semaphore sem(io.get_executor(), cfg.max_concurrency > 0 ? cfg.max_concurrency : std::numeric_limits<std::int64_t>::max());
+  Semaphore sem(io.get_executor(), cfg.max_concurrency > 0
+                                       ? cfg.max_concurrency
+                                       : std::numeric_limits<std::int64_t>::max());
   Progress bar(cfg.progress ? progress : nullptr, workload.size());
   std::size_t done = 0, failed = 0;
   const auto start = Clock::now();
@@ -222,7 +234,8 @@ Result<RunResult> run_benchmark(const RunConfig& cfg, const std::vector<Workload
         io,
         [&, c]() -> net::Task<void> {
           asio::steady_timer timer(co_await asio::this_coro::executor);
-          timer.expires_at(start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrivals[c])));
+          timer.expires_at(start + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(arrivals[c])));
           boost::system::error_code ec;
           co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
           for (size_t i : chains[c]) {
@@ -335,7 +348,8 @@ Result<Slo> parse_goodput(const std::vector<std::string>& items) {
     char* end = nullptr;
     const double v = std::strtod(item.c_str() + colon + 1, &end);
     if (end == item.c_str() + colon + 1 || *end != '\0' || !(v > 0)) {
-      return invalid_argument("--goodput " + key + ": '" + item.substr(colon + 1) + "' is not a positive number of ms");
+      return invalid_argument("--goodput " + key + ": '" + item.substr(colon + 1) +
+                              "' is not a positive number of ms");
     }
     slo.ms[key] = v;
   }
@@ -378,7 +392,8 @@ std::string pct_name(double p) {
 
 }  // namespace
 
-json summarize(const RunConfig& cfg, const RunResult& run, const Slo& slo, const std::vector<double>& percentiles) {
+json summarize(const RunConfig& cfg, const RunResult& run, const Slo& slo,
+               const std::vector<double>& percentiles) {
   std::vector<double> ttfts, tpots, itls, e2els;
   std::int64_t completed = 0, input = 0, output = 0, good = 0;
   json input_lens = json::array(), output_lens = json::array(), ttft_list = json::array(),

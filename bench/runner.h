@@ -7,10 +7,9 @@
 #include <iosfwd>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "bench/workload.h"
 #include "common/status.h"
@@ -18,9 +17,9 @@
 namespace kvfleet::bench {
 
 struct RunConfig {
-  std::string url;                   // http://HOST:PORT
+  std::string url;  // http://HOST:PORT
   std::string model;
-  bool chat = false;                 // /v1/chat/completions instead of /v1/completions
+  bool chat = false;  // /v1/chat/completions instead of /v1/completions
   double rate = std::numeric_limits<double>::infinity();  // requests/s
   double burstiness = 1.0;           // gamma shape of arrival gaps (1: Poisson)
   std::int64_t max_concurrency = 0;  // 0: unbounded
@@ -49,7 +48,8 @@ struct RunResult {
 };
 
 // Runs the workload; progress (a bar on a terminal, a line per 10% otherwise) goes to `progress`.
-Result<RunResult> run_benchmark(const RunConfig& config, const std::vector<WorkloadRequest>& workload,
+Result<RunResult> run_benchmark(const RunConfig& config,
+                                const std::vector<WorkloadRequest>& workload,
                                 std::ostream* progress);
 
 // Multiplies every time of the run by `factor` (starts, TTFTs, E2Es, ITLs, the duration): a run

@@ -11,9 +11,12 @@ namespace {
 
 std::int64_t draw(const LengthSpec& s, std::mt19937_64& rng) {
   if (s.range_ratio <= 0) return s.mean;
-  const auto lo = static_cast<std::int64_t>(std::floor(static_cast<double>(s.mean) * (1 - s.range_ratio)));
-  const auto hi = static_cast<std::int64_t>(std::ceil(static_cast<double>(s.mean) * (1 + s.range_ratio)));
-  std::uniform_int_distribution<std::int64_t> d(std::max<std::int64_t>(1, lo), std::max<std::int64_t>(1, hi));
+  const auto lo =
+      static_cast<std::int64_t>(std::floor(static_cast<double>(s.mean) * (1 - s.range_ratio)));
+  const auto hi =
+      static_cast<std::int64_t>(std::ceil(static_cast<double>(s.mean) * (1 + s.range_ratio)));
+  std::uniform_int_distribution<std::int64_t> d(std::max<std::int64_t>(1, lo),
+                                                std::max<std::int64_t>(1, hi));
   return d(rng);
 }
 
@@ -43,7 +46,8 @@ std::string random_text(std::int64_t n, std::mt19937_64& rng) {
 
 Result<std::vector<WorkloadRequest>> synthetic_workload(const SyntheticSpec& spec) {
   if (spec.num_prompts < 1) return invalid_argument("--num-prompts must be >= 1");
-  if (spec.input.mean < 1 || spec.output.mean < 1) return invalid_argument("input and output lengths must be >= 1");
+  if (spec.input.mean < 1 || spec.output.mean < 1)
+    return invalid_argument("input and output lengths must be >= 1");
   if (spec.input.range_ratio < 0 || spec.input.range_ratio >= 1 || spec.output.range_ratio < 0 ||
       spec.output.range_ratio >= 1) {
     return invalid_argument("--range-ratio must be in [0, 1)");
@@ -53,13 +57,15 @@ Result<std::vector<WorkloadRequest>> synthetic_workload(const SyntheticSpec& spe
   }
   if (spec.turns < 1) return invalid_argument("--turns must be >= 1");
   std::mt19937_64 rng(spec.seed);
-  const auto prefix_len = static_cast<std::int64_t>(spec.shared_prefix_fraction * static_cast<double>(spec.input.mean));
+  const auto prefix_len =
+      static_cast<std::int64_t>(spec.shared_prefix_fraction * static_cast<double>(spec.input.mean));
   const std::string prefix = random_text(prefix_len, rng);
   std::vector<WorkloadRequest> out;
   std::int64_t session = 0;
   while (static_cast<std::int64_t>(out.size()) < spec.num_prompts) {
     std::string history;
-    for (std::int64_t turn = 0; turn < spec.turns && static_cast<std::int64_t>(out.size()) < spec.num_prompts; ++turn) {
+    for (std::int64_t turn = 0;
+         turn < spec.turns && static_cast<std::int64_t>(out.size()) < spec.num_prompts; ++turn) {
       WorkloadRequest r;
       const std::int64_t in = draw(spec.input, rng);
       if (turn == 0) {
@@ -79,7 +85,8 @@ Result<std::vector<WorkloadRequest>> synthetic_workload(const SyntheticSpec& spe
   return out;
 }
 
-Result<std::vector<WorkloadRequest>> load_workload_file(const std::string& path, std::uint64_t seed) {
+Result<std::vector<WorkloadRequest>> load_workload_file(const std::string& path,
+                                                        std::uint64_t seed) {
   std::ifstream in(path);
   if (!in) return Status(StatusCode::kNotFound, "cannot open workload file '" + path + "'");
   std::mt19937_64 rng(seed);
@@ -108,12 +115,14 @@ Result<std::vector<WorkloadRequest>> load_workload_file(const std::string& path,
     } else {
       return invalid_argument(where + "needs 'prompt' or 'input_len'");
     }
-    if (!j.contains("output_len") || !j["output_len"].is_number_integer() || j["output_len"].get<std::int64_t>() < 1) {
+    if (!j.contains("output_len") || !j["output_len"].is_number_integer() ||
+        j["output_len"].get<std::int64_t>() < 1) {
       return invalid_argument(where + "'output_len' must be a positive integer");
     }
     r.output_len = j["output_len"].get<std::int64_t>();
     if (j.contains("session")) {
-      if (!j["session"].is_number_integer()) return invalid_argument(where + "'session' must be an integer");
+      if (!j["session"].is_number_integer())
+        return invalid_argument(where + "'session' must be an integer");
       r.session = j["session"].get<std::int64_t>();
       r.turn = j.value("turn", std::int64_t{0});
     }
@@ -123,7 +132,8 @@ Result<std::vector<WorkloadRequest>> load_workload_file(const std::string& path,
   return out;
 }
 
-std::vector<double> arrival_times(std::size_t n, double rate, double burstiness, std::uint64_t seed) {
+std::vector<double> arrival_times(std::size_t n, double rate, double burstiness,
+                                  std::uint64_t seed) {
   std::vector<double> t(n, 0.0);
   if (!(rate > 0) || std::isinf(rate)) return t;
   std::mt19937_64 rng(seed ^ 0x5eedull);

@@ -14,7 +14,7 @@ namespace kvfleet {
 class Clock {
  public:
   virtual ~Clock() = default;
-  virtual double now() const = 0;          // seconds, from an arbitrary origin
+  virtual double now() const = 0;              // seconds, from an arbitrary origin
   virtual void sleep_for(double seconds) = 0;  // <= 0: returns at once
   virtual bool is_virtual() const = 0;
 };

@@ -25,8 +25,9 @@ std::string served_models(const Registry& registry) {
 Admission admit(const Registry& registry, const RouterConfig& router, const AdmissionConfig& config,
                 std::int64_t inflight, const AdmissionRequest& r) {
   if (r.vocab_size <= 0) {
-    return reject(404, "model_not_found",
-                  "The model `" + r.model + "` does not exist (served: " + served_models(registry) + ")");
+    return reject(
+        404, "model_not_found",
+        "The model `" + r.model + "` does not exist (served: " + served_models(registry) + ")");
   }
   for (std::int32_t t : r.prompt) {
     if (t < 0 || t >= r.vocab_size) {
@@ -42,7 +43,8 @@ Admission admit(const Registry& registry, const RouterConfig& router, const Admi
                   "This model's maximum context length is " + std::to_string(context) +
                       " tokens; the prompt has " + std::to_string(len) + " tokens");
   }
-  const std::int64_t max_tokens = r.max_tokens.value_or(r.chat ? (context > 0 ? context - len : 256) : 16);
+  const std::int64_t max_tokens =
+      r.max_tokens.value_or(r.chat ? (context > 0 ? context - len : 256) : 16);
   if (context > 0 && len + max_tokens > context) {
     return reject(400, "invalid_request",
                   "This model's maximum context length is " + std::to_string(context) +

@@ -12,8 +12,10 @@
 //  4. max_tokens defaults (completions: 16; chat: the rest of the context, 256 without one) and
 //     prompt + max_tokens fits the context:                               400 invalid_request
 //  5. min_tokens is clamped to max_tokens (accepted, not an error);
-//  6. fewer than max_inflight requests are in flight:                     429 overloaded, Retry-After 1
-//  7. some pool can serve the model in the routing mode (router.h):       503 no_worker, Retry-After 2
+//  6. fewer than max_inflight requests are in flight:                     429 overloaded,
+//  Retry-After 1
+//  7. some pool can serve the model in the routing mode (router.h):       503 no_worker,
+//  Retry-After 2
 // Messages name the numbers involved. Draining and malformed bodies are the server's business:
 // it answers them before admission.
 
@@ -33,7 +35,7 @@ struct AdmissionConfig {
 
 struct AdmissionRequest {
   std::string model;
-  bool chat = false;                    // /v1/chat/completions (changes the max_tokens default)
+  bool chat = false;                     // /v1/chat/completions (changes the max_tokens default)
   std::span<const std::int32_t> prompt;  // token ids, as the coordinator tokenized them
   // The vocabulary of the model's tokenizer (from the workers' registration); 0: no tokenizer
   // for the model, i.e. the model is unknown.
@@ -44,9 +46,10 @@ struct AdmissionRequest {
 
 struct Admission {
   bool accepted = false;
-  int status = 200;            // when rejected: 400, 404, 429 or 503
-  std::string error_type;      // when rejected: invalid_request | model_not_found | overloaded | no_worker
-  std::string message;         // when rejected: for the client, naming the numbers
+  int status = 200;  // when rejected: 400, 404, 429 or 503
+  std::string
+      error_type;       // when rejected: invalid_request | model_not_found | overloaded | no_worker
+  std::string message;  // when rejected: for the client, naming the numbers
   int retry_after_seconds = 0;  // when rejected: the Retry-After header's value; 0: none
   std::int64_t max_tokens = 0;  // when accepted: the effective limit (the default applied)
   std::int64_t min_tokens = 0;  // when accepted: clamped to max_tokens

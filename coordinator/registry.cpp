@@ -75,7 +75,9 @@ bool Registry::heartbeat(const std::string& id, WorkerLoad load, double now) {
   return true;
 }
 
-bool Registry::remove(const std::string& id) { return workers_.erase(id) != 0; }
+bool Registry::remove(const std::string& id) {
+  return workers_.erase(id) != 0;
+}
 
 std::vector<std::string> Registry::expire(double now) {
   std::vector<std::string> gone;
@@ -104,7 +106,8 @@ std::vector<std::string> Registry::models() const {
 std::int64_t Registry::max_model_len(const std::string& model) const {
   std::int64_t m = 0;
   for (const auto& [id, w] : workers_) {
-    if (w.model == model && w.max_model_len > 0) m = m == 0 ? w.max_model_len : std::min(m, w.max_model_len);
+    if (w.model == model && w.max_model_len > 0)
+      m = m == 0 ? w.max_model_len : std::min(m, w.max_model_len);
   }
   return m;
 }

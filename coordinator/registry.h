@@ -48,12 +48,12 @@ struct WorkerInfo {
   std::int64_t bos_token_id = -1, eos_token_id = -1;
   std::uint64_t prefix_hash_salt = 0;
   WorkerLoad load;
-  double lease_expiry = 0;     // clock seconds
+  double lease_expiry = 0;  // clock seconds
   double registered_at = 0;
   // Requests this coordinator routed to it and not yet finished, counted from the routing
   // decision (a disaggregated request counts on its prefill worker only while prefilling).
   std::int64_t assigned = 0;
-  bool suspect = false;        // a call failed; skipped until its next heartbeat
+  bool suspect = false;  // a call failed; skipped until its next heartbeat
 };
 
 class Registry {

@@ -14,13 +14,15 @@ bool usable(const WorkerInfo& w, const RouteRequest& r, std::string_view role) {
 }
 
 // Full prompt blocks already cached on `w` (walks the hash chain until the first miss).
-std::int64_t overlap(const WorkerInfo& w, const std::vector<std::int32_t>& tokens,
-                     std::map<std::pair<std::uint64_t, std::int64_t>, std::vector<std::uint64_t>>& memo) {
+std::int64_t overlap(
+    const WorkerInfo& w, const std::vector<std::int32_t>& tokens,
+    std::map<std::pair<std::uint64_t, std::int64_t>, std::vector<std::uint64_t>>& memo) {
   if (w.load.prefix_hashes.empty()) return 0;
   auto key = std::make_pair(w.prefix_hash_salt, w.block_tokens);
   auto it = memo.find(key);
   if (it == memo.end()) {
-    it = memo.emplace(key, kvstore::full_block_hashes(w.prefix_hash_salt, tokens, w.block_tokens)).first;
+    it = memo.emplace(key, kvstore::full_block_hashes(w.prefix_hash_salt, tokens, w.block_tokens))
+             .first;
   }
   std::int64_t n = 0;
   for (std::uint64_t h : it->second) {
@@ -30,12 +32,14 @@ std::int64_t overlap(const WorkerInfo& w, const std::vector<std::int32_t>& token
   return n;
 }
 
-std::int64_t busy(const WorkerInfo& w) { return w.load.waiting + w.load.running + w.assigned; }
+std::int64_t busy(const WorkerInfo& w) {
+  return w.load.waiting + w.load.running + w.assigned;
+}
 
 // Best prefill-like worker: overlap first, then load, then id (deterministic).
-const WorkerInfo* pick_prefill(const Registry& reg, const RouteRequest& r, std::string_view role,
-                               std::int64_t& best_overlap,
-                               std::map<std::pair<std::uint64_t, std::int64_t>, std::vector<std::uint64_t>>& memo) {
+const WorkerInfo* pick_prefill(
+    const Registry& reg, const RouteRequest& r, std::string_view role, std::int64_t& best_overlap,
+    std::map<std::pair<std::uint64_t, std::int64_t>, std::vector<std::uint64_t>>& memo) {
   const WorkerInfo* best = nullptr;
   best_overlap = -1;
   for (const auto& [id, w] : reg.workers()) {
@@ -52,14 +56,16 @@ const WorkerInfo* pick_prefill(const Registry& reg, const RouteRequest& r, std::
 const WorkerInfo* pick_decode(const Registry& reg, const RouteRequest& r) {
   const WorkerInfo* best = nullptr;
   auto room = [&](const WorkerInfo& w) {
-    const std::int64_t need = (static_cast<std::int64_t>(r.tokens->size()) + r.max_new_tokens +
-                               w.block_tokens - 1) / w.block_tokens;
+    const std::int64_t need =
+        (static_cast<std::int64_t>(r.tokens->size()) + r.max_new_tokens + w.block_tokens - 1) /
+        w.block_tokens;
     return w.load.free_blocks - w.assigned * need;
   };
   for (const auto& [id, w] : reg.workers()) {
     if (!usable(w, r, "decode")) continue;
     if (!best || room(w) > room(*best) ||
-        (room(w) == room(*best) && w.load.running + w.assigned < best->load.running + best->assigned)) {
+        (room(w) == room(*best) &&
+         w.load.running + w.assigned < best->load.running + best->assigned)) {
       best = &w;
     }
   }
@@ -72,7 +78,8 @@ Result<ServeMode> parse_serve_mode(std::string_view s) {
   if (s == "disaggregated") return ServeMode::kDisaggregated;
   if (s == "colocated") return ServeMode::kColocated;
   if (s == "auto") return ServeMode::kAuto;
-  return invalid_argument("--mode must be disaggregated, colocated or auto, not '" + std::string(s) + "'");
+  return invalid_argument("--mode must be disaggregated, colocated or auto, not '" +
+                          std::string(s) + "'");
 }
 
 std::string_view serve_mode_name(ServeMode m) {
@@ -107,12 +114,13 @@ Route route(const Registry& reg, const RouteRequest& r, const RouterConfig& conf
       const std::int64_t cached = overlap(*d, *r.tokens, memo) * d->block_tokens;
       const std::int64_t uncached = len - cached;
       if (uncached <= config.auto_local_prefill_tokens ||
-          (len > 0 && static_cast<double>(cached) / static_cast<double>(len) >= config.auto_cached_fraction)) {
+          (len > 0 &&
+           static_cast<double>(cached) / static_cast<double>(len) >= config.auto_cached_fraction)) {
         out.kind = Route::Kind::kColocated;
         out.worker = d->id;
         out.cached_blocks = cached / d->block_tokens;
-        out.reason = "auto: prefill on the decode worker (" + std::to_string(uncached) +
-                     " uncached tokens)";
+        out.reason =
+            "auto: prefill on the decode worker (" + std::to_string(uncached) + " uncached tokens)";
         return true;
       }
     }

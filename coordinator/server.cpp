@@ -1,12 +1,12 @@
 #include "coordinator/server.h"
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <nlohmann/json.hpp>
-#include <atomic>
 #include <chrono>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 
@@ -23,8 +23,8 @@
 namespace kvfleet::coordinator {
 namespace {
 
-using nlohmann::json;
 using net::Task;
+using nlohmann::json;
 namespace asio = boost::asio;
 
 double now_seconds() {
@@ -39,10 +39,10 @@ std::vector<net::Header> retry_after(int seconds) {
 
 // What one run on a worker ended with.
 enum class RunEnd {
-  kFinished,    // the worker finished the request (tokens may continue on a decode worker)
-  kStopped,     // we stopped reading: a stop string matched or the client went away
-  kRetry,       // the worker failed or refused: try another
-  kFatal,       // the request itself is bad: give up with job.error
+  kFinished,  // the worker finished the request (tokens may continue on a decode worker)
+  kStopped,   // we stopped reading: a stop string matched or the client went away
+  kRetry,     // the worker failed or refused: try another
+  kFatal,     // the request itself is bad: give up with job.error
 };
 
 struct Job {
@@ -87,10 +87,11 @@ class Server final : public Coordinator {
     sc.body_limit = cfg_.max_body_bytes;
     sc.name = cfg_.name;
     KVFLEET_ASSIGN_OR_RETURN(
-        http_, net::HttpServer::start(io_, sc, [this](const net::HttpRequest& r,
-                                                      net::ResponseWriter& w) -> Task<void> {
-          co_await handle(r, w);
-        }));
+        http_,
+        net::HttpServer::start(
+            io_, sc, [this](const net::HttpRequest& r, net::ResponseWriter& w) -> Task<void> {
+              co_await handle(r, w);
+            }));
     url_ = "http://" + cfg_.host + ":" + std::to_string(http_->port());
     return Status();
   }
@@ -182,9 +183,11 @@ class Server final : public Coordinator {
     } else if (p == "/internal/deregister" && req.method == "POST") {
       json j = json::parse(req.body, nullptr, false);
       const bool removed = !j.is_discarded() && j.is_object() && j.contains("worker_id") &&
-                           j["worker_id"].is_string() && registry_.remove(j["worker_id"].get<std::string>());
+                           j["worker_id"].is_string() &&
+                           registry_.remove(j["worker_id"].get<std::string>());
       if (removed) {
-        KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << j["worker_id"].get<std::string>() << " deregistered";
+        KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << j["worker_id"].get<std::string>()
+                           << " deregistered";
       }
       json out;
       out["removed"] = removed;
@@ -250,7 +253,8 @@ class Server final : public Coordinator {
     metrics_.requests_running.Set(static_cast<double>(inflight_));
     metrics_.requests_waiting.Set(static_cast<double>(waiting));
     metrics_.requests_swapped.Set(static_cast<double>(swapped));
-    metrics_.kv_usage_device.Set(total > 0 ? static_cast<double>(used) / static_cast<double>(total) : 0.0);
+    metrics_.kv_usage_device.Set(total > 0 ? static_cast<double>(used) / static_cast<double>(total)
+                                           : 0.0);
   }
 
   // A worker's load report (heartbeat body, or "load" in a registration); throws on wrong types.
@@ -277,7 +281,8 @@ class Server final : public Coordinator {
     WorkerInfo info;
     std::string error;
     try {
-      if (j.is_discarded() || !j.is_object()) throw std::runtime_error("the body is not a JSON object");
+      if (j.is_discarded() || !j.is_object())
+        throw std::runtime_error("the body is not a JSON object");
       info.id = j.at("worker_id").get<std::string>();
       info.url = j.at("url").get<std::string>();
       info.role = j.at("role").get<std::string>();
@@ -285,8 +290,8 @@ class Server final : public Coordinator {
       info.transfer = j.value("transfer", "");
       info.backend = j.value("backend", "cpu");
       if (!cfg_.backend.empty() && info.backend != cfg_.backend) {
-        throw std::runtime_error("worker backend '" + info.backend + "' differs from this cluster's '" +
-                                 cfg_.backend + "'");
+        throw std::runtime_error("worker backend '" + info.backend +
+                                 "' differs from this cluster's '" + cfg_.backend + "'");
       }
       info.max_model_len = j.value("max_model_len", std::int64_t{0});
       info.vocab_size = j.at("vocab_size").get<std::int64_t>();
@@ -333,7 +338,8 @@ class Server final : public Coordinator {
 
   Task<void> heartbeat(const net::HttpRequest& req, net::ResponseWriter& w) {
     json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("worker_id") || !j["worker_id"].is_string()) {
+    if (j.is_discarded() || !j.is_object() || !j.contains("worker_id") ||
+        !j["worker_id"].is_string()) {
       co_await w.send_error(400, "a heartbeat needs a worker_id");
       co_return;
     }
@@ -394,7 +400,8 @@ class Server final : public Coordinator {
     if (!admission.accepted) {
       std::vector<net::Header> extra;
       if (admission.retry_after_seconds > 0) extra = retry_after(admission.retry_after_seconds);
-      co_await reject(w, admission.status, admission.error_type, admission.message, std::move(extra));
+      co_await reject(w, admission.status, admission.error_type, admission.message,
+                      std::move(extra));
       co_return;
     }
     const ByteTokenizer& tok = tok_it->second;
@@ -466,7 +473,8 @@ class Server final : public Coordinator {
     } else {
       metrics_.requests("error").Increment();
       metrics_.errors(job.error_type.empty() ? "worker_failure" : job.error_type).Increment();
-      if (!job.generated.empty()) metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
+      if (!job.generated.empty())
+        metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
     }
     if (job.client_gone) {
       metrics_.errors("client_disconnect").Increment();
@@ -482,7 +490,8 @@ class Server final : public Coordinator {
         if (!co_await w.start_stream(200, "text/event-stream")) co_return;
       }
       if (failed) {
-        json err = json::parse(net::error_body(job.error_status ? job.error_status : 500, job.error, ""));
+        json err =
+            json::parse(net::error_body(job.error_status ? job.error_status : 500, job.error, ""));
         co_await w.write(sse(err));
       } else {
         const json last = stream_chunk(req, id, created, rest, job.finish, {}, first_chunk);
@@ -704,8 +713,8 @@ class Server final : public Coordinator {
     net::ClientOptions o;
     o.connect_timeout = net::Seconds(3);
     o.timeout = net::Seconds(300);
-    auto status = co_await net::http_stream_lines(*to, "POST", "/internal/generate", json_text(body),
-                                                  on_line, o);
+    auto status = co_await net::http_stream_lines(*to, "POST", "/internal/generate",
+                                                  json_text(body), on_line, o);
     if (stopped) co_return RunEnd::kStopped;
     if (!status.is_ok()) {
       // The worker is unreachable or its stream broke: it is suspect until its next heartbeat.

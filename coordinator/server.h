@@ -13,13 +13,13 @@ namespace kvfleet::coordinator {
 
 struct CoordinatorConfig {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 8000;  // 0: any free port
-  std::string mode = "auto";  // disaggregated | colocated | auto
-  double lease_seconds = 3;   // a worker silent this long is dropped
-  std::int64_t max_inflight = 256;   // requests being served; beyond: 429
+  std::uint16_t port = 8000;             // 0: any free port
+  std::string mode = "auto";             // disaggregated | colocated | auto
+  double lease_seconds = 3;              // a worker silent this long is dropped
+  std::int64_t max_inflight = 256;       // requests being served; beyond: 429
   std::size_t max_body_bytes = 4 << 20;  // larger bodies: 413
-  int max_attempts = 3;       // runs of one request across worker failures
-  double drain_seconds = 30;  // SIGTERM: time for in-flight requests
+  int max_attempts = 3;                  // runs of one request across worker failures
+  double drain_seconds = 30;             // SIGTERM: time for in-flight requests
   std::int64_t auto_local_prefill_tokens = 256;
   std::string name = "coordinator";
   // The engine backend of this cluster's workers (`kvfleet up` sets it): the `backend` label of

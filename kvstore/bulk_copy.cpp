@@ -1,11 +1,11 @@
 #include "kvstore/bulk_copy.h"
 
-#include "kvstore/block_ranges.h"
-
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
+
+#include "kvstore/block_ranges.h"
 
 namespace kvfleet::kvstore {
 namespace {

@@ -26,7 +26,8 @@ struct Builder {
     l.insert(extra.begin(), extra.end());
     return prometheus::BuildGauge().Name(name).Help(help).Register(*reg).Add(l);
   }
-  prometheus::Counter& counter(const std::string& name, const std::string& help, Labels extra = {}) {
+  prometheus::Counter& counter(const std::string& name, const std::string& help,
+                               Labels extra = {}) {
     Labels l = base(labels);
     l.insert(extra.begin(), extra.end());
     return prometheus::BuildCounter().Name(name).Help(help).Register(*reg).Add(l);
@@ -46,50 +47,50 @@ struct Builder {
 }  // namespace
 
 const std::vector<double>& ttft_buckets() {
-  static const std::vector<double> b = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08,
-                                        0.1,   0.25,   0.5,   0.75, 1.0,  2.5,  5.0,  7.5,
+  static const std::vector<double> b = {0.001, 0.0025, 0.005, 0.01, 0.02,  0.04,  0.06,  0.08,
+                                        0.1,   0.25,   0.5,   0.75, 1.0,   2.5,   5.0,   7.5,
                                         10.0,  20.0,   40.0,  80.0, 160.0, 640.0, 2560.0};
   return b;
 }
 const std::vector<double>& inter_token_buckets() {
-  static const std::vector<double> b = {0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025,
-                                        0.05,   0.075, 0.1,    0.15,  0.2,    0.3,  0.4,
-                                        0.5,    0.75,  1.0,    2.5,   5.0,    7.5,  10.0,
-                                        20.0,   40.0,  80.0};
+  static const std::vector<double> b = {0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
+                                        0.075,  0.1,   0.15,   0.2,   0.3,    0.4,  0.5,   0.75,
+                                        1.0,    2.5,   5.0,    7.5,   10.0,   20.0, 40.0,  80.0};
   return b;
 }
 const std::vector<double>& request_buckets() {
-  static const std::vector<double> b = {0.005, 0.01, 0.025, 0.05, 0.1,  0.3,   0.5,   0.8,
-                                        1.0,   1.5,  2.0,   2.5,  5.0,  10.0,  15.0,  20.0,
-                                        30.0,  40.0, 50.0,  60.0, 120.0, 240.0, 480.0, 960.0,
-                                        1920.0, 7680.0};
+  static const std::vector<double> b = {
+      0.005, 0.01, 0.025, 0.05, 0.1,  0.3,  0.5,  0.8,   1.0,   1.5,   2.0,   2.5,    5.0,
+      10.0,  15.0, 20.0,  30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
   return b;
 }
 const std::vector<double>& transfer_buckets() {
-  static const std::vector<double> b = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                        0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0,
-                                        2.5,     5.0,    10.0};
+  static const std::vector<double> b = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                        0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+                                        0.5,     1.0,    2.5,     5.0,    10.0};
   return b;
 }
 
-#define KVFLEET_B Builder{registry_, labels_}
+#define KVFLEET_B      \
+  Builder {            \
+    registry_, labels_ \
+  }
 Metrics::Metrics(ProcessLabels labels)
     : labels_(std::move(labels)),
       registry_(std::make_shared<prometheus::Registry>()),
       requests_running(KVFLEET_B.gauge("kvfleet_requests_running",
                                        "Requests in the running batch (for the coordinator: "
                                        "requests in flight)")),
-      requests_waiting(KVFLEET_B.gauge("kvfleet_requests_waiting",
-                                       "Requests waiting to be scheduled")),
+      requests_waiting(
+          KVFLEET_B.gauge("kvfleet_requests_waiting", "Requests waiting to be scheduled")),
       requests_swapped(KVFLEET_B.gauge("kvfleet_requests_swapped",
                                        "Requests whose KV is swapped out to host memory")),
-      kv_usage_device(KVFLEET_B.gauge("kvfleet_kv_usage_ratio",
-                                      "KV blocks in use / total blocks", {{"tier", "device"}})),
+      kv_usage_device(KVFLEET_B.gauge("kvfleet_kv_usage_ratio", "KV blocks in use / total blocks",
+                                      {{"tier", "device"}})),
       kv_usage_host(KVFLEET_B.gauge("kvfleet_kv_usage_ratio", "KV blocks in use / total blocks",
                                     {{"tier", "host"}})),
       time_to_first_token(KVFLEET_B.histogram("kvfleet_time_to_first_token_seconds",
-                                              "Arrival to first generated token",
-                                              ttft_buckets())),
+                                              "Arrival to first generated token", ttft_buckets())),
       prefill_seconds(KVFLEET_B.histogram("kvfleet_prefill_seconds",
                                           "First scheduled to first token (prompt compute)",
                                           request_buckets())),
@@ -118,16 +119,15 @@ Metrics::Metrics(ProcessLabels labels)
                                               transfer_buckets())),
       kv_transfer_bytes(KVFLEET_B.counter("kvfleet_kv_transfer_bytes_total",
                                           "KV bytes received from prefill workers")),
-      kv_transfer_failures(KVFLEET_B.counter("kvfleet_kv_transfer_failures_total",
-                                             "KV transfers that failed")),
+      kv_transfer_failures(
+          KVFLEET_B.counter("kvfleet_kv_transfer_failures_total", "KV transfers that failed")),
       prompt_tokens(KVFLEET_B.counter("kvfleet_prompt_tokens_total", "Prompt tokens processed")),
-      generation_tokens(KVFLEET_B.counter("kvfleet_generation_tokens_total",
-                                          "Tokens generated")),
+      generation_tokens(KVFLEET_B.counter("kvfleet_generation_tokens_total", "Tokens generated")),
       prefix_cache_hit_tokens(KVFLEET_B.counter("kvfleet_prefix_cache_hit_tokens_total",
                                                 "Prompt tokens whose KV came from the prefix "
                                                 "cache (device or host)")) {
-  phase_family_ = &KVFLEET_B.histogram_family("kvfleet_ttft_phase_seconds",
-                                              "Time to first token by phase");
+  phase_family_ =
+      &KVFLEET_B.histogram_family("kvfleet_ttft_phase_seconds", "Time to first token by phase");
   requests_family_ = &prometheus::BuildCounter()
                           .Name("kvfleet_requests_total")
                           .Help("Finished requests by finish reason")
@@ -139,8 +139,8 @@ Metrics::Metrics(ProcessLabels labels)
   for (std::string_view p : kTtftPhases) ttft_phase(p);
   for (std::string_view r : {"stop", "length", "abort", "error"}) requests(r);
   // The common error types exist from the start, so rates over them are 0 rather than absent.
-  for (std::string_view t : {"invalid_request", "worker_failure", "no_worker", "overloaded", "kv_transfer",
-                             "client_disconnect"}) {
+  for (std::string_view t : {"invalid_request", "worker_failure", "no_worker", "overloaded",
+                             "kv_transfer", "client_disconnect"}) {
     errors(t);
   }
 }

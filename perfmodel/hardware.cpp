@@ -134,7 +134,8 @@ Result<std::vector<GemmEfficiency>> parse_gemm_table(const json& list, const std
   return table;
 }
 
-Result<std::vector<KvReadEfficiency>> parse_kv_read_table(const json& list, const std::string& where) {
+Result<std::vector<KvReadEfficiency>> parse_kv_read_table(const json& list,
+                                                          const std::string& where) {
   if (!list.is_array()) {
     return invalid_argument(where + " must be a list of {bytes, efficiency}, got " + list.dump());
   }
@@ -161,11 +162,10 @@ Result<std::vector<KvReadEfficiency>> parse_kv_read_table(const json& list, cons
 Result<Calibration> parse_calibration(const json& object, const std::string& where) {
   if (!object.is_object()) return invalid_argument(where + ": expected an object of fields");
   FieldReader f(object, where);
-  KVFLEET_RETURN_IF_ERROR(
-      f.only_keys({"step_overhead", "token_overhead", "attention_call_overhead",
-                   "weight_read_efficiency", "kv_read_efficiency", "prefill_attention_efficiency",
-                   "swap_efficiency", "gemm_efficiency", "kv_read_efficiency_by_footprint",
-                   "provenance"}));
+  KVFLEET_RETURN_IF_ERROR(f.only_keys(
+      {"step_overhead", "token_overhead", "attention_call_overhead", "weight_read_efficiency",
+       "kv_read_efficiency", "prefill_attention_efficiency", "swap_efficiency", "gemm_efficiency",
+       "kv_read_efficiency_by_footprint", "provenance"}));
   Calibration c;
   KVFLEET_ASSIGN_OR_RETURN(c.step_overhead, seconds_field(f, "step_overhead"));
   KVFLEET_ASSIGN_OR_RETURN(c.token_overhead, seconds_field(f, "token_overhead"));
@@ -181,9 +181,10 @@ Result<Calibration> parse_calibration(const json& object, const std::string& whe
         parse_gemm_table(object.at("gemm_efficiency"), where + ": field 'gemm_efficiency'"));
   }
   if (f.has("kv_read_efficiency_by_footprint")) {
-    KVFLEET_ASSIGN_OR_RETURN(c.kv_read_by_footprint,
-                             parse_kv_read_table(object.at("kv_read_efficiency_by_footprint"),
-                                                 where + ": field 'kv_read_efficiency_by_footprint'"));
+    KVFLEET_ASSIGN_OR_RETURN(
+        c.kv_read_by_footprint,
+        parse_kv_read_table(object.at("kv_read_efficiency_by_footprint"),
+                            where + ": field 'kv_read_efficiency_by_footprint'"));
   }
   if (f.has("provenance")) {
     KVFLEET_ASSIGN_OR_RETURN(c.provenance,
@@ -374,8 +375,8 @@ std::string hardware_to_yaml(const HardwareSpec& hw) {
   if (!c.kv_read_by_footprint.empty()) {
     out += "  kv_read_efficiency_by_footprint:  # of hbm_bandwidth, by a step's decode KV bytes\n";
     for (const auto& k : c.kv_read_by_footprint) {
-      out += "    - {bytes: " + yaml_number(k.bytes) + ", efficiency: " + yaml_number(k.efficiency) +
-             "}  # " + format_bytes(k.bytes) + "\n";
+      out += "    - {bytes: " + yaml_number(k.bytes) +
+             ", efficiency: " + yaml_number(k.efficiency) + "}  # " + format_bytes(k.bytes) + "\n";
     }
   }
   const CalibrationProvenance& p = c.provenance;

@@ -100,7 +100,8 @@ class Simulation {
       return invalid_argument("worker counts must be >= 0");
     }
     if (cfg_.prefill + cfg_.decode + cfg_.colocated == 0) {
-      return invalid_argument("the cluster needs workers: --prefill P --decode D, or --colocated C");
+      return invalid_argument(
+          "the cluster needs workers: --prefill P --decode D, or --colocated C");
     }
     if (cfg_.colocated > 0 && cfg_.prefill + cfg_.decode > 0) {
       return invalid_argument("give either --colocated or --prefill/--decode, not both");
@@ -113,7 +114,8 @@ class Simulation {
     }
     if (cfg_.max_inflight < 1) return invalid_argument("max in-flight requests must be >= 1");
     std::string mode = cfg_.mode;
-    if (mode.empty()) mode = cfg_.colocated > 0 ? "colocated" : (cfg_.prefill > 0 ? "disaggregated" : "auto");
+    if (mode.empty())
+      mode = cfg_.colocated > 0 ? "colocated" : (cfg_.prefill > 0 ? "disaggregated" : "auto");
     KVFLEET_ASSIGN_OR_RETURN(router_.mode, coordinator::parse_serve_mode(mode));
     router_.auto_local_prefill_tokens = cfg_.auto_local_prefill_tokens;
     admission_.max_inflight = cfg_.max_inflight;
@@ -189,11 +191,13 @@ class Simulation {
       }
     }
     for (auto& [id, idx] : sessions) {
-      std::stable_sort(idx.begin(), idx.end(),
-                       [&](std::size_t a, std::size_t b) { return requests_[a].turn < requests_[b].turn; });
+      std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) {
+        return requests_[a].turn < requests_[b].turn;
+      });
       chains_.push_back(idx);
     }
-    std::sort(chains_.begin(), chains_.end(), [](const auto& a, const auto& b) { return a.front() < b.front(); });
+    std::sort(chains_.begin(), chains_.end(),
+              [](const auto& a, const auto& b) { return a.front() < b.front(); });
     const std::vector<double> arrivals =
         bench::arrival_times(chains_.size(), wl_.rate, wl_.burstiness, wl_.seed);
     results_.resize(requests_.size());
@@ -215,9 +219,10 @@ class Simulation {
       e.fn();
     }
     if (done_ != static_cast<std::int64_t>(requests_.size())) {
-      return Status(StatusCode::kInternal, "simulation ended with " +
-                                               std::to_string(requests_.size() - static_cast<std::size_t>(done_)) +
-                                               " requests unfinished");
+      return Status(StatusCode::kInternal,
+                    "simulation ended with " +
+                        std::to_string(requests_.size() - static_cast<std::size_t>(done_)) +
+                        " requests unfinished");
     }
     SimResult out;
     out.run.requests = std::move(results_);
@@ -228,7 +233,8 @@ class Simulation {
       for (double x : v) s += x;
       return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
     };
-    for (const char* phase : {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
+    for (const char* phase :
+         {"queue", "prefill", "kv_transfer", "decode_queue", "first_decode_step"}) {
       out.phase_means.emplace_back(phase, mean(phases_[phase]));
     }
     for (auto& w : workers_) {
@@ -253,14 +259,17 @@ class Simulation {
     out.local_prefills = local_prefills_;
     out.events = processed_;
     out.backend_detail = backend_detail_;
-    out.kv_blocks_per_worker = workers_.empty() ? 0 : workers_.front()->core->backend().num_blocks();
+    out.kv_blocks_per_worker =
+        workers_.empty() ? 0 : workers_.front()->core->backend().num_blocks();
     out.wall_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
     return out;
   }
 
  private:
-  void at(double t, std::function<void()> fn) { events_.push(Event{t, next_order_++, std::move(fn)}); }
+  void at(double t, std::function<void()> fn) {
+    events_.push(Event{t, next_order_++, std::move(fn)});
+  }
 
   // --- workers ---------------------------------------------------------------------------------
 
@@ -451,7 +460,8 @@ class Simulation {
     ar.prompt = job.prompt;
     ar.vocab_size = spec_.vocab_size;
     ar.max_tokens = r.output_len;
-    const coordinator::Admission a = coordinator::admit(registry_, router_, admission_, inflight_, ar);
+    const coordinator::Admission a =
+        coordinator::admit(registry_, router_, admission_, inflight_, ar);
     if (!a.accepted) {
       complete(i, false, std::to_string(a.status) + " " + a.message);
       return;
@@ -597,8 +607,9 @@ class Simulation {
           return;
         }
         const auto& layout = dw.core->backend().kv_layout();
-        const std::uint64_t bytes = static_cast<std::uint64_t>(layout.blocks_for_tokens(held_tokens)) *
-                                    layout.block_bytes();
+        const std::uint64_t bytes =
+            static_cast<std::uint64_t>(layout.blocks_for_tokens(held_tokens)) *
+            layout.block_bytes();
         const double h = dw.core->backend().handoff_seconds(bytes).value_or(0.0);
         const Reservation r = *res;
         at(t + h, [this, i, prefill_id, rid, held_tokens, decode_id, r, h] {
@@ -631,7 +642,8 @@ class Simulation {
     req.params.min_tokens = job.min_tokens;
     req.params.seed = job.seed;
     req.params.ignore_eos = true;
-    req.kv_import = worker::KvImport{res.id, static_cast<std::int64_t>(job.prompt.size()), held_tokens};
+    req.kv_import =
+        worker::KvImport{res.id, static_cast<std::int64_t>(job.prompt.size()), held_tokens};
     attach_final_run(i, w, req, "decode_queue", "first_decode_step");
     auto seq = w.core->make_sequence(std::move(req));
     if (!seq.is_ok()) {
@@ -665,7 +677,8 @@ class Simulation {
       at(t, [this, i, id, reason, queue, compute, queue_phase, compute_phase] {
         registry_.unassign(id);
         if (reason != FinishReason::kStop && reason != FinishReason::kLength) {
-          fail(i, "the engine ended the request: " + std::string(worker::finish_reason_name(reason)));
+          fail(i,
+               "the engine ended the request: " + std::string(worker::finish_reason_name(reason)));
           return;
         }
         phases_[queue_phase].push_back(queue);

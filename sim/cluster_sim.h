@@ -68,8 +68,8 @@ struct SimRequest {
 };
 
 struct WorkloadConfig {
-  double rate = 0;          // requests (chains) per second; <= 0 or infinite: all at once
-  double burstiness = 1.0;  // gamma shape of the gaps (1: Poisson)
+  double rate = 0;                   // requests (chains) per second; <= 0 or infinite: all at once
+  double burstiness = 1.0;           // gamma shape of the gaps (1: Poisson)
   std::int64_t max_concurrency = 0;  // 0: unbounded
   std::uint64_t seed = 0;
 };
@@ -102,9 +102,9 @@ struct SimResult {
   std::vector<ConcurrencySample> concurrency;
   std::int64_t swaps_out = 0, swaps_in = 0, recompute_preemptions = 0;
   std::int64_t handoffs = 0, handoff_recomputes = 0, local_prefills = 0;
-  std::int64_t events = 0;       // simulation events processed
-  double wall_seconds = 0;       // real time the simulation took
-  std::string backend_detail;    // one worker's `sim` backend description
+  std::int64_t events = 0;     // simulation events processed
+  double wall_seconds = 0;     // real time the simulation took
+  std::string backend_detail;  // one worker's `sim` backend description
   std::int32_t kv_blocks_per_worker = 0;
 };
 
@@ -114,6 +114,7 @@ using ProgressFn = std::function<void(std::int64_t done, std::int64_t total)>;
 // Validates the configuration (unknown model, hardware or link, a model that does not fit:
 // invalid_argument / not_found with the reason) and runs the workload to its end.
 Result<SimResult> simulate(const ClusterConfig& cluster, const WorkloadConfig& workload,
-                           const std::vector<SimRequest>& requests, const ProgressFn& progress = {});
+                           const std::vector<SimRequest>& requests,
+                           const ProgressFn& progress = {});
 
 }  // namespace kvfleet::sim

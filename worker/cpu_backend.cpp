@@ -62,7 +62,8 @@ class CpuBackend final : public EngineBackend {
   }
 
   Status allocate_host_kv(std::int32_t blocks) override {
-    if (host_.data() != nullptr) return Status(StatusCode::kFailedPrecondition, "host KV memory exists");
+    if (host_.data() != nullptr)
+      return Status(StatusCode::kFailedPrecondition, "host KV memory exists");
     KVFLEET_ASSIGN_OR_RETURN(host_, kvstore::allocate_host_buffer(static_cast<std::size_t>(blocks) *
                                                                   layout_.block_bytes()));
     host_blocks_ = blocks;
@@ -81,10 +82,12 @@ class CpuBackend final : public EngineBackend {
                               " device blocks for " + std::to_string(host.size()) + " host blocks");
     }
     for (kvstore::BlockId b : device) {
-      if (b < 0 || b >= blocks_) return invalid_argument("copy_blocks: no device block " + std::to_string(b));
+      if (b < 0 || b >= blocks_)
+        return invalid_argument("copy_blocks: no device block " + std::to_string(b));
     }
     for (kvstore::BlockId b : host) {
-      if (b < 0 || b >= host_blocks_) return invalid_argument("copy_blocks: no host block " + std::to_string(b));
+      if (b < 0 || b >= host_blocks_)
+        return invalid_argument("copy_blocks: no host block " + std::to_string(b));
     }
     const std::size_t bb = layout_.block_bytes();
     if (direction == CopyDirection::kDeviceToHost) {
@@ -116,7 +119,8 @@ Result<std::unique_ptr<EngineBackend>> make_cpu_backend(const BackendOptions& o)
       KVFLEET_ASSIGN_OR_RETURN(model, Model::load(o.spec, o.weights_path));
     }
   }
-  const kernels::KvLayout layout = model->kv_layout(o.block_tokens, o.kv_dtype.value_or(DType::kFp32));
+  const kernels::KvLayout layout =
+      model->kv_layout(o.block_tokens, o.kv_dtype.value_or(DType::kFp32));
   KVFLEET_RETURN_IF_ERROR(kernels::validate_kv_layout(layout));
   if (o.num_blocks < 0) return invalid_argument("the engine needs at least one KV block");
   if (o.threads < 0) return invalid_argument("cpu backend: threads must be >= 0");

@@ -186,9 +186,9 @@ void EngineCore::reserve(std::int64_t tokens, double deadline,
   }
   const std::int64_t need = backend_->kv_layout().blocks_for_tokens(tokens);
   if (need > device_.capacity()) {
-    done(Status(StatusCode::kResourceExhausted,
-                "the import needs " + std::to_string(need) + " KV blocks; the engine has " +
-                    std::to_string(device_.capacity())));
+    done(Status(StatusCode::kResourceExhausted, "the import needs " + std::to_string(need) +
+                                                    " KV blocks; the engine has " +
+                                                    std::to_string(device_.capacity())));
     return;
   }
   // First come, first served: a newer reservation does not pass an older waiting one.
@@ -228,7 +228,8 @@ void EngineCore::service_reservations() {
     const std::int64_t blocks = it->blocks;
     it = waiting_reservations_.erase(it);
     done(Status(StatusCode::kResourceExhausted,
-                "no " + std::to_string(blocks) + " free KV blocks for the import before its deadline (" +
+                "no " + std::to_string(blocks) +
+                    " free KV blocks for the import before its deadline (" +
                     std::to_string(device_.num_available()) + " free)"));
   }
   update_headroom();
@@ -349,7 +350,8 @@ StepReport EngineCore::step() {
     const double t0 = clock_->now();
     Status st = host_->check_held(r.host_blocks);
     if (st.is_ok()) {
-      auto runs = backend_->copy_blocks(CopyDirection::kHostToDevice, r.device_blocks, r.host_blocks);
+      auto runs =
+          backend_->copy_blocks(CopyDirection::kHostToDevice, r.device_blocks, r.host_blocks);
       if (runs.is_ok()) {
         host_->record_restore(static_cast<std::int64_t>(r.host_blocks.size()), *runs);
       } else {

@@ -8,11 +8,11 @@
 // thread; everything else from the owner's thread only.
 
 #include <atomic>
-#include <deque>
-#include <optional>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <unordered_map>
@@ -65,8 +65,8 @@ struct EngineStats {
   std::int64_t swap_outs_total = 0, swap_ins_total = 0, recompute_preemptions_total = 0;
   std::int64_t finished_total = 0;
   std::int64_t failed_steps_total = 0;
-  std::int64_t held_blocks = 0;      // kept for hand-off (hold_kv)
-  std::int64_t reserved_blocks = 0;  // set aside for imports
+  std::int64_t held_blocks = 0;           // kept for hand-off (hold_kv)
+  std::int64_t reserved_blocks = 0;       // set aside for imports
   std::int64_t waiting_reservations = 0;  // imports waiting for blocks
   double last_step_seconds = 0;
   std::uint64_t prefix_hash_salt = 0;

@@ -1,13 +1,14 @@
 #include "worker/server.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <nlohmann/json.hpp>
-#include <atomic>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
-#include <unistd.h>
 
 #include "common/dtype.h"
 #include "common/log.h"
@@ -21,8 +22,8 @@
 namespace kvfleet::worker {
 namespace {
 
-using nlohmann::json;
 using net::Task;
+using nlohmann::json;
 namespace asio = boost::asio;
 
 std::string dump(const json& j) {
@@ -156,10 +157,11 @@ class Server final : public WorkerServer {
     sc.read_timeout = net::Seconds(60);
     sc.write_timeout = net::Seconds(60);
     KVFLEET_ASSIGN_OR_RETURN(
-        http_, net::HttpServer::start(io_, sc, [this](const net::HttpRequest& r,
-                                                      net::ResponseWriter& w) -> Task<void> {
-          co_await handle(r, w);
-        }));
+        http_,
+        net::HttpServer::start(
+            io_, sc, [this](const net::HttpRequest& r, net::ResponseWriter& w) -> Task<void> {
+              co_await handle(r, w);
+            }));
     const std::string host = cfg_.advertise_host.empty() ? cfg_.host : cfg_.advertise_host;
     url_ = "http://" + host + ":" + std::to_string(http_->port());
     if (agent_) {
@@ -216,7 +218,8 @@ class Server final : public WorkerServer {
     auto wait = [this, ms] { return engine_->wait_idle(std::chrono::milliseconds(ms)); };
     co_await net::run_blocking(pool_, std::move(wait));
     // Let streams write their last lines before the loop stops.
-    for (int i = 0; i < 100 && active_streams_ > 0; ++i) co_await net::sleep_for(net::Seconds(0.02));
+    for (int i = 0; i < 100 && active_streams_ > 0; ++i)
+      co_await net::sleep_for(net::Seconds(0.02));
     io_.stop();
   }
 
@@ -272,16 +275,17 @@ class Server final : public WorkerServer {
     bool warned = false;
     while (!stopping_) {
       if (!registered_) {
-        auto r = co_await net::http_call(*coord, "POST", "/internal/register", dump(registration()), o);
+        auto r =
+            co_await net::http_call(*coord, "POST", "/internal/register", dump(registration()), o);
         if (r.is_ok() && r->status == 200) {
           registered_ = true;
           warned = false;
           KVFLEET_LOG(kInfo) << "worker " << id_ << ": registered with " << cfg_.coordinator;
         } else if (!warned) {
           warned = true;
-          KVFLEET_LOG(kWarning) << "worker " << id_ << ": cannot register with "
-                                << cfg_.coordinator << ": "
-                                << (r.is_ok() ? r->body : r.status().message()) << " (retrying)";
+          KVFLEET_LOG(kWarning) << "worker " << id_ << ": cannot register with " << cfg_.coordinator
+                                << ": " << (r.is_ok() ? r->body : r.status().message())
+                                << " (retrying)";
         }
       } else {
         auto r = co_await net::http_call(*coord, "POST", "/internal/heartbeat", dump(load()), o);
@@ -328,11 +332,11 @@ class Server final : public WorkerServer {
     metrics_.requests_running.Set(static_cast<double>(s.running));
     metrics_.requests_waiting.Set(static_cast<double>(s.waiting));
     metrics_.requests_swapped.Set(static_cast<double>(s.swapped));
-    metrics_.kv_usage_device.Set(s.device_blocks_total > 0 ? double(s.device_blocks_used) /
-                                                                 s.device_blocks_total
-                                                           : 0.0);
+    metrics_.kv_usage_device.Set(
+        s.device_blocks_total > 0 ? double(s.device_blocks_used) / s.device_blocks_total : 0.0);
     const auto host_total = s.host.capacity_blocks;
-    metrics_.kv_usage_host.Set(host_total > 0 ? double(s.host.used_blocks) / double(host_total) : 0.0);
+    metrics_.kv_usage_host.Set(host_total > 0 ? double(s.host.used_blocks) / double(host_total)
+                                              : 0.0);
   }
 
   bool release_lease(const std::string& lease) {
@@ -347,7 +351,8 @@ class Server final : public WorkerServer {
   std::string add_lease(RequestId request) {
     std::string lease = id_ + "/" + std::to_string(request);
     auto timer = std::make_shared<asio::steady_timer>(io_);
-    timer->expires_after(std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.kv_lease_seconds * 1000)));
+    timer->expires_after(
+        std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.kv_lease_seconds * 1000)));
     timer->async_wait([this, lease](const boost::system::error_code& ec) {
       if (ec) return;
       if (leases_.count(lease) != 0) {
@@ -388,7 +393,8 @@ class Server final : public WorkerServer {
     }
     // Decode workers also run whole requests (conditional disaggregation prefills short
     // prompts where they decode); prefill workers only prefill.
-    if ((cfg_.role == "prefill" && mode != "prefill") || (cfg_.role == "decode" && mode == "prefill")) {
+    if ((cfg_.role == "prefill" && mode != "prefill") ||
+        (cfg_.role == "decode" && mode == "prefill")) {
       co_await w.send_error(400, "worker " + id_ + " has role " + cfg_.role + " and does not run " +
                                      mode + " requests");
       co_return;
@@ -420,11 +426,13 @@ class Server final : public WorkerServer {
         co_await w.send_error(400, src.status().message());
         co_return;
       }
-      auto box = std::make_shared<net::Mailbox<Result<Reservation>>>(co_await asio::this_coro::executor);
+      auto box =
+          std::make_shared<net::Mailbox<Result<Reservation>>>(co_await asio::this_coro::executor);
       // No room now: wait for some (older imports first), rather than recompute the prompt here
       // in the middle of this worker's decode batch; recompute only after the wait.
-      engine_->reserve(src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); },
-                       cfg_.kv_import_wait_seconds);
+      engine_->reserve(
+          src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); },
+          cfg_.kv_import_wait_seconds);
       auto got = co_await box->pop(net::Seconds(cfg_.kv_import_wait_seconds + 5));
       if (!got || !got->is_ok()) {
         // No room for the imported KV now: run the request whole here instead (the scheduler
@@ -448,15 +456,19 @@ class Server final : public WorkerServer {
         result = co_await modelled_import(*src_ptr);
       } else {
         // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
-        auto import = [this, source = *src_ptr, res = *reservation] { return import_kv(source, res); };
+        auto import = [this, source = *src_ptr, res = *reservation] {
+          return import_kv(source, res);
+        };
         result = co_await net::run_blocking(pool_, std::move(import));
       }
       if (!result.is_ok()) {
         engine_->cancel_reservation(reservation->id);
         metrics_.kv_transfer_failures.Increment();
         metrics_.errors("kv_transfer").Increment();
-        KVFLEET_LOG(kWarning) << "worker " << id_ << ": KV import failed: " << result.status().message();
-        std::string why = "KV transfer from " + src_ptr->agent + " failed: " + result.status().message();
+        KVFLEET_LOG(kWarning) << "worker " << id_
+                              << ": KV import failed: " << result.status().message();
+        std::string why =
+            "KV transfer from " + src_ptr->agent + " failed: " + result.status().message();
         co_await w.send_error(502, std::move(why));
         co_return;
       }
@@ -586,9 +598,10 @@ class Server final : public WorkerServer {
     s.blocks = f.tokens("blocks");
     if (!f.error.empty()) return invalid_argument("kv: " + f.error);
     if (s.modelled != !agent_) {
-      return invalid_argument(std::string("kv: ") +
-                              (agent_ ? "modelled KV (a sim worker's) cannot be imported into real memory"
-                                      : "this worker's backend models KV: it cannot import real bytes"));
+      return invalid_argument(
+          std::string("kv: ") +
+          (agent_ ? "modelled KV (a sim worker's) cannot be imported into real memory"
+                  : "this worker's backend models KV: it cannot import real bytes"));
     }
     if (!s.modelled && (s.agent.empty() || s.address.empty() || s.region.empty())) {
       return invalid_argument("kv: agent, address and region are required");
@@ -596,7 +609,8 @@ class Server final : public WorkerServer {
     const auto& layout = engine_->backend().kv_layout();
     if (s.block_bytes != layout.block_bytes()) {
       return invalid_argument("kv: block size " + std::to_string(s.block_bytes) +
-                              " differs from this worker's " + std::to_string(layout.block_bytes()) +
+                              " differs from this worker's " +
+                              std::to_string(layout.block_bytes()) +
                               " (same model, block size and KV dtype are required)");
     }
     if (s.tokens < 1 ||
@@ -618,9 +632,11 @@ class Server final : public WorkerServer {
         peers_[src.agent] = src.address;
       }
     }
-    KVFLEET_ASSIGN_OR_RETURN(transfer::RemoteRegion remote, transfer::RemoteRegion::parse(src.region));
+    KVFLEET_ASSIGN_OR_RETURN(transfer::RemoteRegion remote,
+                             transfer::RemoteRegion::parse(src.region));
     const size_t n = res.blocks.size();
-    std::vector<std::int32_t> remote_blocks(src.blocks.begin(), src.blocks.begin() + static_cast<long>(n));
+    std::vector<std::int32_t> remote_blocks(src.blocks.begin(),
+                                            src.blocks.begin() + static_cast<long>(n));
     transfer::TransferRequest tr;
     tr.peer = src.agent;
     tr.op = transfer::Op::kRead;
@@ -678,8 +694,8 @@ class Server final : public WorkerServer {
     o.timeout = net::Seconds(5);
     auto r = co_await net::http_call(*to, "POST", "/internal/release", dump(j), o);
     if (!r.is_ok()) {
-      KVFLEET_LOG(kWarning) << "worker " << id_ << ": releasing lease " << src.lease << " failed: "
-                            << r.status().message() << " (its lease timer frees it)";
+      KVFLEET_LOG(kWarning) << "worker " << id_ << ": releasing lease " << src.lease
+                            << " failed: " << r.status().message() << " (its lease timer frees it)";
     }
   }
 
@@ -757,12 +773,14 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   if (config.role != "prefill" && config.role != "decode" && config.role != "both") {
     return invalid_argument("--role must be prefill, decode or both, not '" + config.role + "'");
   }
-  if (config.kv_blocks < 0) return invalid_argument("--kv-blocks must be >= 0 (0: the backend's default)");
+  if (config.kv_blocks < 0)
+    return invalid_argument("--kv-blocks must be >= 0 (0: the backend's default)");
   if (config.block_tokens < 1 || config.block_tokens > 4096) {
     return invalid_argument("--block-tokens must be in [1, 4096]");
   }
   if (!config.coordinator.empty()) {
-    KVFLEET_RETURN_IF_ERROR(net::parse_url(config.coordinator).status().with_context("--coordinator"));
+    KVFLEET_RETURN_IF_ERROR(
+        net::parse_url(config.coordinator).status().with_context("--coordinator"));
   }
   if (!(config.heartbeat_seconds > 0) || !(config.kv_lease_seconds > 0)) {
     return invalid_argument("heartbeat and lease times must be > 0");
@@ -806,7 +824,7 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
     if (kv.kind == KvMemory::Kind::kDevice) ac.device = kv.device;
     KVFLEET_ASSIGN_OR_RETURN(agent, transfer::create_agent(config.transfer, ac));
     const auto kind = kv.kind == KvMemory::Kind::kDevice ? transfer::MemoryKind::kDevice
-                                                          : transfer::MemoryKind::kHost;
+                                                         : transfer::MemoryKind::kHost;
     if (kind == transfer::MemoryKind::kDevice && !agent->capabilities().device_memory) {
       return invalid_argument("transfer backend '" + config.transfer +
                               "' cannot move device memory (backend '" + config.backend +
@@ -826,7 +844,8 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
     if (*raw_slot) (*raw_slot)->on_step(r);
   };
   KVFLEET_ASSIGN_OR_RETURN(auto engine, Engine::create(ec, std::move(backend)));
-  auto server = std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region, id);
+  auto server =
+      std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region, id);
   *raw_slot = server.get();
   KVFLEET_RETURN_IF_ERROR(server->start());
   return std::unique_ptr<WorkerServer>(std::move(server));

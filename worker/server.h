@@ -13,21 +13,21 @@
 namespace kvfleet::worker {
 
 struct WorkerConfig {
-  std::string role = "both";  // prefill | decode | both
+  std::string role = "both";   // prefill | decode | both
   std::string model = "tiny";  // built-in name or config.json path
   std::string weights;         // safetensors; empty: seeded random weights
   std::uint64_t seed = 0;
   std::string backend = "cpu";  // cpu | sim (| cuda): see worker/backend.h
-  std::string coordinator;  // URL; empty: standalone (no registration)
+  std::string coordinator;      // URL; empty: standalone (no registration)
   std::string host = "127.0.0.1";
-  std::uint16_t port = 0;       // 0: any free port
-  std::string advertise_host;   // the host others reach this worker at; default: host
-  std::string id;               // default: ROLE-HOST-PORT
-  std::int32_t kv_blocks = 0;   // 0: the backend's default (cpu 1024; sim: what HBM holds)
+  std::uint16_t port = 0;      // 0: any free port
+  std::string advertise_host;  // the host others reach this worker at; default: host
+  std::string id;              // default: ROLE-HOST-PORT
+  std::int32_t kv_blocks = 0;  // 0: the backend's default (cpu 1024; sim: what HBM holds)
   std::int64_t block_tokens = 16;
   std::size_t host_kv_bytes = 0;
-  std::string kv_dtype;         // empty: the backend's default (cpu fp32; sim the model's dtype)
-  int threads = 0;              // cpu: BLAS threads (0: the library's default)
+  std::string kv_dtype;  // empty: the backend's default (cpu fp32; sim the model's dtype)
+  int threads = 0;       // cpu: BLAS threads (0: the library's default)
   // sim: the modelled device (built-in name or a hardware/profile file), its TP degree, the
   // link hand-offs cross (perfmodel/link.h), and wall seconds per modelled second.
   std::string hardware = "a100-80g";
@@ -45,7 +45,7 @@ struct WorkerConfig {
   // free up (imports first come, first served, ahead of new admissions), then recomputes the
   // prompt itself. Keep it below the prefill's lease.
   double kv_import_wait_seconds = 10;
-  double drain_seconds = 30;     // graceful stop: time given to in-flight requests
+  double drain_seconds = 30;  // graceful stop: time given to in-flight requests
 };
 
 class WorkerServer {

@@ -22,8 +22,8 @@ std::uint64_t mix(std::uint64_t x) {
 }
 
 // The KV layout of one device's share of the model's KV: what a block holds and weighs.
-Result<kernels::KvLayout> sim_layout(const ModelSpec& spec, std::int64_t tp, std::int64_t block_tokens,
-                                     DType dtype) {
+Result<kernels::KvLayout> sim_layout(const ModelSpec& spec, std::int64_t tp,
+                                     std::int64_t block_tokens, DType dtype) {
   if (dtype == DType::kInt4 || dtype == DType::kTf32) {
     return invalid_argument("sim backend: KV dtype " + std::string(dtype_name(dtype)) +
                             " is not a storage type with whole bytes per element");
@@ -84,8 +84,9 @@ class SimBackend final : public EngineBackend {
     o << "sim (modelled by perfmodel): " << spec_.name << " on " << hw_.name;
     if (tp_ > 1) o << " x" << tp_ << " (tp " << tp_ << ")";
     o << ", " << dtype_name(layout_.dtype) << " KV, " << blocks_ << " blocks of "
-      << layout_.block_tokens << " tokens (" << format_bytes(static_cast<double>(layout_.block_bytes()))
-      << " each per device), link " << link_.name;
+      << layout_.block_tokens << " tokens ("
+      << format_bytes(static_cast<double>(layout_.block_bytes())) << " each per device), link "
+      << link_.name;
     if (!clock_->is_virtual()) o << ", time scale " << time_scale_;
     return o.str();
   }
@@ -137,7 +138,8 @@ class SimBackend final : public EngineBackend {
       return invalid_argument("copy_blocks: " + std::to_string(device.size()) +
                               " device blocks for " + std::to_string(host.size()) + " host blocks");
     }
-    const double bytes = static_cast<double>(device.size()) * static_cast<double>(layout_.block_bytes());
+    const double bytes =
+        static_cast<double>(device.size()) * static_cast<double>(layout_.block_bytes());
     wait(model_.swap_seconds(bytes));
     return static_cast<std::int64_t>(kvstore::coalesce_runs(device, host).size());
   }
@@ -205,26 +207,29 @@ Result<std::unique_ptr<EngineBackend>> make_sim_backend(const BackendOptions& o)
   perfmodel::Deployment dep;
   dep.tp = o.tp;
   if (o.kv_dtype) dep.kv_dtype = *o.kv_dtype;
-  KVFLEET_ASSIGN_OR_RETURN(perfmodel::StepModel model, perfmodel::StepModel::create(o.spec, hw, dep));
+  KVFLEET_ASSIGN_OR_RETURN(perfmodel::StepModel model,
+                           perfmodel::StepModel::create(o.spec, hw, dep));
   const DType kv_dtype = o.kv_dtype.value_or(o.spec.dtype);
   KVFLEET_ASSIGN_OR_RETURN(kernels::KvLayout layout,
                            sim_layout(o.spec, o.tp, o.block_tokens, kv_dtype));
   const std::int64_t fit = model.kv_blocks(o.block_tokens);
   if (fit < 1) {
     const std::int64_t min_tp = model.min_tp_to_fit(o.block_tokens);
-    return invalid_argument(
-        "model '" + o.spec.name + "' does not fit " + hw.name + " at tp " + std::to_string(o.tp) +
-        ": its weights need " + format_bytes(model.weight_bytes_per_device()) +
-        " per device and leave no room for KV" +
-        (min_tp > 0 ? "; it fits with tp >= " + std::to_string(min_tp)
-                    : "; it does not fit with any tp up to 64"));
+    return invalid_argument("model '" + o.spec.name + "' does not fit " + hw.name + " at tp " +
+                            std::to_string(o.tp) + ": its weights need " +
+                            format_bytes(model.weight_bytes_per_device()) +
+                            " per device and leave no room for KV" +
+                            (min_tp > 0 ? "; it fits with tp >= " + std::to_string(min_tp)
+                                        : "; it does not fit with any tp up to 64"));
   }
-  if (fit > INT32_MAX) return invalid_argument("sim backend: too many KV blocks; raise --block-tokens");
+  if (fit > INT32_MAX)
+    return invalid_argument("sim backend: too many KV blocks; raise --block-tokens");
   std::int32_t blocks = static_cast<std::int32_t>(fit);
   if (o.num_blocks > 0) {
     if (o.num_blocks > fit) {
-      return invalid_argument("sim backend: " + std::to_string(o.num_blocks) + " KV blocks asked, but " +
-                              hw.name + " holds " + std::to_string(fit) + " after the weights");
+      return invalid_argument("sim backend: " + std::to_string(o.num_blocks) +
+                              " KV blocks asked, but " + hw.name + " holds " + std::to_string(fit) +
+                              " after the weights");
     }
     blocks = o.num_blocks;
   }

@@ -176,7 +176,8 @@ TEST(BenchCli, NcclTransferBenchmarkVerifiesEverySizeAndReportsBaselines) {
 
 TEST(BenchCli, AWorkloadFileWithABadLineIsRejectedBeforeAnythingIsSent) {
   test::TempDir dir;
-  const std::string path = dir.write("w.jsonl", "{\"prompt\": \"hi\", \"output_len\": 2}\n{\"prompt\": 3}\n");
+  const std::string path =
+      dir.write("w.jsonl", "{\"prompt\": \"hi\", \"output_len\": 2}\n{\"prompt\": 3}\n");
   auto r = test::kvfleet("bench serve --url http://127.0.0.1:1 --dataset " + path);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.err, ::testing::HasSubstr("w.jsonl:2: 'prompt' must be a non-empty string"));
@@ -184,8 +185,9 @@ TEST(BenchCli, AWorkloadFileWithABadLineIsRejectedBeforeAnythingIsSent) {
 
 TEST(BenchCli, CompareWritesAReportWithPlotsForBothLayouts) {
   test::TempDir dir;
-  auto r = test::kvfleet("bench compare --model tiny --workloads short:48:4 --rates 4,8 --num-prompts 4 --out " +
-                         dir.path() + "/report");
+  auto r = test::kvfleet(
+      "bench compare --model tiny --workloads short:48:4 --rates 4,8 --num-prompts 4 --out " +
+      dir.path() + "/report");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream in(dir.path() + "/report/report.md");
   const std::string md((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

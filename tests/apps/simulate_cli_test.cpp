@@ -21,10 +21,10 @@ TEST(SimulateCli, PaperExampleJsonHasBenchServeKeysAndThePlanFigures) {
       "--output-len 250 --num-prompts 1 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
-  for (const char* key : {"completed", "failed", "request_throughput", "output_throughput",
-                          "mean_ttft_ms", "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms",
-                          "mean_itl_ms", "mean_e2el_ms", "input_lens", "output_lens", "ttfts",
-                          "itls", "errors", "duration", "total_input_tokens"}) {
+  for (const char* key :
+       {"completed", "failed", "request_throughput", "output_throughput", "mean_ttft_ms",
+        "median_ttft_ms", "p99_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "mean_e2el_ms",
+        "input_lens", "output_lens", "ttfts", "itls", "errors", "duration", "total_input_tokens"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
   EXPECT_EQ(j["completed"], 1);
@@ -59,9 +59,10 @@ TEST(SimulateCli, TableSaysItIsASimulationAndSweepsGiveOneResultPerRate) {
 
 TEST(SimulateCli, CompareWritesTheReportBenchCompareWrites) {
   TempDir dir;
-  auto r = kvfleet("simulate --compare --model llama-3-8b --hardware h100-80g --colocated 2 "
-                   "--workloads short:256:32,long:4096:8 --sweep-rates 2,8 --num-prompts 30 --out " +
-                   dir.path());
+  auto r = kvfleet(
+      "simulate --compare --model llama-3-8b --hardware h100-80g --colocated 2 "
+      "--workloads short:256:32,long:4096:8 --sweep-rates 2,8 --num-prompts 30 --out " +
+      dir.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream in(dir.path() + "/report.md");
   const std::string md((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

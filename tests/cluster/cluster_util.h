@@ -114,7 +114,9 @@ class Process {
   std::string log_;
 };
 
-inline net::Endpoint endpoint(const std::string& url) { return *net::parse_url(url); }
+inline net::Endpoint endpoint(const std::string& url) {
+  return *net::parse_url(url);
+}
 
 inline net::HttpResponse http(const std::string& url, const std::string& method,
                               const std::string& target, const std::string& body = "") {
@@ -173,7 +175,8 @@ inline Completion complete(const std::string& url, json body, bool stream, bool 
     }
     const json& choice = j["choices"][0];
     c.tokens = choice["token_ids"].get<std::vector<std::int32_t>>();
-    c.text = chat ? choice["message"]["content"].get<std::string>() : choice["text"].get<std::string>();
+    c.text =
+        chat ? choice["message"]["content"].get<std::string>() : choice["text"].get<std::string>();
     c.finish_reason = choice["finish_reason"].get<std::string>();
     c.usage = j["usage"];
     return c;
@@ -202,7 +205,8 @@ inline Completion complete(const std::string& url, json body, bool stream, bool 
     const json& choice = j["choices"][0];
     for (const auto& t : choice["token_ids"]) c.tokens.push_back(t.get<std::int32_t>());
     c.text += chat ? choice["delta"].value("content", "") : choice["text"].get<std::string>();
-    if (!choice["finish_reason"].is_null()) c.finish_reason = choice["finish_reason"].get<std::string>();
+    if (!choice["finish_reason"].is_null())
+      c.finish_reason = choice["finish_reason"].get<std::string>();
     return true;
   });
   if (c.status != 200 && c.error.is_null()) c.error = json::parse(raw, nullptr, false);
@@ -218,8 +222,7 @@ struct Sampling {
 
 // The reference: one in-process engine with the workers' model (tiny, seed 0), each prompt alone.
 inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t>& prompt,
-                                                  std::int64_t max_tokens,
-                                                  Sampling sampling = {}) {
+                                                  std::int64_t max_tokens, Sampling sampling = {}) {
   worker::BackendOptions bo;
   bo.spec = *load_model_spec("tiny");
   bo.seed = 0;
@@ -247,7 +250,8 @@ class Cluster {
  public:
   Cluster(const std::string& mode, std::vector<std::vector<std::string>> workers,
           std::vector<std::string> serve_extra = {}) {
-    std::vector<std::string> args = {"serve", "--port", "0", "--mode", mode, "--lease-seconds", "2"};
+    std::vector<std::string> args = {"serve", "--port",          "0", "--mode",
+                                     mode,    "--lease-seconds", "2"};
     args.insert(args.end(), serve_extra.begin(), serve_extra.end());
     coordinator_ = std::make_unique<Process>(args, dir_.path() + "/coordinator.log");
     url_ = coordinator_->wait_url();
@@ -257,8 +261,15 @@ class Cluster {
   // Starts a worker (`args` after "worker"), waits until it is registered.
   void add_worker(std::vector<std::string> args) {
     const std::string id = "w" + std::to_string(workers_.size());
-    std::vector<std::string> a = {"worker", "--coordinator", url_, "--port", "0", "--id", id + "-" + std::to_string(::getpid()),
-                                  "--heartbeat-seconds", "0.2"};
+    std::vector<std::string> a = {"worker",
+                                  "--coordinator",
+                                  url_,
+                                  "--port",
+                                  "0",
+                                  "--id",
+                                  id + "-" + std::to_string(::getpid()),
+                                  "--heartbeat-seconds",
+                                  "0.2"};
     a.insert(a.end(), args.begin(), args.end());
     workers_.push_back(std::make_unique<Process>(a, dir_.path() + "/" + id + ".log"));
     worker_urls_.push_back(workers_.back()->wait_url());
@@ -301,7 +312,8 @@ class Cluster {
 
   std::string logs() const {
     std::string s = "--- coordinator\n" + coordinator_->log();
-    for (size_t i = 0; i < workers_.size(); ++i) s += "--- worker " + std::to_string(i) + "\n" + workers_[i]->log();
+    for (size_t i = 0; i < workers_.size(); ++i)
+      s += "--- worker " + std::to_string(i) + "\n" + workers_[i]->log();
     return s;
   }
 
@@ -315,7 +327,8 @@ class Cluster {
 
 // Sums samples of a metric family in Prometheus text, optionally only those whose labels
 // contain `label` (e.g. finish_reason="length").
-inline double metric_sum(const std::string& text, const std::string& name, const std::string& label = "") {
+inline double metric_sum(const std::string& text, const std::string& name,
+                         const std::string& label = "") {
   double sum = 0;
   std::istringstream in(text);
   std::string line;

@@ -19,7 +19,8 @@ std::vector<std::int32_t> prompt_of(std::size_t n, std::uint64_t seed) {
   return p;
 }
 
-json body(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens, const std::string& model) {
+json body(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens,
+          const std::string& model) {
   json b;
   b["model"] = model;
   b["prompt"] = prompt;
@@ -31,21 +32,26 @@ json body(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens, cons
 
 std::vector<std::string> sim_worker(const std::string& role, const std::string& model,
                                     const std::string& hardware) {
-  return {"--role", role, "--backend", "sim", "--model", model, "--hardware", hardware, "--link", "nvlink"};
+  return {"--role", role,         "--backend", "sim",    "--model",
+          model,    "--hardware", hardware,    "--link", "nvlink"};
 }
 
 TEST(SimCluster, ServesTheOpenAiApiDisaggregatedAndSaysItIsSimulated) {
   Cluster cluster("disaggregated",
-                  {sim_worker("prefill", "llama-3-8b", "h100-80g"), sim_worker("decode", "llama-3-8b", "h100-80g")},
+                  {sim_worker("prefill", "llama-3-8b", "h100-80g"),
+                   sim_worker("decode", "llama-3-8b", "h100-80g")},
                   {"--backend", "sim"});
   const std::uint64_t seed = test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::vector<std::future<Completion>> futures;
   std::vector<std::vector<std::int32_t>> prompts;
-  for (int i = 0; i < 6; ++i) prompts.push_back(prompt_of(300 + 50 * static_cast<std::size_t>(i), seed + static_cast<std::uint64_t>(i)));
+  for (int i = 0; i < 6; ++i)
+    prompts.push_back(
+        prompt_of(300 + 50 * static_cast<std::size_t>(i), seed + static_cast<std::uint64_t>(i)));
   for (int i = 0; i < 6; ++i) {
     futures.push_back(std::async(std::launch::async, [&, i] {
-      return complete(cluster.url(), body(prompts[static_cast<size_t>(i)], 24, "llama-3-8b"), i % 2 == 0);
+      return complete(cluster.url(), body(prompts[static_cast<size_t>(i)], 24, "llama-3-8b"),
+                      i % 2 == 0);
     }));
   }
   std::vector<Completion> got;
@@ -91,7 +97,8 @@ TEST(SimCluster, ACoordinatorForSimRefusesACpuWorker) {
 // latency a client sees is the modelled step (Yi-34B on an A100: ~34 ms at 1K context), within
 // what the loopback and the machine's load add.
 TEST(SimCluster, RealTimeStepsLastWhatTheModelPredicts) {
-  Cluster cluster("colocated", {sim_worker("both", "yi-34b-200k", "a100-80g")}, {"--backend", "sim"});
+  Cluster cluster("colocated", {sim_worker("both", "yi-34b-200k", "a100-80g")},
+                  {"--backend", "sim"});
   const auto prompt = prompt_of(999, test_seed());
   const Completion c = complete(cluster.url(), body(prompt, 12, "yi-34b-200k"), true);
   ASSERT_EQ(c.status, 200) << c.error.dump();

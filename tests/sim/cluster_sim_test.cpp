@@ -25,20 +25,23 @@ std::vector<std::int32_t> prompt_of(std::size_t n, std::uint64_t seed) {
   return p;
 }
 
-std::vector<SimRequest> requests(int n, std::size_t input, std::int64_t output, std::uint64_t seed) {
+std::vector<SimRequest> requests(int n, std::size_t input, std::int64_t output,
+                                 std::uint64_t seed) {
   std::vector<SimRequest> out;
-  for (int i = 0; i < n; ++i) out.push_back({prompt_of(input, seed * 7919 + static_cast<std::uint64_t>(i)), output});
+  for (int i = 0; i < n; ++i)
+    out.push_back({prompt_of(input, seed * 7919 + static_cast<std::uint64_t>(i)), output});
   return out;
 }
 
-perfmodel::Estimate plan(const std::string& model, const std::string& hardware, std::int64_t context,
-                         std::int64_t decode, std::int64_t tp = 1) {
+perfmodel::Estimate plan(const std::string& model, const std::string& hardware,
+                         std::int64_t context, std::int64_t decode, std::int64_t tp = 1) {
   perfmodel::Deployment dep;
   dep.tp = tp;
   perfmodel::Workload w;
   w.context_tokens = context;
   w.decode_tokens = decode;
-  auto e = perfmodel::estimate(*load_model_spec(model), *perfmodel::load_hardware(hardware), dep, w);
+  auto e =
+      perfmodel::estimate(*load_model_spec(model), *perfmodel::load_hardware(hardware), dep, w);
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   return *e;
 }
@@ -217,7 +220,9 @@ TEST(ClusterSim, SessionsRunInTurnOrderAndConcurrencyIsBounded) {
   std::vector<SimRequest> reqs;
   for (int s = 0; s < 4; ++s) {
     for (int t = 0; t < 3; ++t) {
-      SimRequest r{prompt_of(200 + 100 * static_cast<std::size_t>(t), static_cast<std::uint64_t>(s * 10 + t)), 16};
+      SimRequest r{prompt_of(200 + 100 * static_cast<std::size_t>(t),
+                             static_cast<std::uint64_t>(s * 10 + t)),
+                   16};
       r.session = s;
       r.turn = t;
       reqs.push_back(r);

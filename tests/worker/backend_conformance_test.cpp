@@ -81,8 +81,8 @@ class BackendConformance : public ::testing::TestWithParam<std::string> {
                         const std::vector<std::vector<std::int32_t>>& ps, std::int64_t max_tokens) {
     EXPECT_EQ(got, alone(ps, max_tokens)) << "backend " << GetParam() << " is not self-consistent";
     if (!caps_.computes) return;  // modelled tokens: nothing numeric to compare
-    EXPECT_EQ(got, cpu_reference(ps, max_tokens)) << "backend " << GetParam()
-                                                  << " differs from the cpu backend";
+    EXPECT_EQ(got, cpu_reference(ps, max_tokens))
+        << "backend " << GetParam() << " differs from the cpu backend";
   }
 
   std::uint64_t seed_ = 0;
@@ -177,8 +177,7 @@ TEST_P(BackendConformance, PrefixReuseFromDeviceAndHostChangesNoToken) {
   const auto third = generate(*engine, {ps[0]}, 8);
   EXPECT_GE(third[0].timings.prefix_hit_tokens + third[0].timings.host_prefix_hit_tokens, 40);
   EXPECT_GT(third[0].timings.host_prefix_hit_tokens, 0);
-  expect_reference({first[0].tokens, second[0].tokens, third[0].tokens}, {ps[0], ps[1], ps[0]},
-                   8);
+  expect_reference({first[0].tokens, second[0].tokens, third[0].tokens}, {ps[0], ps[1], ps[0]}, 8);
   expect_all_blocks_free(*engine);
 }
 
@@ -281,8 +280,8 @@ TEST_P(BackendConformance, HeldKvImportedIntoAnotherEngineContinuesTheSame) {
   dr.prompt.push_back(first.tokens[0]);
   dr.params.max_tokens = 10;
   dr.params.ignore_eos = true;
-  dr.kv_import = KvImport{res->id, static_cast<std::int64_t>(p.size()),
-                          static_cast<std::int64_t>(p.size())};
+  dr.kv_import =
+      KvImport{res->id, static_cast<std::int64_t>(p.size()), static_cast<std::int64_t>(p.size())};
   dr.on_finish = dc.callback();
   const RequestId did = *decode->submit(std::move(dr));
   ASSERT_TRUE(decode->wait_idle(std::chrono::seconds(60)));

@@ -315,7 +315,8 @@ TEST_F(EngineTest, ReservationsWaitForRoomAheadOfNewRequestsUntilTheirDeadline) 
   // One block is free; this reservation needs two: it waits (up to 30 s)...
   std::promise<Result<Reservation>> waiting;
   auto granted = waiting.get_future();
-  engine->reserve(8 * 2, [&](Result<Reservation> r) { waiting.set_value(r); }, 30);
+  engine->reserve(
+      8 * 2, [&](Result<Reservation> r) { waiting.set_value(r); }, 30);
   // ...and a new request that would fit in the free block does not pass it.
   Collector c;
   Request late;
@@ -345,12 +346,15 @@ TEST_F(EngineTest, ReservationsWaitForRoomAheadOfNewRequestsUntilTheirDeadline) 
   // A reservation that cannot be met in time fails at its deadline (two blocks are reserved).
   std::promise<Result<Reservation>> late_reservation;
   const auto t0 = std::chrono::steady_clock::now();
-  engine->reserve(8 * 3, [&](Result<Reservation> r) { late_reservation.set_value(r); }, 0.3);
+  engine->reserve(
+      8 * 3, [&](Result<Reservation> r) { late_reservation.set_value(r); }, 0.3);
   const Result<Reservation> expired = late_reservation.get_future().get();
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_FALSE(expired.is_ok());
   EXPECT_EQ(expired.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_NE(expired.status().message().find("deadline"), std::string::npos) << expired.status().message();
+  EXPECT_NE(expired.status().message().find("deadline"), std::string::npos)
+      << expired.status().message();
   EXPECT_GE(waited, 0.3);
   engine->cancel_reservation(second->id);
   ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(10)));
@@ -403,7 +407,8 @@ TEST_F(EngineTest, BadRequestsGetClearErrors) {
 TEST(EngineBackends, UnknownBackendListsTheKnownOnes) {
   auto b = create_backend("tpu", BackendOptions{});
   ASSERT_FALSE(b.is_ok());
-  EXPECT_NE(b.status().message().find("known: cpu, sim"), std::string::npos) << b.status().message();
+  EXPECT_NE(b.status().message().find("known: cpu, sim"), std::string::npos)
+      << b.status().message();
 }
 
 }  // namespace

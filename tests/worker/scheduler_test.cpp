@@ -25,7 +25,7 @@ namespace {
 using kvstore::BlockHash;
 using kvstore::BlockId;
 
-constexpr std::int64_t kBt = 4;          // tokens per block
+constexpr std::int64_t kBt = 4;  // tokens per block
 constexpr std::uint64_t kSalt = 99;
 
 kernels::KvLayout layout() {
@@ -37,7 +37,9 @@ kernels::KvLayout layout() {
   return l;  // 32-byte blocks
 }
 
-std::int64_t blocks_for(std::int64_t tokens) { return (tokens + kBt - 1) / kBt; }
+std::int64_t blocks_for(std::int64_t tokens) {
+  return (tokens + kBt - 1) / kBt;
+}
 
 // Tokens base, base + 1, ...: prompts built from the same base share prefixes.
 std::vector<std::int32_t> tokens(std::int64_t n, std::int32_t base = 0) {
@@ -56,8 +58,10 @@ std::vector<std::int32_t> concat(std::vector<std::int32_t> a, const std::vector<
 // content equals its prefix hash.
 using Content = std::optional<BlockHash>;
 
-Content content_of(const std::vector<std::int32_t>& toks, std::int64_t block, std::int64_t written) {
-  const auto before = kvstore::full_block_hashes(kSalt, std::span(toks).first(static_cast<size_t>(block * kBt)), kBt);
+Content content_of(const std::vector<std::int32_t>& toks, std::int64_t block,
+                   std::int64_t written) {
+  const auto before = kvstore::full_block_hashes(
+      kSalt, std::span(toks).first(static_cast<size_t>(block * kBt)), kBt);
   const BlockHash parent = block == 0 ? kvstore::root_hash(kSalt) : before.back();
   return kvstore::chain_hash(parent, std::span(toks).subspan(static_cast<size_t>(block * kBt),
                                                              static_cast<size_t>(written)));
@@ -65,8 +69,9 @@ Content content_of(const std::vector<std::int32_t>& toks, std::int64_t block, st
 
 struct Harness {
   // host_blocks < 0: no host store.
-  Harness(std::int32_t device_blocks, std::int32_t host_blocks, SchedulerConfig scheduler_config = {},
-          double high_watermark = 1.0, double low_watermark = 1.0)
+  Harness(std::int32_t device_blocks, std::int32_t host_blocks,
+          SchedulerConfig scheduler_config = {}, double high_watermark = 1.0,
+          double low_watermark = 1.0)
       : device(device_blocks),
         host(make_host(host_blocks, high_watermark, low_watermark)),
         config(with_salt(scheduler_config)),
@@ -75,7 +80,8 @@ struct Harness {
         device_content(static_cast<size_t>(device_blocks)),
         host_content(static_cast<size_t>(std::max(host_blocks, 0))) {}
 
-  static std::unique_ptr<kvstore::HostKvStore> make_host(std::int32_t blocks, double high, double low) {
+  static std::unique_ptr<kvstore::HostKvStore> make_host(std::int32_t blocks, double high,
+                                                         double low) {
     if (blocks < 0) return nullptr;
     const std::size_t bb = layout().block_bytes();
     auto h = kvstore::HostKvStore::create({static_cast<std::size_t>(blocks) * bb, bb, high, low});
@@ -146,13 +152,15 @@ struct Harness {
     // Swap-outs first: the blocks were released in the pool, their bytes are still there.
     for (const SwapOut& out : p.swap_outs) {
       EXPECT_EQ(out.seq->state, Sequence::State::kSwapped);
-      EXPECT_EQ(static_cast<std::int64_t>(out.device_blocks.size()), blocks_for(out.seq->num_computed));
+      EXPECT_EQ(static_cast<std::int64_t>(out.device_blocks.size()),
+                blocks_for(out.seq->num_computed));
       auto ids = host->spill(zeros.data(), out.device_blocks);
       ASSERT_TRUE(ids.is_ok()) << "the plan swapped out more than the host store can take: "
                                << ids.status().to_string();
       out.seq->host_blocks = *ids;
       for (size_t i = 0; i < ids->size(); ++i) {
-        host_content[static_cast<size_t>((*ids)[i])] = device_content[static_cast<size_t>(out.device_blocks[i])];
+        host_content[static_cast<size_t>((*ids)[i])] =
+            device_content[static_cast<size_t>(out.device_blocks[i])];
       }
       const std::int64_t full = std::min<std::int64_t>(
           {out.seq->num_computed / kBt, static_cast<std::int64_t>(out.seq->hashes.size()),
@@ -175,7 +183,8 @@ struct Harness {
       EXPECT_EQ(r.host_blocks.size(), r.device_blocks.size());
       for (size_t i = 0; i < r.host_blocks.size(); ++i) {
         EXPECT_EQ(device.ref_count(r.device_blocks[i]), 1) << "a restore into a shared block";
-        device_content[static_cast<size_t>(r.device_blocks[i])] = host_content[static_cast<size_t>(r.host_blocks[i])];
+        device_content[static_cast<size_t>(r.device_blocks[i])] =
+            host_content[static_cast<size_t>(r.host_blocks[i])];
       }
       host->release(r.host_blocks);
       if (r.resume) ++resumes;
@@ -191,7 +200,8 @@ struct Harness {
       EXPECT_GE(c.num_tokens, 1);
       EXPECT_LE(c.num_tokens, s->remaining_to_compute());
       const std::int64_t end = s->num_computed + c.num_tokens;
-      ASSERT_GE(static_cast<std::int64_t>(s->blocks.size()), blocks_for(end)) << "a chunk without blocks";
+      ASSERT_GE(static_cast<std::int64_t>(s->blocks.size()), blocks_for(end))
+          << "a chunk without blocks";
       for (std::int64_t b = 0; b * kBt < s->num_computed; ++b) {
         const std::int64_t written = std::min(kBt, s->num_computed - b * kBt);
         EXPECT_EQ(device_content[static_cast<size_t>(s->blocks[static_cast<size_t>(b)])],
@@ -201,7 +211,8 @@ struct Harness {
       for (std::int64_t b = s->num_computed / kBt; b < blocks_for(end); ++b) {
         const BlockId id = s->blocks[static_cast<size_t>(b)];
         EXPECT_EQ(device.ref_count(id), 1) << "a chunk writes a shared block";
-        device_content[static_cast<size_t>(id)] = content_of(s->tokens, b, std::min(kBt, end - b * kBt));
+        device_content[static_cast<size_t>(id)] =
+            content_of(s->tokens, b, std::min(kBt, end - b * kBt));
       }
       s->num_computed = end;
       if (end == static_cast<std::int64_t>(s->tokens.size())) {
@@ -210,10 +221,12 @@ struct Harness {
       scheduler.publish_full_blocks(s);
       if (config.prefix_caching) {
         // Its computed full blocks are indexed under its hashes: later prompts can reuse them.
-        EXPECT_EQ(s->published_blocks, std::min<std::int64_t>(s->num_computed / kBt,
-                                                               static_cast<std::int64_t>(s->blocks.size())));
+        EXPECT_EQ(s->published_blocks,
+                  std::min<std::int64_t>(s->num_computed / kBt,
+                                         static_cast<std::int64_t>(s->blocks.size())));
         for (std::int64_t i = 0; i < s->published_blocks; ++i) {
-          EXPECT_EQ(device.hash_of(s->blocks[static_cast<size_t>(i)]), s->hashes[static_cast<size_t>(i)])
+          EXPECT_EQ(device.hash_of(s->blocks[static_cast<size_t>(i)]),
+                    s->hashes[static_cast<size_t>(i)])
               << "sequence " << s->id << " block " << i << " is not published";
         }
       }
@@ -232,9 +245,9 @@ struct Harness {
   // store already indexes, so it stays unindexed and is freed on release).
   void offload(Sequence* s) {
     if (!host || !config.prefix_caching) return;
-    const std::int64_t full = std::min<std::int64_t>(
-        {s->num_computed / kBt, static_cast<std::int64_t>(s->hashes.size()),
-         static_cast<std::int64_t>(s->blocks.size())});
+    const std::int64_t full =
+        std::min<std::int64_t>({s->num_computed / kBt, static_cast<std::int64_t>(s->hashes.size()),
+                                static_cast<std::int64_t>(s->blocks.size())});
     std::vector<BlockId> src;
     std::vector<BlockHash> hashes;
     for (std::int64_t i = 0; i < full; ++i) {
@@ -284,8 +297,7 @@ struct Harness {
           EXPECT_TRUE(s->blocks.empty());
           EXPECT_EQ(static_cast<std::int64_t>(s->host_blocks.size()), blocks_for(s->num_computed));
           break;
-        case Sequence::State::kFinished:
-          break;
+        case Sequence::State::kFinished: break;
       }
     }
     for (BlockId b = 0; b < device.capacity(); ++b) {
@@ -312,7 +324,8 @@ struct Harness {
   std::int64_t swap_outs = 0, recomputes = 0, resumes = 0;
 };
 
-SchedulerConfig cfg(std::int64_t budget, std::int64_t max_running = 256, bool prefix_caching = true) {
+SchedulerConfig cfg(std::int64_t budget, std::int64_t max_running = 256,
+                    bool prefix_caching = true) {
   SchedulerConfig c;
   c.max_batch_tokens = budget;
   c.max_running = max_running;
@@ -573,7 +586,8 @@ TEST(SchedulerPrefix, HostStoreBlocksAreRestoredThroughThePlan) {
   EXPECT_EQ(p.restores[0].seq, b);
   EXPECT_FALSE(p.restores[0].resume);
   EXPECT_EQ(p.restores[0].host_blocks.size(), 3u);
-  EXPECT_EQ(p.restores[0].device_blocks, std::vector<BlockId>(b->blocks.begin(), b->blocks.begin() + 3));
+  EXPECT_EQ(p.restores[0].device_blocks,
+            std::vector<BlockId>(b->blocks.begin(), b->blocks.begin() + 3));
   EXPECT_EQ(b->num_computed, 12);
   EXPECT_EQ(b->output.timings.host_prefix_hit_tokens, 12);
   EXPECT_EQ(h.host->stats().used_blocks, 3);  // held for the copy
@@ -689,7 +703,8 @@ TEST(SchedulerRemove, ReleasesDeviceAndHostBlocksWhereverTheSequenceIs) {
 
 TEST(SchedulerRandom, BlocksNeverLeakAndEverySequenceFinishesWithItsOwnKv) {
   const std::uint64_t seed = test::test_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " (KVFLEET_TEST_SEED=" + std::to_string(seed) + " replays it)");
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (KVFLEET_TEST_SEED=" + std::to_string(seed) +
+               " replays it)");
   std::mt19937_64 rng(seed);
   auto uniform = [&](std::int64_t lo, std::int64_t hi) {
     return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng);
@@ -705,7 +720,8 @@ TEST(SchedulerRandom, BlocksNeverLeakAndEverySequenceFinishesWithItsOwnKv) {
     const bool prefix_caching = uniform(0, 3) != 0;
     Harness h(device_blocks, host_blocks, cfg(budget, max_running, prefix_caching), 0.95, 0.8);
     // Prompts share prefixes of three bases, so prefixes are reused and evicted.
-    const std::vector<std::vector<std::int32_t>> bases = {tokens(64, 0), tokens(64, 1000), tokens(64, 2000)};
+    const std::vector<std::vector<std::int32_t>> bases = {tokens(64, 0), tokens(64, 1000),
+                                                          tokens(64, 2000)};
     auto random_prompt = [&](std::int64_t max_total, std::int64_t& max_tokens) {
       const std::int64_t total = uniform(2, max_total);
       const std::int64_t len = uniform(1, total - 1);
@@ -713,7 +729,8 @@ TEST(SchedulerRandom, BlocksNeverLeakAndEverySequenceFinishesWithItsOwnKv) {
       const auto& base = bases[static_cast<size_t>(uniform(0, 2))];
       const std::int64_t shared = std::min<std::int64_t>(len, uniform(0, 20));
       std::vector<std::int32_t> p(base.begin(), base.begin() + shared);
-      while (static_cast<std::int64_t>(p.size()) < len) p.push_back(static_cast<std::int32_t>(uniform(5000, 5100)));
+      while (static_cast<std::int64_t>(p.size()) < len)
+        p.push_back(static_cast<std::int32_t>(uniform(5000, 5100)));
       return p;
     };
     // A request fits the whole pool alone (the engine rejects others at submit).
@@ -742,7 +759,8 @@ TEST(SchedulerRandom, BlocksNeverLeakAndEverySequenceFinishesWithItsOwnKv) {
         h.import(std::move(p), prompt_len, prompt_len, max_tokens);
       } else if (what == 4 && !h.live().empty()) {
         const auto all = h.live();
-        h.scheduler.remove(all[static_cast<size_t>(uniform(0, static_cast<std::int64_t>(all.size()) - 1))]);
+        h.scheduler.remove(
+            all[static_cast<size_t>(uniform(0, static_cast<std::int64_t>(all.size()) - 1))]);
       } else if (!h.scheduler.idle()) {
         const StepPlan p = h.step();
         ASSERT_FALSE(p.empty() && p.recomputed.empty()) << "a step with work left planned nothing";
