@@ -128,6 +128,11 @@ json simulation_json(const sim::SimResult& r, const std::string& layout) {
   j["recompute_preemptions"] = r.recompute_preemptions;
   j["kv_handoffs"] = r.handoffs;
   j["kv_handoff_recomputes"] = r.handoff_recomputes;
+  j["kv_handoff_waits"] = r.handoff_waits;
+  const std::int64_t answered = r.handoffs + r.handoff_recomputes;
+  j["kv_handoff_reserve_seconds_mean"] =
+      answered > 0 ? json(r.handoff_reserve_seconds / static_cast<double>(answered))
+                   : json(nullptr);
   j["local_prefills"] = r.local_prefills;
   json workers = json::array();
   for (const auto& w : r.workers) {
@@ -144,6 +149,7 @@ json simulation_json(const sim::SimResult& r, const std::string& layout) {
                        {"prefix_hit_tokens", w.prefix_hit_tokens},
                        {"max_running", w.max_running},
                        {"max_waiting", w.max_waiting},
+                       {"stalls", w.stalls},
                        {"kv_blocks", w.kv_blocks}});
   }
   j["workers"] = workers;
@@ -188,7 +194,8 @@ std::string simulation_table(const sim::SimResult& r, const std::string& layout)
          std::to_string(r.kv_blocks_per_worker) + " blocks per worker\n";
   out += "Swaps out / in: " + std::to_string(r.swaps_out) + " / " + std::to_string(r.swaps_in) +
          ", recompute preemptions " + std::to_string(r.recompute_preemptions) + ", KV hand-offs " +
-         std::to_string(r.handoffs) + " (" + std::to_string(r.handoff_recomputes) +
+         std::to_string(r.handoffs) + " (" + std::to_string(r.handoff_waits) +
+         " waited for blocks, " + std::to_string(r.handoff_recomputes) +
          " recomputed for lack of room), prefills on decode workers " +
          std::to_string(r.local_prefills) + "\n";
   out += "Utilisation:";

@@ -211,9 +211,23 @@ class Simulation {
                            static_cast<double>(workers_.size() + 1);
       at(phase, [this, i] { heartbeat(i); });
     }
+    // Events at one instant are bounded (arrivals, messages and one boundary per worker each):
+    // far more means something reschedules itself without time passing, a livelock that must
+    // fail the run rather than hang it.
+    const std::int64_t same_instant_limit =
+        1'000'000 + 100 * static_cast<std::int64_t>(requests_.size() + workers_.size());
+    std::int64_t same_instant = 0;
+    double last_t = -1;
     while (!events_.empty()) {
       Event e = std::move(const_cast<Event&>(events_.top()));
       events_.pop();
+      same_instant = e.t == last_t ? same_instant + 1 : 0;
+      last_t = e.t;
+      if (same_instant > same_instant_limit) {
+        return Status(StatusCode::kInternal,
+                      "the simulation stopped advancing at t = " + std::to_string(e.t) + " s (" +
+                          std::to_string(same_instant) + " events at that instant)");
+      }
       now_ = e.t;
       ++processed_;
       e.fn();
@@ -256,6 +270,8 @@ class Simulation {
     out.concurrency = std::move(samples_);
     out.handoffs = handoffs_;
     out.handoff_recomputes = handoff_recomputes_;
+    out.handoff_waits = handoff_waits_;
+    out.handoff_reserve_seconds = handoff_reserve_seconds_;
     out.local_prefills = local_prefills_;
     out.events = processed_;
     out.backend_detail = backend_detail_;
@@ -346,7 +362,13 @@ class Simulation {
     }
     for (auto& it : items) {
       if (it.kind == InboxItem::Kind::kReserve) {
-        w.core->reserve(it.tokens, now_ + cfg_.import_wait_seconds, std::move(it.reserved));
+        auto answered = std::make_shared<bool>(false);
+        w.core->reserve(it.tokens, now_ + cfg_.import_wait_seconds,
+                        [answered, done = std::move(it.reserved)](Result<Reservation> r) {
+                          *answered = true;
+                          done(std::move(r));
+                        });
+        if (!*answered) ++handoff_waits_;
       }
     }
     for (auto& it : items) {
@@ -361,6 +383,15 @@ class Simulation {
       return;
     }
     const worker::StepReport r = w.core->step();
+    if (r.stalled) {
+      // Nothing could run until something arrives (a lease released, a reservation resolved):
+      // idle until then, as worker::Engine does, rather than step again at the same instant.
+      ++w.report.stalls;
+      w.scheduled = false;
+      publish(w, now_);
+      if (auto d = w.core->next_reservation_deadline()) wake(w, *d);
+      return;
+    }
     w.report.busy_seconds += r.seconds;
     const EngineStats s = w.core->stats();
     w.report.max_running = std::max(w.report.max_running, s.running);
@@ -595,9 +626,11 @@ class Simulation {
     at(arrive, [this, i, prefill_id, rid, held_tokens, decode_id, &d, arrive] {
       InboxItem item(InboxItem::Kind::kReserve);
       item.tokens = held_tokens;
-      item.reserved = [this, i, prefill_id, rid, held_tokens, decode_id](Result<Reservation> res) {
+      item.reserved = [this, i, prefill_id, rid, held_tokens, decode_id,
+                       arrive](Result<Reservation> res) {
         Worker& dw = worker(decode_id);
         const double t = dw.clock->now();
+        handoff_reserve_seconds_ += t - arrive;
         if (!res.is_ok()) {
           // No room for the KV now: recompute the prompt here, free the prefill's copy.
           ++handoff_recomputes_;
@@ -714,7 +747,8 @@ class Simulation {
   double end_time_ = 0;
   std::map<std::string, std::vector<double>> phases_;
   std::vector<ConcurrencySample> samples_;
-  std::int64_t handoffs_ = 0, handoff_recomputes_ = 0, local_prefills_ = 0;
+  std::int64_t handoffs_ = 0, handoff_recomputes_ = 0, local_prefills_ = 0, handoff_waits_ = 0;
+  double handoff_reserve_seconds_ = 0;
   std::string backend_detail_;
 };
 

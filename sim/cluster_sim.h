@@ -81,6 +81,9 @@ struct WorkerReport {
   std::int64_t steps = 0, prompt_tokens = 0, generated_tokens = 0;
   std::int64_t swap_outs = 0, swap_ins = 0, recompute_preemptions = 0;
   std::int64_t prefix_hit_tokens = 0;
+  // Times the engine had work it could not run (every free block taken, the rest held for
+  // hand-offs or set aside for imports) and idled until something was released.
+  std::int64_t stalls = 0;
   std::int64_t max_running = 0, max_waiting = 0;
   std::int32_t kv_blocks = 0;
 };
@@ -102,6 +105,11 @@ struct SimResult {
   std::vector<ConcurrencySample> concurrency;
   std::int64_t swaps_out = 0, swaps_in = 0, recompute_preemptions = 0;
   std::int64_t handoffs = 0, handoff_recomputes = 0, local_prefills = 0;
+  // Hand-offs whose decode worker had no room for the KV at once and waited for blocks (granted
+  // or, after --kv-import-wait-seconds, recomputed), and the summed seconds from the decode
+  // worker receiving a hand-off to its blocks being granted or refused (waits included).
+  std::int64_t handoff_waits = 0;
+  double handoff_reserve_seconds = 0;
   std::int64_t events = 0;     // simulation events processed
   double wall_seconds = 0;     // real time the simulation took
   std::string backend_detail;  // one worker's `sim` backend description

@@ -148,21 +148,23 @@ void Engine::drain_inbox() {
 
 void Engine::loop() {
   set_thread_name(config_.name);
+  bool stalled = false;  // the last step could run nothing: wait for news, not for work
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, kIdleWait, [&] {
         return stopping_ || !inbox_.empty() || !cancels_.empty() || !reserves_.empty() ||
-               !unreserves_.empty() || !unholds_.empty() || core_->has_work();
+               !unreserves_.empty() || !unholds_.empty() || (!stalled && core_->has_work());
       });
       if (stopping_) break;
     }
     // drain_inbox() also serves imports waiting for blocks: an idle engine re-checks their
     // deadlines at least every kIdleWait.
     drain_inbox();
+    stalled = false;
     if (core_->has_work()) {
       try {
-        core_->step();
+        stalled = core_->step().stalled;
       } catch (const std::exception& e) {
         // Backend errors come back as a Status and fail only their step; an exception here is
         // a bug or exhaustion inside the engine itself: fail what is in flight, keep serving.

@@ -335,6 +335,10 @@ StepReport EngineCore::step() {
   StepPlan plan = scheduler_.schedule(host_available);
   const double start = clock_->now();
   report.start = start;
+  if (plan.empty() && plan.recomputed.empty()) {
+    report.stalled = true;
+    return report;
+  }
   const auto block_bytes = static_cast<std::int64_t>(backend_->kv_layout().block_bytes());
 
   // 1. Context switch out: copy preempted sequences' blocks to the host store.

@@ -34,6 +34,11 @@ struct StepReport {
   std::int64_t prefill_tokens = 0;    // tokens of prefill chunks
   std::int64_t swap_outs = 0, swap_ins = 0;
   std::int64_t failed = 0;  // requests failed by this step (a backend error)
+  // Nothing could run and nothing changed: the waiting sequences need blocks that only
+  // something from outside frees (a lease released, a request cancelled, a reservation
+  // resolved), so the next step would plan the same nothing. The owner waits for such an event
+  // instead of stepping again (a loop of empty steps would spin; on a virtual clock, stop time).
+  bool stalled = false;
 };
 
 struct EngineConfig {

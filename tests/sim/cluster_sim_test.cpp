@@ -280,5 +280,33 @@ TEST(ClusterSim, BadConfigurationsAreClearErrors) {
   }
 }
 
+// A prefill worker whose blocks are all held for hand-offs (their decode workers wait for room)
+// can run nothing: the prompt it preempted part-way re-matches its own cached blocks, cannot
+// get the next chunk's, and the step is empty. The worker must idle until a lease is released,
+// not step again at the same instant: that stopped the virtual clock (and spun a real worker's
+// engine thread). Llama-3.1-70B at tp 2 holds one 64K request per H100.
+TEST(ClusterSim, AWorkerThatCanRunNothingIdlesUntilBlocksAreReleased) {
+  ClusterConfig c;
+  c.model = "llama-3.1-70b";
+  c.hardware = "h100-80g";
+  c.tp = 2;
+  c.link = "nvlink4";
+  c.prefill = 2;
+  c.decode = 2;
+  WorkloadConfig w;
+  w.rate = 0.1;
+  w.seed = 1;
+  auto r = simulate(c, w, requests(100, 64000, 250, 1));
+  ASSERT_TRUE(r.is_ok()) << r.status().to_string();
+  std::int64_t stalls = 0;
+  for (const auto& wr : r->workers) stalls += wr.stalls;
+  EXPECT_GT(stalls, 0) << "the case no longer reaches a step that can run nothing";
+  EXPECT_GT(r->handoff_waits, 0);
+  for (const auto& q : r->run.requests) {
+    ASSERT_TRUE(q.success) << q.error;
+    EXPECT_EQ(q.output_tokens, 250);
+  }
+}
+
 }  // namespace
 }  // namespace kvfleet::sim

@@ -2,10 +2,13 @@
 
 #include <cstring>
 #include <future>
+#include <map>
 #include <thread>
 
+#include "common/clock.h"
 #include "tests/test_util.h"
 #include "tests/worker/engine_test_util.h"
+#include "worker/engine_core.h"
 #include "worker/sampler.h"
 
 namespace kvfleet::worker {
@@ -235,6 +238,67 @@ TEST_F(EngineTest, ASampledRequestReRunFromItsFirstTokensContinuesTheSame) {
   }
   ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(30)));
   EXPECT_NE(c.outputs().at(ids[0]).tokens, c.outputs().at(ids[1]).tokens);
+}
+
+// A step that can run nothing says so, and stays so until blocks are released: the engine's
+// owner then waits for news instead of stepping again (an empty step at once would spin a real
+// engine thread and stop a virtual clock). Here a held request (the KV a prefill worker keeps
+// for a hand-off) takes 12 of 16 blocks and the next prompt's first chunk needs 8.
+TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
+  auto clock = std::make_shared<VirtualClock>();
+  test::EngineOptions o;
+  o.backend = "sim";
+  o.blocks = 16;
+  o.block_tokens = 8;
+  BackendOptions b = test::backend_options(o);
+  b.clock = clock;
+  auto backend = create_backend("sim", b);
+  ASSERT_TRUE(backend.is_ok()) << backend.status().to_string();
+  EngineConfig c;
+  c.scheduler.max_batch_tokens = 64;
+  c.clock = clock;
+  auto core = EngineCore::create(c, std::move(backend).value());
+  ASSERT_TRUE(core.is_ok()) << core.status().to_string();
+  EngineCore& e = **core;
+  auto prompt = [](std::size_t n, std::int32_t first) {  // no shared prefix between two
+    std::vector<std::int32_t> p(n);
+    for (std::size_t i = 0; i < n; ++i) p[i] = first + static_cast<std::int32_t>(i % 50);
+    return p;
+  };
+  std::map<RequestId, RequestOutput> done;
+  auto submit = [&](std::vector<std::int32_t> p, std::int64_t max_tokens, bool hold) {
+    Request r;
+    r.prompt = std::move(p);
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    r.hold_kv = hold;
+    r.on_finish = [&done](const RequestOutput& out) { done[out.id] = out; };
+    auto seq = e.make_sequence(std::move(r));
+    EXPECT_TRUE(seq.is_ok()) << seq.status().to_string();
+    const RequestId id = (*seq)->id;
+    e.add(std::move(seq).value());
+    return id;
+  };
+  const RequestId held = submit(prompt(95, 1), 1, true);
+  while (e.has_work()) ASSERT_FALSE(e.step().stalled);
+  ASSERT_EQ(done.count(held), 1u);
+  ASSERT_EQ(e.stats().held_blocks, 12);
+
+  const RequestId next = submit(prompt(64, 60), 4, false);
+  const std::int64_t steps = e.stats().steps;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(e.step().stalled);
+    EXPECT_TRUE(e.has_work());
+  }
+  EXPECT_EQ(e.stats().steps, steps) << "a stalled step ran nothing";
+  EXPECT_EQ(done.count(next), 0u);
+
+  e.release_held(held);
+  ASSERT_FALSE(e.step().stalled);
+  while (e.has_work()) ASSERT_FALSE(e.step().stalled);
+  ASSERT_EQ(done.count(next), 1u);
+  EXPECT_EQ(done[next].tokens.size(), 4u);
+  EXPECT_EQ(e.stats().device_blocks_used, 0);
 }
 
 TEST(Sampler, UniformDrawsAreInRangeAndDependOnSeedAndIndex) {
