@@ -68,7 +68,7 @@ void Engine::reserve(std::int64_t tokens, std::function<void(Result<Reservation>
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
-      reserves_.push_back({tokens, wait_seconds, std::move(done)});
+      reserves_.push_back({tokens, wait_seconds, core_->now(), std::move(done)});
       ++in_flight_;  // until settled, so wait_idle() sees its effect in stats()
       done = nullptr;
     }
@@ -139,7 +139,7 @@ void Engine::drain_inbox() {
   for (RequestId id : unholds) core_->release_held(id);
   for (std::uint64_t id : unreserves) core_->cancel_reservation(id);
   for (PendingReserve& r : reserves) {
-    core_->reserve(r.tokens, core_->now() + r.wait_seconds, std::move(r.done));
+    core_->reserve(r.tokens, r.asked + r.wait_seconds, std::move(r.done), r.asked);
   }
   core_->service_reservations();
   for (auto& seq : arrived) core_->add(std::move(seq));

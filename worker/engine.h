@@ -81,6 +81,7 @@ class Engine {
   struct PendingReserve {
     std::int64_t tokens;
     double wait_seconds;
+    double asked;  // clock time of the call: ordered against requests' arrival times
     std::function<void(Result<Reservation>)> done;
   };
   std::vector<PendingReserve> reserves_;

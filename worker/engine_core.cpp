@@ -179,7 +179,8 @@ Reservation EngineCore::grant(std::int64_t blocks) {
 }
 
 void EngineCore::reserve(std::int64_t tokens, double deadline,
-                         std::function<void(Result<Reservation>)> done) {
+                         std::function<void(Result<Reservation>)> done,
+                         std::optional<double> asked_at) {
   if (tokens < 1) {
     done(invalid_argument("a reservation needs at least one token"));
     return;
@@ -191,18 +192,22 @@ void EngineCore::reserve(std::int64_t tokens, double deadline,
                                                     std::to_string(device_.capacity())));
     return;
   }
-  // First come, first served: a newer reservation does not pass an older waiting one.
-  if (waiting_reservations_.empty() && device_.num_available() >= need) {
+  // First come, first served: a newer reservation passes neither an older waiting one nor a
+  // sequence queued before it (a preempted one, a request not yet admitted).
+  const double now = clock_->now();
+  const double asked = asked_at.value_or(now);
+  if (waiting_reservations_.empty() && !scheduler_.has_queued_before(asked) &&
+      device_.num_available() >= need) {
     done(grant(need));
     return;
   }
-  if (deadline <= clock_->now()) {
+  if (deadline <= now) {
     done(Status(StatusCode::kResourceExhausted,
                 "the engine has " + std::to_string(device_.num_available()) +
                     " free KV blocks; the import needs " + std::to_string(need)));
     return;
   }
-  waiting_reservations_.push_back({need, deadline, std::move(done)});
+  waiting_reservations_.push_back({need, deadline, asked, std::move(done)});
   update_headroom();
 }
 
@@ -210,7 +215,7 @@ void EngineCore::service_reservations() {
   const double now = clock_->now();
   while (!waiting_reservations_.empty()) {
     WaitingReservation& w = waiting_reservations_.front();
-    if (device_.num_available() >= w.blocks) {
+    if (!scheduler_.has_queued_before(w.asked) && device_.num_available() >= w.blocks) {
       auto done = std::move(w.done);
       const std::int64_t blocks = w.blocks;
       waiting_reservations_.pop_front();
@@ -244,7 +249,8 @@ std::optional<double> EngineCore::next_reservation_deadline() const {
 void EngineCore::update_headroom() {
   std::int64_t blocks = 0;
   for (const auto& w : waiting_reservations_) blocks += w.blocks;
-  scheduler_.set_admission_headroom(blocks);
+  scheduler_.set_admission_headroom(
+      blocks, waiting_reservations_.empty() ? 0 : waiting_reservations_.front().asked);
 }
 
 void EngineCore::cancel_reservation(std::uint64_t id) {

@@ -100,7 +100,10 @@ class EngineCore {
   // swapped sequences go on). `done` is called on the owner's thread exactly once, with the
   // blocks or resource_exhausted: at once when possible, else from service_reservations() or
   // step(). A deadline at or before now fails at once when the blocks are not free.
-  void reserve(std::int64_t tokens, double deadline, std::function<void(Result<Reservation>)> done);
+  // `asked`: when the import was asked for (default: now), the time it queues by against
+  // requests' arrival times.
+  void reserve(std::int64_t tokens, double deadline, std::function<void(Result<Reservation>)> done,
+               std::optional<double> asked = std::nullopt);
   // Grants waiting reservations that fit now and fails those past their deadline.
   void service_reservations();
   // The earliest deadline of a waiting reservation (an idle owner wakes up then), if any.
@@ -156,6 +159,7 @@ class EngineCore {
   struct WaitingReservation {
     std::int64_t blocks;
     double deadline;
+    double asked;  // clock time of reserve(): sequences queued before it go first
     std::function<void(Result<Reservation>)> done;
   };
   std::deque<WaitingReservation> waiting_reservations_;

@@ -208,7 +208,8 @@ StepPlan Scheduler::schedule(std::int64_t host_available) {
     const bool matched = config_.prefix_caching && s->num_computed == 0 && s->blocks.empty();
     if (matched) match_prefix(s, plan);
     const std::int64_t n = std::min(s->remaining_to_compute(), budget);
-    if (!allocate_blocks(s, s->num_computed + n, headroom_)) {
+    const std::int64_t keep_free = s->arrival_time >= headroom_from_ ? headroom_ : 0;
+    if (!allocate_blocks(s, s->num_computed + n, keep_free)) {
       // Undo the prefix match: nothing of this sequence runs this step. (A sequence that
       // arrived with imported KV keeps its blocks.)
       if (matched) {
@@ -229,6 +230,16 @@ StepPlan Scheduler::schedule(std::int64_t host_available) {
     budget -= n;
   }
   return plan;
+}
+
+bool Scheduler::has_queued_before(double t) const {
+  for (const Sequence* s : swapped_) {
+    if (s->arrival_time < t) return true;
+  }
+  for (const Sequence* s : waiting_) {
+    if (s->arrival_time < t) return true;
+  }
+  return false;
 }
 
 }  // namespace kvfleet::worker

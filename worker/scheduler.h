@@ -72,9 +72,17 @@ class Scheduler {
   StepPlan schedule(std::int64_t host_available);
   // After the step ran: publishes the hashes of blocks that became full.
   void publish_full_blocks(Sequence* seq);
-  // Blocks that admitting new waiting sequences must leave free (imports waiting for room,
-  // which arrived first). Running and swapped sequences are not held back by it.
-  void set_admission_headroom(std::int64_t blocks) { headroom_ = blocks; }
+  // Blocks that admitting waiting sequences which arrived at or after `from_arrival` must leave
+  // free (imports waiting for room, which were asked for first). Running and swapped sequences,
+  // and waiting ones that arrived earlier (a preempted sequence, a request already queued), are
+  // not held back by it: one queue, first come, first served.
+  void set_admission_headroom(std::int64_t blocks, double from_arrival = 0) {
+    headroom_ = blocks;
+    headroom_from_ = from_arrival;
+  }
+  // Whether a swapped or waiting sequence arrived before `t`: an import asked for at `t` waits
+  // behind it.
+  bool has_queued_before(double t) const;
 
   std::int64_t num_running() const { return static_cast<std::int64_t>(running_.size()); }
   std::int64_t num_waiting() const { return static_cast<std::int64_t>(waiting_.size()); }
@@ -97,6 +105,7 @@ class Scheduler {
   std::deque<Sequence*> waiting_;   // admission order (preempted sequences go to the front)
   std::vector<Sequence*> swapped_;  // admission order
   std::int64_t headroom_ = 0;
+  double headroom_from_ = 0;
 };
 
 }  // namespace kvfleet::worker

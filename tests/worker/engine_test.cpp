@@ -3,6 +3,7 @@
 #include <cstring>
 #include <future>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "common/clock.h"
@@ -299,6 +300,61 @@ TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
   ASSERT_EQ(done.count(next), 1u);
   EXPECT_EQ(done[next].tokens.size(), 4u);
   EXPECT_EQ(e.stats().device_blocks_used, 0);
+}
+
+// Imports and requests queue in one line, first come first served: an import asked for after a
+// request was queued (here one that cannot start until a hand-off's held blocks are released)
+// waits behind it even when its own blocks are free. Before, each step granted newer imports
+// first, and on a full decode worker a preempted sequence could wait for minutes.
+TEST(EngineCoreQueue, AnImportWaitsBehindASequenceQueuedBeforeIt) {
+  auto clock = std::make_shared<VirtualClock>();
+  test::EngineOptions o;
+  o.backend = "sim";
+  o.blocks = 16;
+  o.block_tokens = 8;
+  BackendOptions b = test::backend_options(o);
+  b.clock = clock;
+  auto backend = create_backend("sim", b);
+  ASSERT_TRUE(backend.is_ok()) << backend.status().to_string();
+  EngineConfig c;
+  c.scheduler.max_batch_tokens = 64;
+  c.clock = clock;
+  auto core = EngineCore::create(c, std::move(backend).value());
+  ASSERT_TRUE(core.is_ok()) << core.status().to_string();
+  EngineCore& e = **core;
+  std::map<RequestId, RequestOutput> done;
+  auto submit = [&](std::int32_t first, std::size_t n, bool hold) {
+    Request r;
+    for (std::size_t i = 0; i < n; ++i)
+      r.prompt.push_back(first + static_cast<std::int32_t>(i % 50));
+    r.params.max_tokens = hold ? 1 : 4;
+    r.params.ignore_eos = true;
+    r.hold_kv = hold;
+    r.on_finish = [&done](const RequestOutput& out) { done[out.id] = out; };
+    auto seq = e.make_sequence(std::move(r));
+    EXPECT_TRUE(seq.is_ok()) << seq.status().to_string();
+    const RequestId id = (*seq)->id;
+    e.add(std::move(seq).value());
+    return id;
+  };
+  const RequestId held = submit(1, 95, true);  // 12 of 16 blocks, held
+  while (e.has_work()) e.step();
+  const RequestId queued = submit(60, 64, false);  // its first chunk needs 8 blocks: queued
+  EXPECT_TRUE(e.step().stalled);
+  clock->advance_to(clock->now() + 1);
+  std::optional<Result<Reservation>> import;
+  e.reserve(16, clock->now() + 10, [&](Result<Reservation> r) { import = std::move(r); });
+  EXPECT_FALSE(import.has_value()) << "4 blocks are free, but a sequence was queued first";
+  EXPECT_EQ(e.stats().waiting_reservations, 1);
+  e.release_held(held);
+  e.step();  // the queued sequence starts
+  EXPECT_EQ(e.stats().running, 1);
+  e.service_reservations();
+  ASSERT_TRUE(import.has_value());
+  ASSERT_TRUE(import->is_ok()) << import->status().to_string();
+  EXPECT_EQ((*import)->blocks.size(), 2u);
+  while (e.has_work()) e.step();
+  EXPECT_EQ(done.at(queued).tokens.size(), 4u);
 }
 
 TEST(Sampler, UniformDrawsAreInRangeAndDependOnSeedAndIndex) {
