@@ -241,26 +241,38 @@ TEST_F(EngineTest, ASampledRequestReRunFromItsFirstTokensContinuesTheSame) {
   EXPECT_NE(c.outputs().at(ids[0]).tokens, c.outputs().at(ids[1]).tokens);
 }
 
-// A step that can run nothing says so, and stays so until blocks are released: the engine's
-// owner then waits for news instead of stepping again (an empty step at once would spin a real
-// engine thread and stop a virtual clock). Here a held request (the KV a prefill worker keeps
-// for a hand-off) takes 12 of 16 blocks and the next prompt's first chunk needs 8.
-TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
-  auto clock = std::make_shared<VirtualClock>();
+// A thread-less engine on the sim backend and a virtual clock: 16 blocks of 8 tokens, 64 tokens
+// per step. Each call to step() is one step, so a test sees every step's report.
+struct SimCore {
+  std::shared_ptr<VirtualClock> clock = std::make_shared<VirtualClock>();
+  std::unique_ptr<EngineCore> core;
+};
+SimCore make_sim_core() {
+  SimCore out;
   test::EngineOptions o;
   o.backend = "sim";
   o.blocks = 16;
   o.block_tokens = 8;
   BackendOptions b = test::backend_options(o);
-  b.clock = clock;
+  b.clock = out.clock;
   auto backend = create_backend("sim", b);
-  ASSERT_TRUE(backend.is_ok()) << backend.status().to_string();
+  EXPECT_TRUE(backend.is_ok()) << backend.status().to_string();
   EngineConfig c;
   c.scheduler.max_batch_tokens = 64;
-  c.clock = clock;
+  c.clock = out.clock;
   auto core = EngineCore::create(c, std::move(backend).value());
-  ASSERT_TRUE(core.is_ok()) << core.status().to_string();
-  EngineCore& e = **core;
+  EXPECT_TRUE(core.is_ok()) << core.status().to_string();
+  out.core = std::move(core).value();
+  return out;
+}
+
+// A step that can run nothing says so, and stays so until blocks are released: the engine's
+// owner then waits for news instead of stepping again (an empty step at once would spin a real
+// engine thread and stop a virtual clock). Here a held request (the KV a prefill worker keeps
+// for a hand-off) takes 12 of 16 blocks and the next prompt's first chunk needs 8.
+TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
+  SimCore sim = make_sim_core();
+  EngineCore& e = *sim.core;
   auto prompt = [](std::size_t n, std::int32_t first) {  // no shared prefix between two
     std::vector<std::int32_t> p(n);
     for (std::size_t i = 0; i < n; ++i) p[i] = first + static_cast<std::int32_t>(i % 50);
@@ -307,21 +319,9 @@ TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
 // waits behind it even when its own blocks are free. Before, each step granted newer imports
 // first, and on a full decode worker a preempted sequence could wait for minutes.
 TEST(EngineCoreQueue, AnImportWaitsBehindASequenceQueuedBeforeIt) {
-  auto clock = std::make_shared<VirtualClock>();
-  test::EngineOptions o;
-  o.backend = "sim";
-  o.blocks = 16;
-  o.block_tokens = 8;
-  BackendOptions b = test::backend_options(o);
-  b.clock = clock;
-  auto backend = create_backend("sim", b);
-  ASSERT_TRUE(backend.is_ok()) << backend.status().to_string();
-  EngineConfig c;
-  c.scheduler.max_batch_tokens = 64;
-  c.clock = clock;
-  auto core = EngineCore::create(c, std::move(backend).value());
-  ASSERT_TRUE(core.is_ok()) << core.status().to_string();
-  EngineCore& e = **core;
+  SimCore sim = make_sim_core();
+  const auto& clock = sim.clock;
+  EngineCore& e = *sim.core;
   std::map<RequestId, RequestOutput> done;
   auto submit = [&](std::int32_t first, std::size_t n, bool hold) {
     Request r;
