@@ -245,24 +245,43 @@ TEST_F(EngineTest, ASampledRequestReRunFromItsFirstTokensContinuesTheSame) {
 // per step. Each call to step() is one step, so a test sees every step's report.
 struct SimCore {
   std::shared_ptr<VirtualClock> clock = std::make_shared<VirtualClock>();
+  std::map<RequestId, RequestOutput> done;  // finished requests by id (outlives the engine)
   std::unique_ptr<EngineCore> core;
+
+  // Queues a prompt of n tokens first, first + 1, ... (cycling over 50 ids; prompts with other
+  // `first`s share no prefix), generating max_tokens; `hold` keeps its KV as for a hand-off.
+  RequestId submit(std::int32_t first, std::size_t n, std::int64_t max_tokens, bool hold) {
+    Request r;
+    for (std::size_t i = 0; i < n; ++i) {
+      r.prompt.push_back(first + static_cast<std::int32_t>(i % 50));
+    }
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    r.hold_kv = hold;
+    r.on_finish = [this](const RequestOutput& out) { done[out.id] = out; };
+    auto seq = core->make_sequence(std::move(r));
+    EXPECT_TRUE(seq.is_ok()) << seq.status().to_string();
+    const RequestId id = (*seq)->id;
+    core->add(std::move(seq).value());
+    return id;
+  }
 };
-SimCore make_sim_core() {
-  SimCore out;
+std::unique_ptr<SimCore> make_sim_core() {
+  auto out = std::make_unique<SimCore>();  // on the heap: the callbacks point at it
   test::EngineOptions o;
   o.backend = "sim";
   o.blocks = 16;
   o.block_tokens = 8;
   BackendOptions b = test::backend_options(o);
-  b.clock = out.clock;
+  b.clock = out->clock;
   auto backend = create_backend("sim", b);
   EXPECT_TRUE(backend.is_ok()) << backend.status().to_string();
   EngineConfig c;
   c.scheduler.max_batch_tokens = 64;
-  c.clock = out.clock;
+  c.clock = out->clock;
   auto core = EngineCore::create(c, std::move(backend).value());
   EXPECT_TRUE(core.is_ok()) << core.status().to_string();
-  out.core = std::move(core).value();
+  out->core = std::move(core).value();
   return out;
 }
 
@@ -271,46 +290,27 @@ SimCore make_sim_core() {
 // engine thread and stop a virtual clock). Here a held request (the KV a prefill worker keeps
 // for a hand-off) takes 12 of 16 blocks and the next prompt's first chunk needs 8.
 TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
-  SimCore sim = make_sim_core();
-  EngineCore& e = *sim.core;
-  auto prompt = [](std::size_t n, std::int32_t first) {  // no shared prefix between two
-    std::vector<std::int32_t> p(n);
-    for (std::size_t i = 0; i < n; ++i) p[i] = first + static_cast<std::int32_t>(i % 50);
-    return p;
-  };
-  std::map<RequestId, RequestOutput> done;
-  auto submit = [&](std::vector<std::int32_t> p, std::int64_t max_tokens, bool hold) {
-    Request r;
-    r.prompt = std::move(p);
-    r.params.max_tokens = max_tokens;
-    r.params.ignore_eos = true;
-    r.hold_kv = hold;
-    r.on_finish = [&done](const RequestOutput& out) { done[out.id] = out; };
-    auto seq = e.make_sequence(std::move(r));
-    EXPECT_TRUE(seq.is_ok()) << seq.status().to_string();
-    const RequestId id = (*seq)->id;
-    e.add(std::move(seq).value());
-    return id;
-  };
-  const RequestId held = submit(prompt(95, 1), 1, true);
+  auto sim = make_sim_core();
+  EngineCore& e = *sim->core;
+  const RequestId held = sim->submit(1, 95, 1, true);
   while (e.has_work()) ASSERT_FALSE(e.step().stalled);
-  ASSERT_EQ(done.count(held), 1u);
+  ASSERT_EQ(sim->done.count(held), 1u);
   ASSERT_EQ(e.stats().held_blocks, 12);
 
-  const RequestId next = submit(prompt(64, 60), 4, false);
+  const RequestId next = sim->submit(60, 64, 4, false);
   const std::int64_t steps = e.stats().steps;
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(e.step().stalled);
     EXPECT_TRUE(e.has_work());
   }
   EXPECT_EQ(e.stats().steps, steps) << "a stalled step ran nothing";
-  EXPECT_EQ(done.count(next), 0u);
+  EXPECT_EQ(sim->done.count(next), 0u);
 
   e.release_held(held);
   ASSERT_FALSE(e.step().stalled);
   while (e.has_work()) ASSERT_FALSE(e.step().stalled);
-  ASSERT_EQ(done.count(next), 1u);
-  EXPECT_EQ(done[next].tokens.size(), 4u);
+  ASSERT_EQ(sim->done.count(next), 1u);
+  EXPECT_EQ(sim->done[next].tokens.size(), 4u);
   EXPECT_EQ(e.stats().device_blocks_used, 0);
 }
 
@@ -319,31 +319,16 @@ TEST(EngineCoreStall, AStepThatCanRunNothingSaysSoUntilBlocksAreReleased) {
 // waits behind it even when its own blocks are free. Before, each step granted newer imports
 // first, and on a full decode worker a preempted sequence could wait for minutes.
 TEST(EngineCoreQueue, AnImportWaitsBehindASequenceQueuedBeforeIt) {
-  SimCore sim = make_sim_core();
-  const auto& clock = sim.clock;
-  EngineCore& e = *sim.core;
-  std::map<RequestId, RequestOutput> done;
-  auto submit = [&](std::int32_t first, std::size_t n, bool hold) {
-    Request r;
-    for (std::size_t i = 0; i < n; ++i)
-      r.prompt.push_back(first + static_cast<std::int32_t>(i % 50));
-    r.params.max_tokens = hold ? 1 : 4;
-    r.params.ignore_eos = true;
-    r.hold_kv = hold;
-    r.on_finish = [&done](const RequestOutput& out) { done[out.id] = out; };
-    auto seq = e.make_sequence(std::move(r));
-    EXPECT_TRUE(seq.is_ok()) << seq.status().to_string();
-    const RequestId id = (*seq)->id;
-    e.add(std::move(seq).value());
-    return id;
-  };
-  const RequestId held = submit(1, 95, true);  // 12 of 16 blocks, held
+  auto sim = make_sim_core();
+  EngineCore& e = *sim->core;
+  VirtualClock& clock = *sim->clock;
+  const RequestId held = sim->submit(1, 95, 1, true);  // 12 of 16 blocks, held
   while (e.has_work()) e.step();
-  const RequestId queued = submit(60, 64, false);  // its first chunk needs 8 blocks: queued
+  const RequestId queued = sim->submit(60, 64, 4, false);  // its first chunk needs 8: queued
   EXPECT_TRUE(e.step().stalled);
-  clock->advance_to(clock->now() + 1);
+  clock.advance_to(clock.now() + 1);
   std::optional<Result<Reservation>> import;
-  e.reserve(16, clock->now() + 10, [&](Result<Reservation> r) { import = std::move(r); });
+  e.reserve(16, clock.now() + 10, [&](Result<Reservation> r) { import = std::move(r); });
   EXPECT_FALSE(import.has_value()) << "4 blocks are free, but a sequence was queued first";
   EXPECT_EQ(e.stats().waiting_reservations, 1);
   e.release_held(held);
@@ -354,7 +339,7 @@ TEST(EngineCoreQueue, AnImportWaitsBehindASequenceQueuedBeforeIt) {
   ASSERT_TRUE(import->is_ok()) << import->status().to_string();
   EXPECT_EQ((*import)->blocks.size(), 2u);
   while (e.has_work()) e.step();
-  EXPECT_EQ(done.at(queued).tokens.size(), 4u);
+  EXPECT_EQ(sim->done.at(queued).tokens.size(), 4u);
 }
 
 TEST(Sampler, UniformDrawsAreInRangeAndDependOnSeedAndIndex) {
