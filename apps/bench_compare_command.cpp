@@ -208,17 +208,19 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
   // results[layout][workload] = points
   std::map<std::string, std::map<std::string, std::vector<Point>>> results;
   for (const std::string& layout : layouts) {
-    KVFLEET_ASSIGN_OR_RETURN(std::uint16_t port, free_port("127.0.0.1"));
-    const std::string url = "http://127.0.0.1:" + std::to_string(port);
+    KVFLEET_ASSIGN_OR_RETURN(auto plan, plan_local_cluster("127.0.0.1", 0));
+    const std::string url = plan->url;
     std::vector<pid_t> pids;
-    pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port",
-                          std::to_string(port), "--mode", layout, "--backend", o.backend},
-                         true));
+    std::vector<std::string> serve = {"kvfleet", "--log-level", "warning",   "serve",
+                                      "--mode",  layout,        "--backend", o.backend};
+    for (const std::string& a : plan->serve_args("127.0.0.1")) serve.push_back(a);
+    pids.push_back(spawn(serve, true));
     auto worker = [&](const std::string& role) {
       std::vector<std::string> args = {
-          "kvfleet",   "--log-level", "warning",       "worker", "--role", role,
-          "--model",   o.model,       "--coordinator", url,      "--seed", std::to_string(o.seed),
+          "kvfleet",   "--log-level", "warning", "worker", "--role",
+          role,        "--model",     o.model,   "--seed", std::to_string(o.seed),
           "--backend", o.backend};
+      for (const std::string& a : plan->worker_args()) args.push_back(a);
       if (sim) {
         for (const std::string& a : {std::string("--hardware"), o.hardware, std::string("--tp"),
                                      std::to_string(o.tp), std::string("--link"), link_name,
@@ -242,7 +244,7 @@ Status run(const BenchCompareOptions& o, std::ostream& out, std::ostream& err) {
       worker(layout == "colocated" ? "both" : (i < o.workers / 2 ? "prefill" : "decode"));
     }
     const net::Endpoint ep = *net::parse_url(url);
-    Status ready = wait_ready(ep, o.workers, pids);
+    Status ready = wait_ready(*net::parse_url(plan->internal_url), o.workers, pids);
     if (!ready.is_ok()) {
       stop_all(pids, err);
       return ready;

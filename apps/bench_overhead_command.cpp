@@ -1,23 +1,25 @@
 #include "apps/bench_overhead_command.h"
 
-#include <utility>  // before Asio (Boost 1.74 needs std::exchange)
+#include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iomanip>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <random>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
+#include <utility>  // before Asio (Boost 1.74 needs std::exchange)
 
 #include "apps/exit_code.h"
 #include "apps/local_cluster.h"
+#include "common/internal_api.h"
+#include "net/auth.h"
 #include "net/http.h"
 
 namespace kvfleet::apps {
@@ -57,6 +59,7 @@ struct Target {
   net::Endpoint ep;
   std::string path;
   std::string body;
+  const ClusterSecret* secret = nullptr;  // internal routes: signed, as the coordinator signs
 };
 
 // One request; true when it succeeded.
@@ -64,7 +67,7 @@ net::Task<bool> one(const Target& t) {
   net::ClientOptions o;
   o.timeout = net::Seconds(60);
   std::string method = "POST", path = t.path, body = t.body;
-  auto r = co_await net::http_call(t.ep, method, path, body, o);
+  auto r = co_await net::signed_call(t.secret, t.ep, method, path, body, o);
   co_return r.is_ok() && r->status == 200;
 }
 
@@ -121,20 +124,26 @@ int run_bench_overhead(const BenchOverheadOptions& o, std::ostream& out, std::os
                                            "--load-requests >= concurrency, positive token counts"),
                           err);
   }
-  auto port = free_port("127.0.0.1");
-  if (!port.is_ok()) return finish_command("bench overhead", port.status(), err);
-  const std::string url = "http://127.0.0.1:" + std::to_string(*port);
+  auto plan = plan_local_cluster("127.0.0.1", 0);
+  if (!plan.is_ok()) return finish_command("bench overhead", plan.status(), err);
+  const LocalClusterPlan& cluster = **plan;
+  const std::string url = cluster.url;
   std::vector<pid_t> pids;
-  pids.push_back(spawn({"kvfleet", "--log-level", "warning", "serve", "--port", std::to_string(*port),
-                        "--mode", "colocated", "--max-inflight", "100000"}, true));
-  pids.push_back(spawn({"kvfleet", "--log-level", "warning", "worker", "--role", "both", "--model",
-                        o.model, "--coordinator", url, "--max-queued", "100000"}, true));
+  std::vector<std::string> serve = {"kvfleet", "--log-level", "warning",        "serve",
+                                    "--mode",  "colocated",   "--max-inflight", "100000"};
+  for (const std::string& a : cluster.serve_args("127.0.0.1")) serve.push_back(a);
+  pids.push_back(spawn(serve, true));
+  std::vector<std::string> worker = {"kvfleet", "--log-level", "warning", "worker",       "--role",
+                                     "both",    "--model",     o.model,   "--max-queued", "100000"};
+  for (const std::string& a : cluster.worker_args()) worker.push_back(a);
+  pids.push_back(spawn(worker, true));
   const pid_t coordinator = pids[0];
   auto ep = *net::parse_url(url);
+  const auto internal = *net::parse_url(cluster.internal_url);
   std::string worker_url;
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (Clock::now() < deadline && worker_url.empty()) {
-    auto r = net::http_call_sync(ep, "GET", "/internal/workers");
+    auto r = net::http_call_sync(internal, "GET", "/internal/workers");
     if (r.is_ok() && r->status == 200) {
       json w = json::parse(r->body, nullptr, false);
       if (w.is_array() && !w.empty()) worker_url = w[0]["url"].get<std::string>();
@@ -148,17 +157,19 @@ int run_bench_overhead(const BenchOverheadOptions& o, std::ostream& out, std::os
   std::mt19937_64 rng(1);
   std::vector<std::int32_t> prompt(static_cast<size_t>(o.prompt_tokens));
   for (auto& t : prompt) t = static_cast<std::int32_t>(rng() % 256);
-  json direct_body;
-  direct_body["tokens"] = prompt;
-  direct_body["mode"] = "full";
-  direct_body["params"] = {{"max_tokens", o.max_tokens}, {"ignore_eos", true}};
+  internal_api::GenerateRequest direct_body;
+  direct_body.tokens = prompt;
+  direct_body.mode = "full";
+  direct_body.params.max_tokens = o.max_tokens;
+  direct_body.params.ignore_eos = true;
   json api_body;
   api_body["model"] = o.model;
   api_body["prompt"] = prompt;
   api_body["max_tokens"] = o.max_tokens;
   api_body["temperature"] = 0;
   api_body["ignore_eos"] = true;
-  const Target direct{*net::parse_url(worker_url), "/internal/generate", direct_body.dump()};
+  const Target direct{*net::parse_url(worker_url), "/internal/generate",
+                      internal_api::encode(direct_body), &*cluster.secret};
   const Target via{ep, "/v1/completions", api_body.dump()};
 
   std::int64_t f1 = 0, f2 = 0;

@@ -17,6 +17,7 @@
 
 #include "apps/exit_code.h"
 #include "apps/local_cluster.h"
+#include "common/cluster_secret.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "net/http.h"
@@ -44,7 +45,11 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   w->add_option("--time-scale", c.time_scale,
                 "sim: wall seconds per modelled second (0.1 runs 10x faster than the hardware)")
       ->capture_default_str();
-  w->add_option("--coordinator", c.coordinator, "coordinator URL to register with");
+  w->add_option("--coordinator", c.coordinator,
+                "the coordinator's internal URL to register with (serve prints it)");
+  w->add_option("--cluster-secret-file", o.secret_file,
+                "the cluster secret (default: $KVFLEET_CLUSTER_SECRET_FILE, "
+                "$KVFLEET_CLUSTER_SECRET); required off loopback");
   w->add_option("--host", c.host, "listen address")->capture_default_str();
   w->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
   w->add_option("--advertise-host", c.advertise_host, "host others reach this worker at");
@@ -82,6 +87,9 @@ int run_worker(const WorkerOptions& o, std::ostream& out, std::ostream& err) {
   if (!bytes.is_ok())
     return finish_command("worker", bytes.status().with_context("--host-kv-bytes"), err);
   c.host_kv_bytes = static_cast<std::size_t>(*bytes);
+  auto secret = ClusterSecret::resolve(o.secret_file);
+  if (!secret.is_ok()) return finish_command("worker", secret.status(), err);
+  c.secret = *secret;
   auto w = worker::WorkerServer::create(c);
   if (!w.is_ok()) return finish_command("worker", w.status(), err);
   out << "kvfleet worker " << (*w)->id() << " listening on " << (*w)->url() << std::endl;
@@ -89,10 +97,19 @@ int run_worker(const WorkerOptions& o, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
-CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& c) {
+CLI::App* add_serve_command(CLI::App& root, ServeOptions& o) {
+  auto& c = o.config;
   CLI::App* s = root.add_subcommand("serve", "Run the coordinator (OpenAI-compatible front door)");
-  s->add_option("--host", c.host, "listen address")->capture_default_str();
+  s->add_option("--host", c.host, "listen address of the OpenAI API")->capture_default_str();
   s->add_option("--port", c.port, "listen port (0: any free)")->capture_default_str();
+  s->add_option("--internal-host", c.internal_host,
+                "listen address of the internal routes (worker registration, worker list)")
+      ->capture_default_str();
+  s->add_option("--internal-port", o.internal_port,
+                "internal listen port (default: --port + 1; 0: any free)");
+  s->add_option("--cluster-secret-file", o.secret_file,
+                "the cluster secret (default: $KVFLEET_CLUSTER_SECRET_FILE, "
+                "$KVFLEET_CLUSTER_SECRET); required when --internal-host is not loopback");
   s->add_option("--mode", c.mode, "disaggregated | colocated | auto")->capture_default_str();
   s->add_option("--lease-seconds", c.lease_seconds, "worker lease (missed heartbeats)")
       ->capture_default_str();
@@ -112,10 +129,23 @@ CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& c) {
   return s;
 }
 
-int run_serve(const coordinator::CoordinatorConfig& c, std::ostream& out, std::ostream& err) {
+int run_serve(const ServeOptions& o, std::ostream& out, std::ostream& err) {
+  coordinator::CoordinatorConfig c = o.config;
+  if (o.internal_port > 65535 || o.internal_port < -1) {
+    return finish_command("serve", invalid_argument("--internal-port must be in [0, 65535]"), err);
+  }
+  if (o.internal_port >= 0) {
+    c.internal_port = static_cast<std::uint16_t>(o.internal_port);
+  } else {
+    c.internal_port = c.port == 0 || c.port == 65535 ? 0 : static_cast<std::uint16_t>(c.port + 1);
+  }
+  auto secret = ClusterSecret::resolve(o.secret_file);
+  if (!secret.is_ok()) return finish_command("serve", secret.status(), err);
+  c.secret = *secret;
   auto s = coordinator::Coordinator::create(c);
   if (!s.is_ok()) return finish_command("serve", s.status(), err);
   out << "kvfleet serve listening on " << (*s)->url() << std::endl;
+  out << "kvfleet serve internal routes on " << (*s)->internal_url() << std::endl;
   (*s)->run();
   return 0;
 }
@@ -180,13 +210,11 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   const std::string mode = !o.mode.empty()                     ? o.mode
                            : o.colocated > 0 && o.prefill == 0 ? "colocated"
                                                                : "disaggregated";
-  std::uint16_t port = o.port;
-  if (port == 0) {
-    auto p = free_port(o.host);
-    if (!p.is_ok()) return finish_command("up", p.status(), err);
-    port = *p;
-  }
-  const std::string url = "http://" + o.host + ":" + std::to_string(port);
+  // Ports, and a fresh cluster secret readable by this user only (removed when `up` ends).
+  auto plan = plan_local_cluster(o.host, o.port);
+  if (!plan.is_ok()) return finish_command("up", plan.status(), err);
+  const std::uint16_t port = (*plan)->port;
+  const std::string url = (*plan)->url;
   std::vector<pid_t> pids;
   struct sigaction sa {};
   sa.sa_handler = on_up_signal;
@@ -206,8 +234,9 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   const int threads = o.threads > 0 ? o.threads : std::max(1, cores / workers);
   const std::string host_kv =
       !o.host_kv_bytes.empty() ? o.host_kv_bytes : (o.backend == "sim" ? "0" : "64MiB");
-  pids.push_back(spawn({"kvfleet", "serve", "--host", o.host, "--port", std::to_string(port),
-                        "--mode", mode, "--backend", o.backend}));
+  std::vector<std::string> serve = {"kvfleet", "serve", "--mode", mode, "--backend", o.backend};
+  for (const std::string& a : (*plan)->serve_args(o.host)) serve.push_back(a);
+  pids.push_back(spawn(serve));
   auto add_workers = [&](const char* role, int n) {
     for (int i = 0; i < n; ++i) {
       std::vector<std::string> a = {
@@ -217,8 +246,6 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
           role,
           "--model",
           o.model,
-          "--coordinator",
-          url,
           "--host",
           o.host,
           "--id",
@@ -251,6 +278,7 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
         a.push_back("--weights");
         a.push_back(o.weights);
       }
+      for (const std::string& x : (*plan)->worker_args()) a.push_back(x);
       pids.push_back(spawn(a));
     }
   };

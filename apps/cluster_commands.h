@@ -18,12 +18,18 @@ namespace kvfleet::apps {
 struct WorkerOptions {
   worker::WorkerConfig config;
   std::string host_kv_bytes = "0";
+  std::string secret_file;  // --cluster-secret-file
 };
 CLI::App* add_worker_command(CLI::App& root, WorkerOptions& opts);
 int run_worker(const WorkerOptions& opts, std::ostream& out, std::ostream& err);
 
-CLI::App* add_serve_command(CLI::App& root, coordinator::CoordinatorConfig& opts);
-int run_serve(const coordinator::CoordinatorConfig& opts, std::ostream& out, std::ostream& err);
+struct ServeOptions {
+  coordinator::CoordinatorConfig config;
+  std::string secret_file;  // --cluster-secret-file
+  int internal_port = -1;   // -1: --port + 1 (any free port when --port is 0)
+};
+CLI::App* add_serve_command(CLI::App& root, ServeOptions& opts);
+int run_serve(const ServeOptions& opts, std::ostream& out, std::ostream& err);
 
 struct UpOptions {
   std::string model = "tiny";

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "apps/exit_code.h"
+#include "common/cluster_secret.h"
 #include "common/config_file.h"
 #include "common/units.h"
 #include "net/http.h"
@@ -46,7 +47,11 @@ struct ClusterFile {
   double timeout = 120;
   std::string coord_host, coord_address;
   std::int64_t coord_port = 8000;
+  std::int64_t internal_port = 0;  // the coordinator's internal listener (default: port + 1)
   std::vector<WorkerGroup> workers;
+  std::string internal_url() const {
+    return "http://" + coord_address + ":" + std::to_string(internal_port);
+  }
 };
 
 std::string quote(const std::string& s) {
@@ -98,6 +103,10 @@ Result<ClusterFile> parse_cluster_file(const std::string& path) {
   KVFLEET_ASSIGN_OR_RETURN(c.coord_host, co.string("host"));
   KVFLEET_ASSIGN_OR_RETURN(c.coord_address, co.string_or("address", c.coord_host));
   KVFLEET_ASSIGN_OR_RETURN(c.coord_port, co.integer_or("port", 8000));
+  KVFLEET_ASSIGN_OR_RETURN(c.internal_port, co.integer_or("internal_port", c.coord_port + 1));
+  if (c.internal_port < 1 || c.internal_port > 65535 || c.internal_port == c.coord_port) {
+    return invalid_argument(path + ": coordinator: internal_port must be a port other than port");
+  }
   if (c.coord_port < 1 || c.coord_port > 65535) return invalid_argument(path + ": coordinator: port must be in [1, 65535]");
   if (!j.contains("workers") || !j["workers"].is_array() || j["workers"].empty()) {
     return invalid_argument(path + ": 'workers' must be a non-empty list");
@@ -150,16 +159,24 @@ struct Ran {
   std::string out, err;
 };
 
-// Runs argv with a deadline, capturing output. exit_code -1: could not run or timed out.
-Ran run_process(const std::vector<std::string>& argv, double timeout_s) {
+// Runs argv with a deadline, capturing output; `input` (small) is its standard input. exit_code
+// -1: could not run or timed out.
+Ran run_process(const std::vector<std::string>& argv, double timeout_s,
+                const std::string& input = {}) {
   Ran r;
-  int out_pipe[2], err_pipe[2];
-  if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0) return r;
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  if (::pipe(out_pipe) != 0 || ::pipe(err_pipe) != 0 || ::pipe(in_pipe) != 0) return r;
+  // Fits the pipe's buffer: written before the child runs, so no deadlock.
+  if (!input.empty() &&
+      ::write(in_pipe[1], input.data(), input.size()) != static_cast<ssize_t>(input.size())) {
+    return r;
+  }
+  ::close(in_pipe[1]);
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::dup2(out_pipe[1], 1);
     ::dup2(err_pipe[1], 2);
-    const int devnull = ::open("/dev/null", O_RDONLY);
+    const int devnull = in_pipe[0];
     ::dup2(devnull, 0);
     // Only 0, 1 and 2 may reach the command: a background server must not keep the pipes open.
     ::close(out_pipe[0]);
@@ -176,6 +193,7 @@ Ran run_process(const std::vector<std::string>& argv, double timeout_s) {
   }
   ::close(out_pipe[1]);
   ::close(err_pipe[1]);
+  ::close(in_pipe[0]);
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
@@ -335,15 +353,38 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
       }
     }
   }
-  // 3. Coordinator, then workers; any failure stops what started.
+  if (port_in_use(c.coord_address, c.internal_port)) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "port " + std::to_string(c.internal_port) + " on " + c.coord_address +
+                      " is already in use (coordinator, internal)");
+  }
+  // 3. A fresh cluster secret on every host, readable by the launching user only (sent on ssh's
+  // standard input, never on a command line).
+  const std::string secret_path = c.log_dir + "/cluster-secret";
+  const ClusterSecret secret = ClusterSecret::generate();
+  for (const std::string& h : hosts) {
+    const Ran r = run_process(on_host(c, h,
+                                      "umask 077 && mkdir -p " + quote(c.log_dir) + " && rm -f " +
+                                          quote(secret_path) + " && cat > " + quote(secret_path)),
+                              20, secret.text() + "\n");
+    if (r.exit_code != 0) {
+      return Status(StatusCode::kUnavailable,
+                    "cannot write the cluster secret on '" + h + "': " + r.err);
+    }
+  }
+  // 4. Coordinator, then workers; any failure stops what started.
   std::vector<Started> procs;
   auto fail = [&](Status s) {
     stop_processes(c, procs, err);
     return s;
   };
   const std::string url = "http://" + c.coord_address + ":" + std::to_string(c.coord_port);
-  auto coord = launch(c, c.coord_host, "coordinator",
-                      {"serve", "--host", c.coord_address, "--port", std::to_string(c.coord_port), "--mode", c.mode}, err);
+  auto coord = launch(
+      c, c.coord_host, "coordinator",
+      {"serve", "--host", c.coord_address, "--port", std::to_string(c.coord_port),
+       "--internal-host", c.coord_address, "--internal-port", std::to_string(c.internal_port),
+       "--cluster-secret-file", secret_path, "--mode", c.mode},
+      err);
   if (!coord.is_ok()) return fail(coord.status());
   procs.push_back(*coord);
   const net::Endpoint ep = *net::parse_url(url);
@@ -362,11 +403,31 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
   for (const auto& g : c.workers) {
     for (std::int64_t k = 0; k < g.count; ++k, ++total) {
       const std::string id = g.role + "-" + g.host + "-" + std::to_string(k);
-      std::vector<std::string> a = {"worker", "--role", g.role, "--model", c.model, "--coordinator", url,
-                                    "--host", g.address, "--advertise-host", g.address,
-                                    "--port", std::to_string(g.port > 0 ? g.port + k : 0), "--id", id,
-                                    "--kv-blocks", std::to_string(g.kv_blocks), "--host-kv-bytes", g.host_kv_bytes,
-                                    "--transfer", c.transfer, "--seed", std::to_string(c.seed)};
+      std::vector<std::string> a = {"worker",
+                                    "--role",
+                                    g.role,
+                                    "--model",
+                                    c.model,
+                                    "--coordinator",
+                                    c.internal_url(),
+                                    "--cluster-secret-file",
+                                    secret_path,
+                                    "--host",
+                                    g.address,
+                                    "--advertise-host",
+                                    g.address,
+                                    "--port",
+                                    std::to_string(g.port > 0 ? g.port + k : 0),
+                                    "--id",
+                                    id,
+                                    "--kv-blocks",
+                                    std::to_string(g.kv_blocks),
+                                    "--host-kv-bytes",
+                                    g.host_kv_bytes,
+                                    "--transfer",
+                                    c.transfer,
+                                    "--seed",
+                                    std::to_string(c.seed)};
       if (!c.weights.empty()) {
         a.push_back("--weights");
         a.push_back(c.weights);
@@ -376,10 +437,11 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
       procs.push_back(*w);
     }
   }
-  // 4. Ready: every worker registered and /health 200.
+  // 5. Ready: every worker registered and /health 200.
+  const net::Endpoint internal = *net::parse_url(c.internal_url());
   while (true) {
     auto h = net::http_call_sync(ep, "GET", "/health", "", co);
-    auto w = net::http_call_sync(ep, "GET", "/internal/workers", "", co);
+    auto w = net::http_call_sync(internal, "GET", "/internal/workers", "", co);
     if (h.is_ok() && h->status == 200 && w.is_ok() && w->status == 200) {
       json list = json::parse(w->body, nullptr, false);
       if (list.is_array() && static_cast<std::int64_t>(list.size()) == total) break;
@@ -405,6 +467,10 @@ Status stop(const ClusterFile& c, const std::string& state_path, std::ostream& o
   std::vector<Started> procs;
   for (const json& p : s["processes"]) procs.push_back({p["host"], p["name"], p["pid"].get<long>()});
   stop_processes(c, procs, err);
+  std::set<std::string> hosts = {c.coord_host};
+  for (const auto& g : c.workers) hosts.insert(g.host);
+  for (const std::string& h : hosts)
+    run_process(on_host(c, h, "rm -f " + quote(c.log_dir + "/cluster-secret")), 20);
   std::remove(state_path.c_str());
   out << "kvfleet cluster: stopped " << procs.size() << " processes" << std::endl;
   return Status();
@@ -417,7 +483,8 @@ Status status(const ClusterFile& c, std::ostream& out) {
   co.timeout = net::Seconds(5);
   auto h = net::http_call_sync(*net::parse_url(url), "GET", "/health", "", co);
   if (!h.is_ok()) return Status(StatusCode::kUnavailable, "the coordinator at " + url + " does not answer: " + h.status().message());
-  auto w = net::http_call_sync(*net::parse_url(url), "GET", "/internal/workers", "", co);
+  auto w =
+      net::http_call_sync(*net::parse_url(c.internal_url()), "GET", "/internal/workers", "", co);
   out << "coordinator " << url << ": /health " << h->status << "\n";
   if (w.is_ok()) {
     for (const json& x : json::parse(w->body, nullptr, false)) {

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ostream>
 #include <thread>
@@ -49,6 +50,59 @@ Result<std::uint16_t> free_port(const std::string& host) {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(fd);
   return static_cast<std::uint16_t>(ntohs(a.sin_port));
+}
+
+Result<std::string> write_secret_file(const ClusterSecret& secret) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string dir = std::string(tmp && *tmp ? tmp : "/tmp") + "/kvfleet-secret-XXXXXX";
+  if (!::mkdtemp(dir.data())) {
+    return io_error("cannot create a folder for the cluster secret: " +
+                    std::string(std::strerror(errno)));
+  }
+  const std::string path = dir + "/cluster-secret";
+  KVFLEET_RETURN_IF_ERROR(secret.write_file(path));
+  return path;
+}
+
+void remove_secret_file(const std::string& path) {
+  if (path.empty()) return;
+  ::unlink(path.c_str());
+  ::rmdir(path.substr(0, path.rfind('/')).c_str());
+}
+
+std::vector<std::string> LocalClusterPlan::serve_args(const std::string& host) const {
+  return {"--host",
+          host,
+          "--port",
+          std::to_string(port),
+          "--internal-host",
+          host,
+          "--internal-port",
+          std::to_string(internal_port),
+          "--cluster-secret-file",
+          secret_file};
+}
+
+std::vector<std::string> LocalClusterPlan::worker_args() const {
+  return {"--coordinator", internal_url, "--cluster-secret-file", secret_file};
+}
+
+Result<std::unique_ptr<LocalClusterPlan>> plan_local_cluster(const std::string& host,
+                                                             std::uint16_t port) {
+  auto plan = std::make_unique<LocalClusterPlan>();
+  if (port == 0) {
+    KVFLEET_ASSIGN_OR_RETURN(port, free_port(host));
+  }
+  plan->port = port;
+  KVFLEET_ASSIGN_OR_RETURN(plan->internal_port, free_port(host));
+  if (plan->internal_port == port) {
+    KVFLEET_ASSIGN_OR_RETURN(plan->internal_port, free_port(host));
+  }
+  plan->url = "http://" + host + ":" + std::to_string(plan->port);
+  plan->internal_url = "http://" + host + ":" + std::to_string(plan->internal_port);
+  plan->secret = ClusterSecret::generate();
+  KVFLEET_ASSIGN_OR_RETURN(plan->secret_file, write_secret_file(*plan->secret));
+  return plan;
 }
 
 void stop_all(std::vector<pid_t>& pids, std::ostream& err) {

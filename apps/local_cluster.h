@@ -6,9 +6,12 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/cluster_secret.h"
 #include "common/status.h"
 
 namespace kvfleet::apps {
@@ -18,6 +21,30 @@ namespace kvfleet::apps {
 pid_t spawn(const std::vector<std::string>& args, bool quiet_stdout = false);
 // A free TCP port on `host` (bound, then released).
 Result<std::uint16_t> free_port(const std::string& host);
+// Writes `secret` to a new file (mode 0600) in a new private folder under $TMPDIR (or /tmp);
+// its path. remove_secret_file() deletes both.
+Result<std::string> write_secret_file(const ClusterSecret& secret);
+void remove_secret_file(const std::string& path);
+
+// What the processes of a cluster on this machine share: the coordinator's public and internal
+// addresses and a fresh cluster secret in a private file (deleted with this object).
+struct LocalClusterPlan {
+  std::uint16_t port = 0, internal_port = 0;
+  std::string url, internal_url;
+  std::optional<ClusterSecret> secret;
+  std::string secret_file;
+  LocalClusterPlan() = default;
+  LocalClusterPlan(const LocalClusterPlan&) = delete;
+  LocalClusterPlan& operator=(const LocalClusterPlan&) = delete;
+  ~LocalClusterPlan() { remove_secret_file(secret_file); }
+  // `serve` flags for this plan (after "serve"): --host, --port, internal listener, secret.
+  std::vector<std::string> serve_args(const std::string& host) const;
+  // `worker` flags: --coordinator (internal URL) and the secret.
+  std::vector<std::string> worker_args() const;
+};
+// Picks free ports on `host` (`port` 0: any) and writes the secret.
+Result<std::unique_ptr<LocalClusterPlan>> plan_local_cluster(const std::string& host,
+                                                             std::uint16_t port);
 // SIGTERM to every live pid (last first), waits up to 15 s, then SIGKILL. Sets pids to -1.
 void stop_all(std::vector<pid_t>& pids, std::ostream& err);
 

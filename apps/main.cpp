@@ -92,7 +92,7 @@ int run(int argc, char** argv) {
   CLI::App* bench_transfer = kvfleet::apps::add_bench_transfer_command(*bench, bench_transfer_opts);
   kvfleet::apps::WorkerOptions worker_opts;
   CLI::App* worker = kvfleet::apps::add_worker_command(app, worker_opts);
-  kvfleet::coordinator::CoordinatorConfig serve_opts;
+  kvfleet::apps::ServeOptions serve_opts;
   CLI::App* serve = kvfleet::apps::add_serve_command(app, serve_opts);
   kvfleet::apps::ClusterLaunchOptions cluster_opts;
   CLI::App* cluster = kvfleet::apps::add_cluster_launch_command(app, cluster_opts);

@@ -17,6 +17,8 @@ std::string_view status_code_name(StatusCode code) {
     case StatusCode::kIoError: return "io_error";
     case StatusCode::kUnimplemented: return "unimplemented";
     case StatusCode::kInternal: return "internal";
+    case StatusCode::kUnauthenticated: return "unauthenticated";
+    case StatusCode::kPermissionDenied: return "permission_denied";
   }
   return "unknown";
 }

@@ -28,9 +28,11 @@ enum class StatusCode {
   kUnavailable,         // a peer or service cannot be reached now; retrying may help
   kDeadlineExceeded,
   kCancelled,
-  kIoError,        // a file or socket operation failed
-  kUnimplemented,  // an optional capability this backend does not have
-  kInternal,       // a bug: an invariant did not hold
+  kIoError,           // a file or socket operation failed
+  kUnimplemented,     // an optional capability this backend does not have
+  kInternal,          // a bug: an invariant did not hold
+  kUnauthenticated,   // a message without valid credentials (the cluster secret)
+  kPermissionDenied,  // credentials are valid but the act is not allowed (a forged descriptor)
 };
 
 // Stable lower-case name of a code, e.g. "invalid_argument".

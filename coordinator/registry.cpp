@@ -58,11 +58,43 @@ Status Registry::add(WorkerInfo info, double now) {
   if (info.block_tokens < 1 || info.kv_blocks < 1 || info.block_bytes < 1) {
     return invalid_argument("kv_blocks, block_tokens and block_bytes must be >= 1");
   }
+  // A live worker's id is its own: another address claiming it is refused (a restarted worker
+  // takes its id back once the old lease ran out, or at once from the same address).
+  if (auto it = workers_.find(info.id);
+      it != workers_.end() && it->second.url != info.url && it->second.lease_expiry > now) {
+    return Status(StatusCode::kAlreadyExists,
+                  "worker id '" + info.id + "' belongs to a live worker at " + it->second.url);
+  }
   info.lease_expiry = now + lease_seconds_;
   info.registered_at = now;
   info.assigned = 0;
   info.suspect = false;
   workers_[info.id] = std::move(info);
+  return Status();
+}
+
+Status Registry::check_model_agreement(const WorkerInfo& info, double now) const {
+  // Workers of one model agree on its tokenizer and context: a registration that would change
+  // them for the requests of every user is refused while other workers of the model serve.
+  for (const auto& [id, w] : workers_) {
+    if (id == info.id || w.model != info.model || w.lease_expiry <= now) continue;
+    std::string diff;
+    auto check = [&](const char* what, std::int64_t have, std::int64_t got) {
+      if (have != got && diff.empty()) {
+        diff = std::string(what) + " " + std::to_string(got) + " where its workers have " +
+               std::to_string(have);
+      }
+    };
+    check("vocab_size", w.vocab_size, info.vocab_size);
+    check("bos_token_id", w.bos_token_id, info.bos_token_id);
+    check("eos_token_id", w.eos_token_id, info.eos_token_id);
+    check("max_model_len", w.max_model_len, info.max_model_len);
+    if (!diff.empty()) {
+      return Status(StatusCode::kFailedPrecondition, "model '" + info.model +
+                                                         "' is served by worker " + id +
+                                                         "; this registration has " + diff);
+    }
+  }
   return Status();
 }
 

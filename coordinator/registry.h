@@ -59,8 +59,14 @@ struct WorkerInfo {
 class Registry {
  public:
   explicit Registry(double lease_seconds) : lease_seconds_(lease_seconds) {}
-  // Adds or replaces a worker (a restarted worker re-registers under its id).
+  // Adds or replaces a worker (a restarted worker re-registers under its id). A live worker's
+  // id from another URL is refused (already_exists) until its lease ran out.
   Status add(WorkerInfo info, double now);
+  // failed_precondition when live workers of info's model (other ids) have another vocabulary,
+  // BOS/EOS id or context: the coordinator refuses such registrations, so that one worker cannot
+  // change a model for every user. (Routing and admission themselves handle workers of one model
+  // with different contexts, as the simulator may configure them.)
+  Status check_model_agreement(const WorkerInfo& info, double now) const;
   // Renews a lease and records load; false when the id is unknown (the worker re-registers).
   bool heartbeat(const std::string& id, WorkerLoad load, double now);
   bool remove(const std::string& id);

@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "common/internal_api.h"
 #include "common/log.h"
 #include "common/model_spec.h"
 #include "common/tokenizer.h"
@@ -18,6 +19,7 @@
 #include "coordinator/registry.h"
 #include "coordinator/router.h"
 #include "monitoring/metrics.h"
+#include "net/auth.h"
 #include "net/http.h"
 
 namespace kvfleet::coordinator {
@@ -26,6 +28,7 @@ namespace {
 using net::Task;
 using nlohmann::json;
 namespace asio = boost::asio;
+namespace api = internal_api;
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -62,8 +65,8 @@ struct Job {
   std::string error, error_type;
   double arrival = 0, first_token = -1, last_token = -1;
   // From the last worker run.
-  json last_finish;
-  json kv;  // a prefill's KV hand-off
+  std::optional<api::FinishLine> last_finish;
+  std::optional<api::KvHandoff> kv;  // a prefill's KV hand-off
   double kv_transfer_seconds = -1;
   std::string last_error;
   std::set<std::string> exclude;
@@ -93,11 +96,29 @@ class Server final : public Coordinator {
               co_await handle(r, w);
             }));
     url_ = "http://" + cfg_.host + ":" + std::to_string(http_->port());
+    net::ServerConfig ic = sc;
+    ic.host = cfg_.internal_host;
+    ic.port = cfg_.internal_port;
+    ic.body_limit = 1 << 20;  // registrations and heartbeats; a prefix summary is the largest
+    ic.name = cfg_.name + " internal";
+    KVFLEET_ASSIGN_OR_RETURN(
+        internal_,
+        net::HttpServer::start(
+            io_, ic, [this](const net::HttpRequest& r, net::ResponseWriter& w) -> Task<void> {
+              co_await handle_internal(r, w);
+            }));
+    internal_url_ = "http://" + cfg_.internal_host + ":" + std::to_string(internal_->port());
+    if (!secret()) {
+      KVFLEET_LOG(kWarning) << cfg_.name
+                            << ": no cluster secret: internal routes accept unsigned calls from "
+                               "this host (listener on loopback)";
+    }
     return Status();
   }
 
   std::uint16_t port() const override { return http_->port(); }
   std::string url() const override { return url_; }
+  std::string internal_url() const override { return internal_url_; }
 
   void run() override {
     asio::signal_set signals(io_, SIGINT, SIGTERM);
@@ -122,6 +143,7 @@ class Server final : public Coordinator {
     if (stopping_) return;
     stopping_ = true;
     http_->stop();
+    internal_->stop();
     asio::co_spawn(io_, drain(), asio::detached);
   }
 
@@ -176,36 +198,72 @@ class Server final : public Coordinator {
       j["object"] = "list";
       j["data"] = data;
       co_await w.send(200, json_text(j));
-    } else if (p == "/internal/register" && req.method == "POST") {
-      co_await register_worker(req, w);
-    } else if (p == "/internal/heartbeat" && req.method == "POST") {
-      co_await heartbeat(req, w);
-    } else if (p == "/internal/deregister" && req.method == "POST") {
-      json j = json::parse(req.body, nullptr, false);
-      const bool removed = !j.is_discarded() && j.is_object() && j.contains("worker_id") &&
-                           j["worker_id"].is_string() &&
-                           registry_.remove(j["worker_id"].get<std::string>());
-      if (removed) {
-        KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << j["worker_id"].get<std::string>()
-                           << " deregistered";
+    } else if (p.rfind("/internal/", 0) == 0) {
+      co_await w.send_error(404,
+                            "internal routes are served on the coordinator's internal "
+                            "listener (--internal-host/--internal-port), not here");
+    } else {
+      co_await w.send_error(404, "no route for " + req.method + " " + p);
+    }
+  }
+
+  const ClusterSecret* secret() const { return cfg_.secret ? &*cfg_.secret : nullptr; }
+
+  // The internal listener. Calls that change the registry are signed with the cluster secret;
+  // the read-only lists are not (Prometheus cannot sign), which is why the listener itself is
+  // on loopback or a cluster network.
+  Task<void> handle_internal(const net::HttpRequest& req, net::ResponseWriter& w) {
+    const std::string& p = req.path;
+    const bool mutating =
+        p == "/internal/register" || p == "/internal/heartbeat" || p == "/internal/deregister";
+    if (mutating) {
+      if (req.method != "POST") {
+        co_await w.send_error(405, "use POST for " + p);
+        co_return;
       }
-      json out;
-      out["removed"] = removed;
-      co_await w.send(200, json_text(out));
+      const Status auth = net::verify_request(secret(), req);
+      if (!auth.is_ok()) {
+        metrics_.errors("unauthenticated").Increment();
+        KVFLEET_LOG(kWarning) << cfg_.name << ": refused " << p << " from " << req.peer << ": "
+                              << auth.message();
+        co_await w.send_error(401, auth.message());
+        co_return;
+      }
+    }
+    if (p == "/internal/register") {
+      co_await register_worker(req, w);
+    } else if (p == "/internal/heartbeat") {
+      co_await heartbeat(req, w);
+    } else if (p == "/internal/deregister") {
+      auto d = api::decode_text<api::Deregistration>(req.body, "deregistration",
+                                                     api::decode_Deregistration);
+      if (!d.is_ok()) {
+        co_await w.send_error(400, d.status().message());
+        co_return;
+      }
+      api::DeregistrationReply out;
+      out.removed = registry_.remove(d->worker_id);
+      if (out.removed) {
+        KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << d->worker_id << " deregistered";
+      }
+      co_await w.send(200, api::encode(out));
     } else if (p == "/internal/prometheus-targets") {
-      co_await w.send(200, json_text(prometheus_targets(req)));
+      co_await w.send(200, json_text(prometheus_targets()));
     } else if (p == "/internal/workers") {
       co_await w.send(200, json_text(workers_json()));
+    } else if (p == "/health") {
+      co_await w.send(stopping_ ? 503 : 200,
+                      stopping_ ? R"({"status":"draining"})" : R"({"status":"ok"})");
     } else {
       co_await w.send_error(404, "no route for " + req.method + " " + p);
     }
   }
 
   // Prometheus HTTP service discovery: this coordinator and every registered worker.
-  json prometheus_targets(const net::HttpRequest& req) const {
+  json prometheus_targets() const {
     json out = json::array();
-    std::string self(req.header("Host"));
-    if (self.empty()) self = cfg_.host + ":" + std::to_string(http_->port());
+    // The coordinator's metrics are on its public port.
+    const std::string self = cfg_.host + ":" + std::to_string(http_->port());
     json c;
     c["targets"] = json::array({self});
     c["labels"] = {{"kvfleet_role", "coordinator"}};
@@ -257,69 +315,74 @@ class Server final : public Coordinator {
                                            : 0.0);
   }
 
-  // A worker's load report (heartbeat body, or "load" in a registration); throws on wrong types.
-  static WorkerLoad parse_load(const json& j) {
+  static WorkerLoad to_load(const api::WorkerLoad& m) {
     WorkerLoad load;
-    load.running = j.value("running", std::int64_t{0});
-    load.waiting = j.value("waiting", std::int64_t{0});
-    load.swapped = j.value("swapped", std::int64_t{0});
-    load.free_blocks = j.value("free_blocks", std::int64_t{0});
-    load.total_blocks = j.value("total_blocks", std::int64_t{0});
-    load.host_free_blocks = j.value("host_free_blocks", std::int64_t{0});
-    load.held_blocks = j.value("held_blocks", std::int64_t{0});
-    if (j.contains("prefix_hashes") && j["prefix_hashes"].is_array()) {
-      std::vector<std::uint64_t> hashes;
-      hashes.reserve(j["prefix_hashes"].size());
-      for (const json& h : j["prefix_hashes"]) hashes.push_back(h.get<std::uint64_t>());
-      load.prefix_hashes = PrefixHashes(std::move(hashes));
-    }
+    load.running = m.running;
+    load.waiting = m.waiting;
+    load.swapped = m.swapped;
+    load.free_blocks = m.free_blocks;
+    load.total_blocks = m.total_blocks;
+    load.host_free_blocks = m.host_free_blocks;
+    load.held_blocks = m.held_blocks;
+    if (!m.prefix_hashes.empty()) load.prefix_hashes = PrefixHashes(m.prefix_hashes);
     return load;
   }
 
   Task<void> register_worker(const net::HttpRequest& req, net::ResponseWriter& w) {
-    json j = json::parse(req.body, nullptr, false);
-    WorkerInfo info;
+    auto reg =
+        api::decode_text<api::Registration>(req.body, "bad registration", api::decode_Registration);
+    int status = 400;
     std::string error;
-    try {
-      if (j.is_discarded() || !j.is_object())
-        throw std::runtime_error("the body is not a JSON object");
-      info.id = j.at("worker_id").get<std::string>();
-      info.url = j.at("url").get<std::string>();
-      info.role = j.at("role").get<std::string>();
-      info.model = j.at("model").get<std::string>();
-      info.transfer = j.value("transfer", "");
-      info.backend = j.value("backend", "cpu");
-      if (!cfg_.backend.empty() && info.backend != cfg_.backend) {
-        throw std::runtime_error("worker backend '" + info.backend +
-                                 "' differs from this cluster's '" + cfg_.backend + "'");
-      }
-      info.max_model_len = j.value("max_model_len", std::int64_t{0});
-      info.vocab_size = j.at("vocab_size").get<std::int64_t>();
-      info.kv_blocks = j.at("kv_blocks").get<std::int64_t>();
-      info.block_tokens = j.at("block_tokens").get<std::int64_t>();
-      info.block_bytes = j.at("block_bytes").get<std::int64_t>();
-      info.bos_token_id = j.value("bos_token_id", std::int64_t{-1});
-      info.eos_token_id = j.value("eos_token_id", std::int64_t{-1});
-      info.prefix_hash_salt = j.value("prefix_hash_salt", std::uint64_t{0});
+    WorkerInfo info;
+    if (!reg.is_ok()) {
+      error = reg.status().message();
+    } else {
+      info.id = reg->worker_id;
+      info.url = reg->url;
+      info.role = reg->role;
+      info.model = reg->model;
+      info.transfer = reg->transfer;
+      info.backend = reg->backend.empty() ? "cpu" : reg->backend;
+      info.max_model_len = reg->max_model_len;
+      info.vocab_size = reg->vocab_size;
+      info.kv_blocks = reg->kv_blocks;
+      info.block_tokens = reg->block_tokens;
+      info.block_bytes = reg->block_bytes;
+      info.bos_token_id = reg->bos_token_id.value_or(-1);
+      info.eos_token_id = reg->eos_token_id.value_or(-1);
+      info.prefix_hash_salt = reg->prefix_hash_salt;
       // Its load now, so routing sees a new worker's free blocks before its first heartbeat;
       // a registration without one is an empty worker.
-      if (j.contains("load") && j["load"].is_object()) {
-        info.load = parse_load(j["load"]);
+      if (reg->load) {
+        info.load = to_load(*reg->load);
       } else {
         info.load.free_blocks = info.load.total_blocks = info.kv_blocks;
       }
-    } catch (const std::exception& e) {
-      error = e.what();
+      if (!cfg_.backend.empty() && info.backend != cfg_.backend) {
+        error = "bad registration: worker backend '" + info.backend +
+                "' differs from this cluster's '" + cfg_.backend + "'";
+      }
     }
     if (error.empty()) {
-      if (auto url = net::parse_url(info.url); !url.is_ok()) error = url.status().message();
+      if (auto url = net::parse_url(info.url); !url.is_ok())
+        error = "bad registration: " + url.status().message();
     }
     if (error.empty()) {
-      const Status st = registry_.add(info, now_seconds());
-      if (!st.is_ok()) error = st.message();
+      Status st = registry_.check_model_agreement(info, now_seconds());
+      if (st.is_ok()) st = registry_.add(info, now_seconds());
+      if (!st.is_ok()) {
+        error = "bad registration: " + st.message();
+        if (st.code() == StatusCode::kAlreadyExists || st.code() == StatusCode::kFailedPrecondition)
+          status = 409;
+      }
     }
     if (!error.empty()) {
-      co_await w.send_error(400, "bad registration: " + error);
+      if (status == 409) {
+        KVFLEET_LOG(kWarning) << cfg_.name << ": refused the registration of " << info.id
+                              << " from " << req.peer << ": " << error;
+        metrics_.errors("registration_conflict").Increment();
+      }
+      co_await w.send_error(status, error);
       co_return;
     }
     ModelSpec spec;
@@ -331,30 +394,18 @@ class Server final : public Coordinator {
     if (tok.is_ok()) tokenizers_.insert_or_assign(info.model, *tok);
     KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << info.id << " (" << info.role << ", "
                        << info.model << ") registered at " << info.url;
-    json out;
-    out["lease_seconds"] = registry_.lease_seconds();
-    co_await w.send(200, json_text(out));
+    api::RegistrationReply out;
+    out.lease_seconds = registry_.lease_seconds();
+    co_await w.send(200, api::encode(out));
   }
 
   Task<void> heartbeat(const net::HttpRequest& req, net::ResponseWriter& w) {
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("worker_id") ||
-        !j["worker_id"].is_string()) {
-      co_await w.send_error(400, "a heartbeat needs a worker_id");
+    auto hb = api::decode_text<api::Heartbeat>(req.body, "bad heartbeat", api::decode_Heartbeat);
+    if (!hb.is_ok()) {
+      co_await w.send_error(400, hb.status().message());
       co_return;
     }
-    WorkerLoad load;
-    std::string bad;
-    try {
-      load = parse_load(j);
-    } catch (const std::exception& e) {
-      bad = std::string("bad heartbeat: ") + e.what();
-    }
-    if (!bad.empty()) {
-      co_await w.send_error(400, bad);
-      co_return;
-    }
-    if (!registry_.heartbeat(j["worker_id"].get<std::string>(), std::move(load), now_seconds())) {
+    if (!registry_.heartbeat(hb->worker_id, to_load(hb->load), now_seconds())) {
       co_await w.send_error(404, "unknown worker: register first");
       co_return;
     }
@@ -567,7 +618,7 @@ class Server final : public Coordinator {
       RunEnd end;
       if (rt.kind == Route::Kind::kColocated) {
         std::string worker = rt.worker, full = "full";
-        json none;
+        std::optional<api::KvHandoff> none;
         end = co_await run_on(job, worker, full, none);
         if (end == RunEnd::kFinished) record_phases(job);
       } else {
@@ -580,30 +631,31 @@ class Server final : public Coordinator {
   }
 
   Task<RunEnd> run_disaggregated(Job& job, const Route& rt) {
-    job.kv = json();
+    job.kv.reset();
     std::string prefill = rt.prefill, decode = rt.worker, prefill_mode = "prefill",
                 decode_mode = "decode";
-    json none;
+    std::optional<api::KvHandoff> none;
     RunEnd end;
     {
       Assigned on_prefill(registry_, prefill);
       end = co_await run_on(job, prefill, prefill_mode, none);
     }
     if (end != RunEnd::kFinished) co_return end;
-    json prefill_finish = job.last_finish;
-    json kv = job.kv;
+    std::optional<api::FinishLine> prefill_finish = job.last_finish;
+    std::optional<api::KvHandoff> kv = job.kv;
     const auto done = static_cast<std::int64_t>(job.generated.size());
-    if (job.finish == "stop" || done >= job.max_tokens || !kv.is_object()) {
-      if (kv.is_object()) release_lease(kv);
+    if (job.finish == "stop" || done >= job.max_tokens || !kv) {
+      if (kv) release_lease(*kv);
       if (job.finish.empty()) job.finish = "length";
       record_phases(job);
       co_return RunEnd::kFinished;
     }
     job.kv_transfer_seconds = -1;
     end = co_await run_on(job, decode, decode_mode, kv);
-    if (end == RunEnd::kRetry || end == RunEnd::kFatal) release_lease(kv);  // if the decode did not
+    if (end == RunEnd::kRetry || end == RunEnd::kFatal)
+      release_lease(*kv);  // if the decode did not
     if (end == RunEnd::kFinished) {
-      json decode_finish = job.last_finish;
+      std::optional<api::FinishLine> decode_finish = job.last_finish;
       job.last_finish = prefill_finish;
       record_phases(job);
       record_decode_phases(job, decode_finish);
@@ -612,45 +664,45 @@ class Server final : public Coordinator {
   }
 
   void record_phases(Job& job) {
-    const json& t = job.last_finish.value("timings", json::object());
-    if (!t.is_object()) return;
-    metrics_.ttft_phase("queue").Observe(t.value("queue_seconds", 0.0));
-    metrics_.ttft_phase("prefill").Observe(t.value("prefill_seconds", 0.0));
-    metrics_.prefill_seconds.Observe(t.value("prefill_seconds", 0.0));
-    metrics_.prefix_cache_hit_tokens.Increment(t.value("prefix_hit_tokens", 0.0));
+    if (!job.last_finish) return;
+    const api::RunTimings& t = job.last_finish->timings;
+    metrics_.ttft_phase("queue").Observe(t.queue_seconds);
+    metrics_.ttft_phase("prefill").Observe(t.prefill_seconds);
+    metrics_.prefill_seconds.Observe(t.prefill_seconds);
+    metrics_.prefix_cache_hit_tokens.Increment(static_cast<double>(t.prefix_hit_tokens));
   }
 
-  void record_decode_phases(Job& job, const json& decode_finish) {
-    const json& t = decode_finish.value("timings", json::object());
+  void record_decode_phases(Job& job, const std::optional<api::FinishLine>& decode_finish) {
     if (job.kv_transfer_seconds >= 0) {
       metrics_.ttft_phase("kv_transfer").Observe(job.kv_transfer_seconds);
       metrics_.kv_transfer_seconds.Observe(job.kv_transfer_seconds);
     }
-    if (t.is_object()) {
-      metrics_.ttft_phase("decode_queue").Observe(t.value("queue_seconds", 0.0));
-      metrics_.ttft_phase("first_decode_step").Observe(t.value("prefill_seconds", 0.0));
+    if (decode_finish) {
+      metrics_.ttft_phase("decode_queue").Observe(decode_finish->timings.queue_seconds);
+      metrics_.ttft_phase("first_decode_step").Observe(decode_finish->timings.prefill_seconds);
     }
   }
 
-  void release_lease(const json& kv) {
-    if (!kv.is_object() || !kv.contains("worker_url") || !kv.contains("lease")) return;
-    auto to = net::parse_url(kv.value("worker_url", ""));
+  void release_lease(const api::KvHandoff& kv) {
+    if (kv.lease.empty()) return;
+    auto to = net::parse_url(kv.worker_url);
     if (!to.is_ok()) return;
-    json body;
-    body["lease"] = kv["lease"];
+    api::Release body;
+    body.lease = kv.lease;
     asio::co_spawn(
         io_,
-        [to = *to, b = json_text(body)]() -> Task<void> {
+        [this, to = *to, b = api::encode(body)]() -> Task<void> {
           net::ClientOptions o;
           o.timeout = net::Seconds(5);
-          co_await net::http_call(to, "POST", "/internal/release", b, o);
+          co_await net::signed_call(secret(), to, "POST", "/internal/release", b, o);
         },
         asio::detached);
   }
 
   // One run of the job on one worker: streams its tokens into the job.
   // Arguments by value: see net/http.h on GCC 12 coroutines and temporaries.
-  Task<RunEnd> run_on(Job& job, std::string worker_id, std::string mode, json kv) {
+  Task<RunEnd> run_on(Job& job, std::string worker_id, std::string mode,
+                      std::optional<api::KvHandoff> kv) {
     WorkerInfo* w = registry_.find(worker_id);
     if (!w) {
       job.last_error = "worker " + worker_id + " left";
@@ -662,59 +714,68 @@ class Server final : public Coordinator {
       job.last_error = to.status().message();
       co_return RunEnd::kRetry;
     }
-    json body;
-    std::vector<std::int32_t> tokens = job.prompt;
-    tokens.insert(tokens.end(), job.generated.begin(), job.generated.end());
-    body["tokens"] = tokens;
-    body["prompt_len"] = job.prompt.size();
-    body["mode"] = mode;
-    json params;
-    params["max_tokens"] = job.max_tokens;
-    params["min_tokens"] = job.req.min_tokens;
-    params["temperature"] = job.req.temperature;
-    params["top_p"] = job.req.top_p;
-    params["top_k"] = job.req.top_k;
+    api::GenerateRequest body;
+    body.tokens = job.prompt;
+    body.tokens.insert(body.tokens.end(), job.generated.begin(), job.generated.end());
+    body.prompt_len = static_cast<std::int64_t>(job.prompt.size());
+    body.mode = mode;
+    api::SamplingParams& params = body.params;
+    params.max_tokens = job.max_tokens;
+    params.min_tokens = job.req.min_tokens;
+    params.temperature = job.req.temperature;
+    params.top_p = job.req.top_p;
+    params.top_k = job.req.top_k;
     // The worker samples token k of the request from (seed, k): with the tokens generated so
     // far in `tokens`, a re-run draws what the lost run would have drawn.
-    params["seed"] = job.seed;
-    params["ignore_eos"] = job.req.ignore_eos;
-    params["stop_token_ids"] = job.req.stop_token_ids;
-    body["params"] = params;
-    if (!kv.is_null()) body["kv"] = kv;
+    params.seed = job.seed;
+    params.ignore_eos = job.req.ignore_eos;
+    params.stop_token_ids = job.req.stop_token_ids;
+    body.kv = kv;
 
     bool finished = false, stopped = false;
-    json error_body;
-    job.last_finish = json();
+    std::string error_message;
+    job.last_finish.reset();
     auto on_line = [&](std::string_view line) -> Task<bool> {
       if (line.empty()) co_return true;
-      json j = json::parse(line, nullptr, false);
-      if (j.is_discarded() || !j.is_object()) {
-        error_body = json();
+      auto parsed = api::parse_object(line, "worker stream line");
+      if (!parsed.is_ok()) {
+        error_message = parsed.status().message();
         co_return true;
       }
+      const json& j = *parsed;
       if (j.contains("token")) {
-        job.generated.push_back(j["token"].get<std::int32_t>());
+        auto t = api::decode_TokenLine(j);
+        if (!t.is_ok()) {
+          error_message = "bad token line: " + t.status().message();
+          co_return false;
+        }
+        job.generated.push_back(t->token);
         if (!co_await job.on_token(job.generated.back())) {
           stopped = true;
           co_return false;
         }
       } else if (j.contains("kv_transfer")) {
-        job.kv_transfer_seconds = j["kv_transfer"].value("seconds", 0.0);
+        if (auto t = api::decode_KvTransferLine(j); t.is_ok()) job.kv_transfer_seconds = t->seconds;
       } else if (j.contains("finish")) {
+        auto f = api::decode_FinishLine(j);
+        if (!f.is_ok()) {
+          error_message = "bad finish line: " + f.status().message();
+          co_return false;
+        }
         finished = true;
-        job.last_finish = j;
-        job.finish = j["finish"].get<std::string>();
-        if (j.contains("kv")) job.kv = j["kv"];
-      } else if (j.contains("error")) {
-        error_body = j;
+        job.finish = f->finish;
+        if (f->kv) job.kv = f->kv;
+        job.last_finish = std::move(f).value();
+      } else if (j.contains("error") && j["error"].is_object()) {
+        error_message = j["error"].value("message", "");
       }
       co_return true;
     };
     net::ClientOptions o;
     o.connect_timeout = net::Seconds(3);
     o.timeout = net::Seconds(300);
-    auto status = co_await net::http_stream_lines(*to, "POST", "/internal/generate",
-                                                  json_text(body), on_line, o);
+    auto status = co_await net::signed_stream_lines(secret(), *to, "POST", "/internal/generate",
+                                                    api::encode(body), on_line, o);
     if (stopped) co_return RunEnd::kStopped;
     if (!status.is_ok()) {
       // The worker is unreachable or its stream broke: it is suspect until its next heartbeat.
@@ -725,9 +786,8 @@ class Server final : public Coordinator {
       co_return RunEnd::kRetry;
     }
     if (*status != 200) {
-      const std::string msg = error_body.is_object() && error_body.contains("error")
-                                  ? error_body["error"].value("message", "")
-                                  : "status " + std::to_string(*status);
+      const std::string msg =
+          !error_message.empty() ? error_message : "status " + std::to_string(*status);
       job.last_error = "worker " + worker_id + ": " + msg;
       if (*status == 400) {
         job.error = msg;
@@ -735,10 +795,10 @@ class Server final : public Coordinator {
         job.error_type = "invalid_request";
         co_return RunEnd::kFatal;
       }
-      if (*status == 502 && kv.is_object()) {
+      if (*status == 502 && kv) {
         // The KV source (the prefill worker) failed, not this decode worker.
         metrics_.kv_transfer_failures.Increment();
-        const std::string source = kv.value("agent", "");
+        const std::string source = kv->agent;
         if (WorkerInfo* x = registry_.find(source)) x->suspect = true;
         job.exclude.insert(source);
         co_return RunEnd::kRetry;
@@ -748,14 +808,15 @@ class Server final : public Coordinator {
     }
     if (!finished) {
       job.exclude.insert(worker_id);
-      job.last_error = "worker " + worker_id + " ended its stream without finishing";
+      job.last_error = "worker " + worker_id + " ended its stream without finishing" +
+                       (error_message.empty() ? "" : " (" + error_message + ")");
       co_return RunEnd::kRetry;
     }
     if (job.finish == "abort" || job.finish == "error") {
       job.exclude.insert(worker_id);
       job.last_error = "worker " + worker_id + " " +
                        (job.finish == "abort" ? "aborted the request (stopping?)"
-                                              : "failed: " + job.last_finish.value("error", ""));
+                                              : "failed: " + job.last_finish->error);
       job.finish.clear();
       co_return RunEnd::kRetry;
     }
@@ -769,8 +830,8 @@ class Server final : public Coordinator {
   std::mt19937_64 seeds_{std::random_device{}()};  // for requests without a seed
   monitoring::Metrics metrics_;
   asio::io_context io_;
-  std::shared_ptr<net::HttpServer> http_;
-  std::string url_;
+  std::shared_ptr<net::HttpServer> http_, internal_;
+  std::string url_, internal_url_;
   std::map<std::string, ByteTokenizer> tokenizers_;
   std::int64_t inflight_ = 0;
   std::uint64_t next_id_ = 1;
@@ -785,6 +846,12 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(const CoordinatorConfig
   if (!(config.lease_seconds > 0)) return invalid_argument("--lease-seconds must be > 0");
   if (config.max_inflight < 1) return invalid_argument("--max-inflight must be >= 1");
   if (config.max_attempts < 1) return invalid_argument("--max-attempts must be >= 1");
+  if (!config.secret && !is_loopback_host(config.internal_host)) {
+    return invalid_argument("--internal-host " + config.internal_host +
+                            " is not loopback: a cluster secret is required (--cluster-secret-file "
+                            "or KVFLEET_CLUSTER_SECRET_FILE), or anyone who reaches it can "
+                            "register workers");
+  }
   auto s = std::make_unique<Server>(config, mode);
   KVFLEET_RETURN_IF_ERROR(s->start());
   return std::unique_ptr<Coordinator>(std::move(s));

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "common/cluster_secret.h"
 #include "common/status.h"
 
 namespace kvfleet::coordinator {
@@ -14,6 +16,14 @@ namespace kvfleet::coordinator {
 struct CoordinatorConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8000;             // 0: any free port
+  // The internal listener: worker registration, heartbeats and deregistration, the worker list
+  // and Prometheus discovery. Never the public port; loopback unless a multi-host cluster needs
+  // it reachable, and then only with a cluster secret.
+  std::string internal_host = "127.0.0.1";
+  std::uint16_t internal_port = 0;  // 0: any free port
+  // Authenticates every internal message (see common/cluster_secret.h). Required when the
+  // internal listener is not on loopback.
+  std::optional<ClusterSecret> secret;
   std::string mode = "auto";             // disaggregated | colocated | auto
   double lease_seconds = 3;              // a worker silent this long is dropped
   std::int64_t max_inflight = 256;       // requests being served; beyond: 429
@@ -34,6 +44,7 @@ class Coordinator {
   virtual ~Coordinator() = default;
   virtual std::uint16_t port() const = 0;
   virtual std::string url() const = 0;
+  virtual std::string internal_url() const = 0;  // where workers register
   virtual void run() = 0;   // until stop() or SIGINT/SIGTERM
   virtual void stop() = 0;  // graceful: stop accepting, drain, return from run()
 };

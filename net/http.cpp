@@ -437,10 +437,9 @@ Task<Result<HttpResponse>> http_call_impl(Endpoint to, std::string method, std::
 
 Task<Result<int>> http_stream_lines_impl(Endpoint to, std::string method, std::string target,
                                          std::string body, LineHandler on_line,
-                                         ClientOptions options) {
-  std::vector<Header> no_headers;
+                                         ClientOptions options, std::vector<Header> headers) {
   auto sent = co_await send_request(to, std::move(method), std::move(target), std::move(body),
-                                    options, std::move(no_headers));
+                                    options, std::move(headers));
   if (!sent.is_ok()) co_return sent.status();
   auto stream = std::move(sent).value();
   error_code ec;

@@ -157,12 +157,13 @@ inline Task<Result<HttpResponse>> http_call(Endpoint to, std::string method, std
 using LineHandler = std::function<Task<bool>(std::string_view line)>;
 Task<Result<int>> http_stream_lines_impl(Endpoint to, std::string method, std::string target,
                                          std::string body, LineHandler on_line,
-                                         ClientOptions options);
+                                         ClientOptions options, std::vector<Header> headers);
 inline Task<Result<int>> http_stream_lines(Endpoint to, std::string method, std::string target,
                                            std::string body, LineHandler on_line,
-                                           ClientOptions options = {}) {
+                                           ClientOptions options = {},
+                                           std::vector<Header> headers = {}) {
   return http_stream_lines_impl(std::move(to), std::move(method), std::move(target),
-                                std::move(body), std::move(on_line), options);
+                                std::move(body), std::move(on_line), options, std::move(headers));
 }
 // Blocking wrappers (their own io_context), for threads outside an event loop and for tests.
 Result<HttpResponse> http_call_sync(const Endpoint& to, const std::string& method,

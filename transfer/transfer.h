@@ -148,6 +148,10 @@ struct AgentConfig {
   std::chrono::milliseconds control_timeout{10000};   // for register, connect, describe...
   std::chrono::milliseconds transfer_timeout{30000};  // default deadline of every transfer
   int device = -1;  // device-memory backends (nccl): the CUDA device; -1: the caller's current
+  // Network backends (ucx) listen only on the interface that has this address (a loopback
+  // address: loopback only), plus RDMA devices when it is not loopback. Empty: every interface.
+  // A user's own UCX_NET_DEVICES wins.
+  std::string bind_host;
 };
 
 // Backends: "loopback", "ucx", and "nccl" in CUDA builds. Unknown names list the known ones.

@@ -7,6 +7,11 @@
 // peer that goes away fails every pending operation on it. Deregistering a region tells
 // connected peers (an active message); their later posts to it fail as stale, as do posts with
 // a descriptor from an earlier instance of the peer.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -44,6 +49,48 @@ std::string host_name() {
   return buf;
 }
 
+// The UCX network devices for an agent reached at `host`: the interface holding that address,
+// and (off loopback) every RDMA port, so that nothing listens on other interfaces. Empty when the
+// address is on no interface of this host (UCX's default then applies).
+std::string net_devices_for(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0 || !res) return "";
+  const in_addr want = reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr;
+  ::freeaddrinfo(res);
+  const bool loopback = (ntohl(want.s_addr) >> 24) == 127;
+  std::string devices;
+  ifaddrs* ifs = nullptr;
+  if (::getifaddrs(&ifs) != 0) return "";
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    const in_addr a = reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr;
+    // 127.0.0.2 and friends live on lo too, which holds 127.0.0.1/8.
+    const bool match = a.s_addr == want.s_addr || (loopback && (i->ifa_flags & IFF_LOOPBACK));
+    if (match && devices.find(i->ifa_name) == std::string::npos) {
+      devices += (devices.empty() ? "" : ",") + std::string(i->ifa_name);
+    }
+  }
+  ::freeifaddrs(ifs);
+  if (devices.empty() || loopback) return devices;
+  // RDMA ports ("mlx5_0:1"): not IP listeners, and the reason to use UCX across hosts.
+  if (DIR* d = ::opendir("/sys/class/infiniband")) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      const std::string dev = e->d_name;
+      if (DIR* p = ::opendir(("/sys/class/infiniband/" + dev + "/ports").c_str())) {
+        while (dirent* q = ::readdir(p)) {
+          if (q->d_name[0] != '.') devices += "," + dev + ":" + q->d_name;
+        }
+        ::closedir(p);
+      }
+    }
+    ::closedir(d);
+  }
+  return devices;
+}
+
 class UcxAgent;
 
 // user_data of every UCP request: which transfer, and what kind of operation.
@@ -62,6 +109,15 @@ class UcxAgent final : public AgentBase {
     ucp_config_t* cfg = nullptr;
     ucs_status_t s = ucp_config_read(nullptr, nullptr, &cfg);  // honours UCX_* as users set it
     if (s != UCS_OK) return ucs_error("ucp_config_read", s);
+    if (!config_.bind_host.empty() && !std::getenv("UCX_NET_DEVICES")) {
+      const std::string devices = net_devices_for(config_.bind_host);
+      if (devices.empty()) {
+        KVFLEET_LOG(kWarning) << "ucx agent " << name() << ": no interface of this host has "
+                              << config_.bind_host << "; UCX listens on every interface";
+      } else if (ucp_config_modify(cfg, "NET_DEVICES", devices.c_str()) != UCS_OK) {
+        KVFLEET_LOG(kWarning) << "ucx agent " << name() << ": cannot restrict UCX to " << devices;
+      }
+    }
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;

@@ -11,9 +11,11 @@
 #include <set>
 
 #include "common/dtype.h"
+#include "common/internal_api.h"
 #include "common/log.h"
 #include "common/model_spec.h"
 #include "monitoring/metrics.h"
+#include "net/auth.h"
 #include "net/http.h"
 #include "transfer/transfer.h"
 #include "worker/backend.h"
@@ -25,88 +27,39 @@ namespace {
 using net::Task;
 using nlohmann::json;
 namespace asio = boost::asio;
+namespace api = internal_api;
 
 std::string dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-// Reads optional typed fields of a JSON object, remembering the first type error.
-class Fields {
- public:
-  explicit Fields(const json& j) : j_(j) {}
-  template <typename T>
-  T get(const char* name, T fallback) {
-    if (!j_.contains(name) || j_[name].is_null()) return fallback;
-    const json& v = j_[name];
-    bool ok = false;
-    if constexpr (std::is_same_v<T, bool>) {
-      ok = v.is_boolean();
-    } else if constexpr (std::is_integral_v<T>) {
-      ok = v.is_number_integer();
-    } else if constexpr (std::is_floating_point_v<T>) {
-      ok = v.is_number();
-    } else {
-      ok = v.is_string();
-    }
-    if (!ok) {
-      if (error.empty()) error = std::string("field '") + name + "' has the wrong type";
-      return fallback;
-    }
-    return v.get<T>();
-  }
-  std::vector<std::int32_t> tokens(const char* name) {
-    std::vector<std::int32_t> out;
-    if (!j_.contains(name) || !j_[name].is_array()) {
-      if (error.empty()) error = std::string("field '") + name + "' must be an array of token ids";
-      return out;
-    }
-    for (const json& t : j_[name]) {
-      if (!t.is_number_integer()) {
-        if (error.empty()) error = std::string("field '") + name + "' must hold integers";
-        return {};
-      }
-      out.push_back(t.get<std::int32_t>());
-    }
-    return out;
-  }
-  std::string error;
-
- private:
-  const json& j_;
-};
-
-SamplingParams parse_params(const json& j, std::string& error) {
+SamplingParams to_params(const api::SamplingParams& m) {
   SamplingParams p;
-  if (!j.is_object()) return p;
-  Fields f(j);
-  p.max_tokens = f.get<std::int64_t>("max_tokens", p.max_tokens);
-  p.min_tokens = f.get<std::int64_t>("min_tokens", 0);
-  p.temperature = f.get<double>("temperature", 0.0);
-  p.top_p = f.get<double>("top_p", 1.0);
-  p.top_k = f.get<std::int64_t>("top_k", 0);
-  if (j.contains("seed") && !j["seed"].is_null()) p.seed = f.get<std::uint64_t>("seed", 0);
-  p.ignore_eos = f.get<bool>("ignore_eos", false);
-  if (j.contains("stop_token_ids")) p.stop_token_ids = f.tokens("stop_token_ids");
-  if (error.empty()) error = f.error;
+  p.max_tokens = m.max_tokens;
+  p.min_tokens = m.min_tokens;
+  p.temperature = m.temperature;
+  p.top_p = m.top_p;
+  p.top_k = m.top_k;
+  if (m.seed) p.seed = *m.seed;
+  p.ignore_eos = m.ignore_eos;
+  p.stop_token_ids = m.stop_token_ids;
   return p;
 }
 
-json timings_json(const RequestTimings& t) {
-  json j;
-  j["queue_seconds"] = t.queue_seconds;
-  j["prefill_seconds"] = t.prefill_seconds;
-  j["time_to_first_token"] = t.time_to_first_token;
-  double itl = 0;
-  for (double x : t.inter_token_seconds) itl += x;
-  j["inter_token_seconds_sum"] = itl;
-  j["prompt_tokens"] = t.prompt_tokens;
-  j["generated_tokens"] = t.generated_tokens;
-  j["prefix_hit_tokens"] = t.prefix_hit_tokens + t.host_prefix_hit_tokens;
-  j["swap_out_count"] = t.swap_out_count;
-  j["swap_in_count"] = t.swap_in_count;
-  j["swap_out_seconds"] = t.swap_out_seconds;
-  j["swap_in_seconds"] = t.swap_in_seconds;
-  j["recompute_preemptions"] = t.recompute_preemptions;
+api::RunTimings to_timings(const RequestTimings& t) {
+  api::RunTimings j;
+  j.queue_seconds = t.queue_seconds;
+  j.prefill_seconds = t.prefill_seconds;
+  j.time_to_first_token = t.time_to_first_token;
+  for (double x : t.inter_token_seconds) j.inter_token_seconds_sum += x;
+  j.prompt_tokens = t.prompt_tokens;
+  j.generated_tokens = t.generated_tokens;
+  j.prefix_hit_tokens = t.prefix_hit_tokens + t.host_prefix_hit_tokens;
+  j.swap_out_count = t.swap_out_count;
+  j.swap_in_count = t.swap_in_count;
+  j.swap_out_seconds = t.swap_out_seconds;
+  j.swap_in_seconds = t.swap_in_seconds;
+  j.recompute_preemptions = t.recompute_preemptions;
   return j;
 }
 
@@ -116,13 +69,7 @@ struct Event {
   RequestOutput output;
 };
 
-struct KvSource {
-  std::string agent, address, region, lease, worker_url;
-  bool modelled = false;  // a sim worker's KV: nothing to read, the hand-off's time is modelled
-  std::vector<std::int32_t> blocks;
-  std::uint64_t block_bytes = 0;
-  std::int64_t tokens = 0;
-};
+using KvSource = api::KvHandoff;
 
 struct ImportResult {
   double seconds = 0;
@@ -187,6 +134,11 @@ class Server final : public WorkerServer {
     if (!cfg_.coordinator.empty()) {
       asio::co_spawn(io_, heartbeat_loop(), asio::detached);
     }
+    if (!secret()) {
+      KVFLEET_LOG(kWarning) << "worker " << id_
+                            << ": no cluster secret: internal calls go unsigned and unsigned "
+                               "calls are served (listener on loopback)";
+    }
     KVFLEET_LOG(kInfo) << "worker " << id_ << " (" << cfg_.role << ", "
                        << engine_->backend().describe() << ") serving at " << url_;
     io_.run();
@@ -197,6 +149,8 @@ class Server final : public WorkerServer {
   }
 
  private:
+  const ClusterSecret* secret() const { return cfg_.secret ? &*cfg_.secret : nullptr; }
+
   void begin_stop() {
     if (stopping_.exchange(true)) return;
     http_->stop();
@@ -205,13 +159,14 @@ class Server final : public WorkerServer {
 
   Task<void> drain() {
     if (!cfg_.coordinator.empty() && registered_) {
-      json j;
-      j["worker_id"] = id_;
+      api::Deregistration d;
+      d.worker_id = id_;
       auto coord = net::parse_url(cfg_.coordinator);
       if (coord.is_ok()) {
         net::ClientOptions o;
         o.timeout = net::Seconds(2);
-        co_await net::http_call(*coord, "POST", "/internal/deregister", dump(j), o);
+        co_await net::signed_call(secret(), *coord, "POST", "/internal/deregister", api::encode(d),
+                                  o);
       }
     }
     const auto ms = static_cast<std::int64_t>(cfg_.drain_seconds * 1000);
@@ -225,41 +180,40 @@ class Server final : public WorkerServer {
 
   // --- coordinator registration --------------------------------------------------------------
 
-  json registration() const {
+  api::Registration registration() const {
     const auto& layout = engine_->backend().kv_layout();
-    json j;
-    j["worker_id"] = id_;
-    j["url"] = url_;
-    j["role"] = cfg_.role;
-    j["model"] = spec_.name;
-    j["max_model_len"] = engine_->max_model_len();
-    j["vocab_size"] = spec_.vocab_size;
-    if (spec_.bos_token_id) j["bos_token_id"] = *spec_.bos_token_id;
-    if (spec_.eos_token_id) j["eos_token_id"] = *spec_.eos_token_id;
-    j["kv_blocks"] = engine_->backend().num_blocks();
-    j["block_tokens"] = layout.block_tokens;
-    j["block_bytes"] = layout.block_bytes();
-    j["transfer"] = agent_ ? std::string(agent_->backend()) : std::string("modelled");
-    j["backend"] = backend_name_;
-    j["backend_detail"] = engine_->backend().describe();
-    j["prefix_hash_salt"] = engine_->prefix_hash_salt();
-    j["pid"] = static_cast<std::int64_t>(::getpid());
-    j["load"] = load();  // routing sees this worker's room before its first heartbeat
+    api::Registration j;
+    j.worker_id = id_;
+    j.url = url_;
+    j.role = cfg_.role;
+    j.model = spec_.name;
+    j.max_model_len = engine_->max_model_len();
+    j.vocab_size = spec_.vocab_size;
+    j.bos_token_id = spec_.bos_token_id;
+    j.eos_token_id = spec_.eos_token_id;
+    j.kv_blocks = engine_->backend().num_blocks();
+    j.block_tokens = layout.block_tokens;
+    j.block_bytes = static_cast<std::int64_t>(layout.block_bytes());
+    j.transfer = agent_ ? std::string(agent_->backend()) : std::string("modelled");
+    j.backend = backend_name_;
+    j.backend_detail = engine_->backend().describe();
+    j.prefix_hash_salt = engine_->prefix_hash_salt();
+    j.pid = static_cast<std::int64_t>(::getpid());
+    j.load = load();  // routing sees this worker's room before its first heartbeat
     return j;
   }
 
-  json load() const {
+  api::WorkerLoad load() const {
     const EngineStats s = engine_->stats();
-    json j;
-    j["worker_id"] = id_;
-    j["running"] = s.running;
-    j["waiting"] = s.waiting;
-    j["swapped"] = s.swapped;
-    j["free_blocks"] = s.device_blocks_total - s.device_blocks_used;
-    j["total_blocks"] = s.device_blocks_total;
-    j["host_free_blocks"] = s.host.free_blocks + s.host.cached_blocks;
-    j["held_blocks"] = s.held_blocks;
-    j["prefix_hashes"] = engine_->prefix_summary();
+    api::WorkerLoad j;
+    j.running = s.running;
+    j.waiting = s.waiting;
+    j.swapped = s.swapped;
+    j.free_blocks = s.device_blocks_total - s.device_blocks_used;
+    j.total_blocks = s.device_blocks_total;
+    j.host_free_blocks = s.host.free_blocks + s.host.cached_blocks;
+    j.held_blocks = s.held_blocks;
+    j.prefix_hashes = engine_->prefix_summary();
     return j;
   }
 
@@ -275,8 +229,8 @@ class Server final : public WorkerServer {
     bool warned = false;
     while (!stopping_) {
       if (!registered_) {
-        auto r =
-            co_await net::http_call(*coord, "POST", "/internal/register", dump(registration()), o);
+        auto r = co_await net::signed_call(secret(), *coord, "POST", "/internal/register",
+                                           api::encode(registration()), o);
         if (r.is_ok() && r->status == 200) {
           registered_ = true;
           warned = false;
@@ -288,7 +242,11 @@ class Server final : public WorkerServer {
                                 << " (retrying)";
         }
       } else {
-        auto r = co_await net::http_call(*coord, "POST", "/internal/heartbeat", dump(load()), o);
+        api::Heartbeat hb;
+        hb.worker_id = id_;
+        hb.load = load();
+        auto r = co_await net::signed_call(secret(), *coord, "POST", "/internal/heartbeat",
+                                           api::encode(hb), o);
         if (r.is_ok() && r->status == 404) registered_ = false;  // the coordinator forgot us
       }
       if (stopping_) break;
@@ -309,19 +267,32 @@ class Server final : public WorkerServer {
       update_gauges();
       co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
     } else if (req.path == "/info") {
-      co_await w.send(200, dump(registration()));
-    } else if (req.path == "/internal/generate" && req.method == "POST") {
-      co_await generate(req, w);
-    } else if (req.path == "/internal/release" && req.method == "POST") {
-      json j = json::parse(req.body, nullptr, false);
-      if (j.is_discarded() || !j.contains("lease") || !j["lease"].is_string()) {
-        co_await w.send_error(400, "expected {\"lease\": \"...\"}");
+      co_await w.send(200, api::encode(registration()));
+    } else if (req.path == "/internal/generate" || req.path == "/internal/release") {
+      if (req.method != "POST") {
+        co_await w.send_error(405, "use POST for " + req.path);
         co_return;
       }
-      const bool found = release_lease(j["lease"].get<std::string>());
-      json out;
-      out["released"] = found;
-      co_await w.send(200, dump(out));
+      const Status auth = net::verify_request(secret(), req);
+      if (!auth.is_ok()) {
+        metrics_.errors("unauthenticated").Increment();
+        KVFLEET_LOG(kWarning) << "worker " << id_ << ": refused " << req.path << " from "
+                              << req.peer << ": " << auth.message();
+        co_await w.send_error(401, auth.message());
+        co_return;
+      }
+      if (req.path == "/internal/generate") {
+        co_await generate(req, w);
+        co_return;
+      }
+      auto rel = api::decode_text<api::Release>(req.body, "release", api::decode_Release);
+      if (!rel.is_ok()) {
+        co_await w.send_error(400, rel.status().message() + " (expected {\"lease\": \"...\"})");
+        co_return;
+      }
+      api::ReleaseReply out;
+      out.released = release_lease(rel->lease);
+      co_await w.send(200, api::encode(out));
     } else {
       co_await w.send_error(404, "no route for " + req.method + " " + req.path);
     }
@@ -349,7 +320,8 @@ class Server final : public WorkerServer {
   }
 
   std::string add_lease(RequestId request) {
-    std::string lease = id_ + "/" + std::to_string(request);
+    // Unguessable: whoever knows a lease id can free the KV it holds.
+    std::string lease = random_hex(16);
     auto timer = std::make_shared<asio::steady_timer>(io_);
     timer->expires_after(
         std::chrono::milliseconds(static_cast<std::int64_t>(cfg_.kv_lease_seconds * 1000)));
@@ -371,22 +343,18 @@ class Server final : public WorkerServer {
       co_await w.send_error(503, "worker " + id_ + " is draining");
       co_return;
     }
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
-      co_await w.send_error(400, "the body is not a JSON object");
+    auto decoded =
+        api::decode_text<api::GenerateRequest>(req.body, "generate", api::decode_GenerateRequest);
+    if (!decoded.is_ok()) {
+      co_await w.send_error(400, decoded.status().message());
       co_return;
     }
-    Fields f(body);
-    std::string mode = f.get<std::string>("mode", "full");
-    std::vector<std::int32_t> tokens = f.tokens("tokens");
+    api::GenerateRequest& body = *decoded;
+    std::string mode = body.mode;
+    std::vector<std::int32_t> tokens = body.tokens;
     const std::int64_t prompt_len =
-        f.get<std::int64_t>("prompt_len", static_cast<std::int64_t>(tokens.size()));
-    std::string error = f.error;
-    SamplingParams params = parse_params(body.value("params", json::object()), error);
-    if (!error.empty()) {
-      co_await w.send_error(400, error);
-      co_return;
-    }
+        body.prompt_len.value_or(static_cast<std::int64_t>(tokens.size()));
+    SamplingParams params = to_params(body.params);
     if (mode != "full" && mode != "prefill" && mode != "decode") {
       co_await w.send_error(400, "mode must be full, prefill or decode");
       co_return;
@@ -421,7 +389,7 @@ class Server final : public WorkerServer {
     ImportResult imported;
     std::optional<Reservation> reservation;
     if (mode == "decode") {
-      auto src = parse_kv_source(body.value("kv", json()));
+      auto src = parse_kv_source(body.kv);
       if (!src.is_ok()) {
         co_await w.send_error(400, src.status().message());
         co_return;
@@ -449,7 +417,7 @@ class Server final : public WorkerServer {
     }
     if (reservation) {
       const KvSource* src_ptr = nullptr;
-      auto src = parse_kv_source(body.value("kv", json()));
+      auto src = parse_kv_source(body.kv);
       src_ptr = &*src;
       Result<ImportResult> result = ImportResult{};
       if (src_ptr->modelled) {
@@ -525,11 +493,11 @@ class Server final : public WorkerServer {
       co_return;
     }
     if (mode == "decode") {
-      json t;
-      t["kv_transfer"] = {{"seconds", imported.seconds},
-                          {"bytes", imported.bytes},
-                          {"operations", imported.operations}};
-      if (!co_await w.write(dump(t) + "\n")) {
+      api::KvTransferLine t;
+      t.seconds = imported.seconds;
+      t.bytes = imported.bytes;
+      t.operations = imported.operations;
+      if (!co_await w.write(api::encode(t) + "\n")) {
         engine_->cancel(*id);
         co_return;
       }
@@ -538,40 +506,39 @@ class Server final : public WorkerServer {
       auto ev = co_await box->pop(net::Seconds(600));
       if (!ev) continue;
       if (!ev->finished) {
-        json t;
-        t["token"] = ev->token;
-        if (!co_await w.write(dump(t) + "\n")) {
+        api::TokenLine t;
+        t.token = ev->token;
+        if (!co_await w.write(api::encode(t) + "\n")) {
           engine_->cancel(*id);  // the coordinator went away: free the sequence
           co_return;
         }
         continue;
       }
       const RequestOutput& out = ev->output;
-      json fin;
-      fin["finish"] = std::string(finish_reason_name(out.finish));
-      if (!out.error.empty()) fin["error"] = out.error;
-      fin["timings"] = timings_json(out.timings);
-      fin["worker_id"] = id_;
+      api::FinishLine fin;
+      fin.finish = std::string(finish_reason_name(out.finish));
+      fin.error = out.error;
+      fin.timings = to_timings(out.timings);
+      fin.worker_id = id_;
       if (!out.held_blocks.empty()) {
-        json kv;
+        api::KvHandoff kv;
         if (agent_) {
-          kv["agent"] = agent_->name();
-          kv["address"] = agent_address_;
-          kv["region"] = region_desc_;
+          kv.agent = agent_->name();
+          kv.address = agent_address_;
+          kv.region = region_desc_;
         } else {
-          kv["agent"] = id_;
-          kv["modelled"] = true;  // no bytes: the decode worker models the hand-off's time
+          kv.agent = id_;
+          kv.modelled = true;  // no bytes: the decode worker models the hand-off's time
         }
-        kv["blocks"] = out.held_blocks;
-        kv["block_bytes"] = engine_->backend().kv_layout().block_bytes();
-        kv["tokens"] = out.held_tokens;
-        kv["lease"] = add_lease(out.id);
-        kv["worker_url"] = url_;
-        fin["kv"] = kv;
+        kv.blocks = out.held_blocks;
+        kv.block_bytes = engine_->backend().kv_layout().block_bytes();
+        kv.tokens = out.held_tokens;
+        kv.lease = add_lease(out.id);
+        kv.worker_url = url_;
+        if (secret()) kv.sign(*secret());
+        fin.kv = std::move(kv);
       }
-      if (!co_await w.write(dump(fin) + "\n") && !out.held_blocks.empty()) {
-        release_lease(fin["kv"]["lease"].get<std::string>());
-      }
+      if (!co_await w.write(api::encode(fin) + "\n") && fin.kv) release_lease(fin.kv->lease);
       co_await w.finish();
       co_return;
     }
@@ -583,20 +550,12 @@ class Server final : public WorkerServer {
     return h;
   }
 
-  Result<KvSource> parse_kv_source(const json& j) const {
-    if (!j.is_object()) return invalid_argument("decode requests need a 'kv' object");
-    Fields f(j);
-    KvSource s;
-    s.agent = f.get<std::string>("agent", "");
-    s.address = f.get<std::string>("address", "");
-    s.region = f.get<std::string>("region", "");
-    s.lease = f.get<std::string>("lease", "");
-    s.worker_url = f.get<std::string>("worker_url", "");
-    s.block_bytes = f.get<std::uint64_t>("block_bytes", 0);
-    s.tokens = f.get<std::int64_t>("tokens", 0);
-    s.modelled = f.get<bool>("modelled", false);
-    s.blocks = f.tokens("blocks");
-    if (!f.error.empty()) return invalid_argument("kv: " + f.error);
+  // Checks a decode request's hand-off before anything reads from it: signed by a worker of
+  // this cluster, of this worker's kind (modelled or real), the same block size, and blocks
+  // that cover the tokens and lie inside the described region.
+  Result<KvSource> parse_kv_source(const std::optional<api::KvHandoff>& kv) const {
+    if (!kv) return invalid_argument("decode requests need a 'kv' object");
+    const KvSource& s = *kv;
     if (s.modelled != !agent_) {
       return invalid_argument(
           std::string("kv: ") +
@@ -616,6 +575,21 @@ class Server final : public WorkerServer {
     if (s.tokens < 1 ||
         layout.blocks_for_tokens(s.tokens) > static_cast<std::int64_t>(s.blocks.size())) {
       return invalid_argument("kv: the blocks do not cover the tokens");
+    }
+    if (Status st = s.verify(secret()); !st.is_ok()) {
+      return invalid_argument("kv: " + st.message());
+    }
+    if (!s.modelled) {
+      auto remote = transfer::RemoteRegion::parse(s.region);
+      if (!remote.is_ok()) return remote.status().with_context("kv");
+      for (std::int32_t b : s.blocks) {
+        const auto end = (static_cast<std::uint64_t>(b) + 1) * s.block_bytes;
+        if (end > remote->length) {
+          return invalid_argument("kv: block " + std::to_string(b) +
+                                  " lies outside the described region (" +
+                                  std::to_string(remote->length) + " bytes)");
+        }
+      }
     }
     return s;
   }
@@ -688,11 +662,12 @@ class Server final : public WorkerServer {
   Task<void> release_remote(KvSource src) {
     auto to = net::parse_url(src.worker_url);
     if (!to.is_ok() || src.lease.empty()) co_return;
-    json j;
-    j["lease"] = src.lease;
+    api::Release rel;
+    rel.lease = src.lease;
     net::ClientOptions o;
     o.timeout = net::Seconds(5);
-    auto r = co_await net::http_call(*to, "POST", "/internal/release", dump(j), o);
+    auto r =
+        co_await net::signed_call(secret(), *to, "POST", "/internal/release", api::encode(rel), o);
     if (!r.is_ok()) {
       KVFLEET_LOG(kWarning) << "worker " << id_ << ": releasing lease " << src.lease
                             << " failed: " << r.status().message() << " (its lease timer frees it)";
@@ -788,6 +763,12 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   if (!(config.kv_import_wait_seconds >= 0) || config.kv_import_wait_seconds > 3600) {
     return invalid_argument("--kv-import-wait-seconds must be in [0, 3600]");
   }
+  if (!config.secret && !is_loopback_host(config.host)) {
+    return invalid_argument("--host " + config.host +
+                            " is not loopback: a cluster secret is required (--cluster-secret-file "
+                            "or KVFLEET_CLUSTER_SECRET_FILE), or anyone who reaches this worker "
+                            "can run requests on it and read its KV");
+  }
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
   BackendOptions bo;
   bo.spec = spec;
@@ -821,6 +802,8 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   if (kv.kind != KvMemory::Kind::kNone) {
     transfer::AgentConfig ac;
     ac.name = id;
+    // UCX listens where the worker is reached, not on every interface.
+    ac.bind_host = config.advertise_host.empty() ? config.host : config.advertise_host;
     if (kv.kind == KvMemory::Kind::kDevice) ac.device = kv.device;
     KVFLEET_ASSIGN_OR_RETURN(agent, transfer::create_agent(config.transfer, ac));
     const auto kind = kv.kind == KvMemory::Kind::kDevice ? transfer::MemoryKind::kDevice

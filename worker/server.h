@@ -6,8 +6,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "common/cluster_secret.h"
 #include "common/status.h"
 
 namespace kvfleet::worker {
@@ -46,6 +48,9 @@ struct WorkerConfig {
   // prompt itself. Keep it below the prefill's lease.
   double kv_import_wait_seconds = 10;
   double drain_seconds = 30;  // graceful stop: time given to in-flight requests
+  // Signs this worker's calls and KV hand-offs and authenticates the calls it serves (see
+  // common/cluster_secret.h). Required when the worker listens off loopback.
+  std::optional<ClusterSecret> secret;
 };
 
 class WorkerServer {

@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "common/cluster_secret.h"
+#include "net/auth.h"
 #include "net/http.h"
 #include "tests/test_util.h"
 #include "worker/engine.h"
@@ -61,6 +63,12 @@ class Process {
 
   // Waits for the announcement line ("... listening on URL") and returns the URL.
   std::string wait_url(std::chrono::seconds timeout = std::chrono::seconds(60)) {
+    return wait_line("http://", timeout);
+  }
+  // Waits for a line of stdout containing `needle`; returns it from the first "http://" (the
+  // whole line when it has no URL), or "" on timeout or end of output.
+  std::string wait_line(const std::string& needle,
+                        std::chrono::seconds timeout = std::chrono::seconds(60)) {
     std::string line;
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -70,14 +78,16 @@ class Process {
       const ssize_t n = ::read(out_, &c, 1);
       if (n <= 0) break;
       if (c == '\n') {
-        const auto at = line.find("http://");
-        if (at != std::string::npos) return line.substr(at);
+        if (line.find(needle) != std::string::npos) {
+          const auto at = line.find("http://");
+          return at != std::string::npos ? line.substr(at) : line;
+        }
         line.clear();
       } else {
         line += c;
       }
     }
-    ADD_FAILURE() << "no URL announced; log:\n" << log();
+    ADD_FAILURE() << "no line with '" << needle << "' announced; log:\n" << log();
     return "";
   }
   void kill(int sig) {
@@ -245,16 +255,32 @@ inline std::vector<std::int32_t> reference_tokens(const std::vector<std::int32_t
   return out;
 }
 
-// A cluster: one coordinator and workers, all on loopback with OS-chosen ports.
+// A signed call to an internal route, as a process holding the cluster secret makes it.
+inline net::HttpResponse signed_http(const ClusterSecret& secret, const std::string& url,
+                                     const std::string& method, const std::string& target,
+                                     const std::string& body = "") {
+  net::ClientOptions o;
+  o.timeout = net::Seconds(120);
+  auto r = net::signed_call_sync(&secret, endpoint(url), method, target, body, o);
+  EXPECT_TRUE(r.is_ok()) << method << " " << target << ": " << r.status().to_string();
+  return r.is_ok() ? *r : net::HttpResponse{};
+}
+
+// A cluster: one coordinator and workers, all on loopback with OS-chosen ports, sharing a
+// cluster secret as `kvfleet up` makes them.
 class Cluster {
  public:
   Cluster(const std::string& mode, std::vector<std::vector<std::string>> workers,
           std::vector<std::string> serve_extra = {}) {
-    std::vector<std::string> args = {"serve", "--port",          "0", "--mode",
-                                     mode,    "--lease-seconds", "2"};
+    secret_file_ = dir_.path() + "/cluster-secret";
+    EXPECT_TRUE(secret_.write_file(secret_file_).is_ok());
+    std::vector<std::string> args = {
+        "serve", "--port",          "0", "--internal-port",       "0",         "--mode",
+        mode,    "--lease-seconds", "2", "--cluster-secret-file", secret_file_};
     args.insert(args.end(), serve_extra.begin(), serve_extra.end());
     coordinator_ = std::make_unique<Process>(args, dir_.path() + "/coordinator.log");
     url_ = coordinator_->wait_url();
+    internal_url_ = coordinator_->wait_url();
     for (size_t i = 0; i < workers.size(); ++i) add_worker(workers[i]);
   }
 
@@ -263,7 +289,9 @@ class Cluster {
     const std::string id = "w" + std::to_string(workers_.size());
     std::vector<std::string> a = {"worker",
                                   "--coordinator",
-                                  url_,
+                                  internal_url_,
+                                  "--cluster-secret-file",
+                                  secret_file_,
                                   "--port",
                                   "0",
                                   "--id",
@@ -280,7 +308,7 @@ class Cluster {
   void wait_registered(size_t n) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
     while (std::chrono::steady_clock::now() < deadline) {
-      auto r = net::http_call_sync(endpoint(url_), "GET", "/internal/workers");
+      auto r = net::http_call_sync(endpoint(internal_url_), "GET", "/internal/workers");
       if (r.is_ok() && json::parse(r->body).size() >= n) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -290,7 +318,7 @@ class Cluster {
   double wait_workers(size_t n, std::chrono::seconds timeout) {
     const auto t0 = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() < t0 + timeout) {
-      auto r = net::http_call_sync(endpoint(url_), "GET", "/internal/workers");
+      auto r = net::http_call_sync(endpoint(internal_url_), "GET", "/internal/workers");
       if (r.is_ok() && json::parse(r->body).size() == n) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -298,6 +326,10 @@ class Cluster {
   }
 
   const std::string& url() const { return url_; }
+  // The coordinator's internal listener (registration, the worker list).
+  const std::string& internal_url() const { return internal_url_; }
+  const ClusterSecret& secret() const { return secret_; }
+  const std::string& secret_file() const { return secret_file_; }
   const std::string& worker_url(size_t i) const { return worker_urls_[i]; }
   const std::string& worker_id(size_t i) const { return ids_[i]; }
   Process& worker(size_t i) { return *workers_[i]; }
@@ -319,8 +351,10 @@ class Cluster {
 
  private:
   TempDir dir_;
+  ClusterSecret secret_ = ClusterSecret::generate();
+  std::string secret_file_;
   std::unique_ptr<Process> coordinator_;
-  std::string url_;
+  std::string url_, internal_url_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::vector<std::string> worker_urls_, ids_;
 };

@@ -158,7 +158,7 @@ TEST(ClusterFaults, KilledDecodeAndPrefillWorkersLoseNoRequestAndLeakNoBlocks) {
               0);
     // The registry has dropped the dead worker (how fast: RegistryDropsASilentWorkerWithinItsLease).
     c.wait_workers(3, std::chrono::seconds(10));
-    json workers = json::parse(http(c.url(), "GET", "/internal/workers").body);
+    json workers = json::parse(http(c.internal_url(), "GET", "/internal/workers").body);
     EXPECT_EQ(workers.size(), 3u);
     for (const auto& w : workers) EXPECT_NE(w["worker_id"], c.worker_id(3));
   }
@@ -195,7 +195,7 @@ TEST(ClusterFaults, RegistryDropsASilentWorkerWithinItsLease) {
   c.worker(1).kill(SIGKILL);
   const double took = c.wait_workers(1, std::chrono::seconds(20));
   EXPECT_LT(took, 2.0 + 1.0);  // lease 2 s, swept every 0.25 s, heartbeat 0.2 s
-  json workers = json::parse(http(c.url(), "GET", "/internal/workers").body);
+  json workers = json::parse(http(c.internal_url(), "GET", "/internal/workers").body);
   ASSERT_EQ(workers.size(), 1u);
   EXPECT_EQ(workers[0]["worker_id"], c.worker_id(0));
   // Requests keep working on the survivor.
@@ -215,7 +215,7 @@ TEST(ClusterFaults, GracefulStopDrainsInFlightRequests) {
   EXPECT_EQ(results[0].tokens, reference_tokens(prompt, 300));
   EXPECT_EQ(c.worker(0).wait(std::chrono::seconds(30)), 0);
   // It deregistered: the coordinator no longer lists it, and reports not ready.
-  EXPECT_EQ(json::parse(http(c.url(), "GET", "/internal/workers").body).size(), 0u);
+  EXPECT_EQ(json::parse(http(c.internal_url(), "GET", "/internal/workers").body).size(), 0u);
   EXPECT_EQ(http(c.url(), "GET", "/health").status, 503);
 }
 
@@ -313,21 +313,35 @@ TEST_F(BadInput, EachBadRequestGetsAClearErrorAndTheServerKeepsServing) {
 }
 
 TEST_F(BadInput, TheCoordinatorsWorkerApiRejectsGarbageClearly) {
-  const std::string url = cluster_->url();
-  auto reg = [&](const std::string& body) { return http(url, "POST", "/internal/register", body); };
-  auto beat = [&](const std::string& body) { return http(url, "POST", "/internal/heartbeat", body); };
+  const std::string url = cluster_->internal_url();
+  const ClusterSecret& key = cluster_->secret();
+  auto reg = [&](const std::string& body) {
+    return signed_http(key, url, "POST", "/internal/register", body);
+  };
+  auto beat = [&](const std::string& body) {
+    return signed_http(key, url, "POST", "/internal/heartbeat", body);
+  };
   json good = json::parse(http(cluster_->worker_url(0), "GET", "/info").body);
   good["worker_id"] = "intruder";
   good["url"] = "http://127.0.0.1:1";
   expect_error(reg("{nope"), 400, "bad registration");
   expect_error(reg(R"({"worker_id": "x"})"), 400, "bad registration");
+  // Integer fields take integers in range: not 1.5, not 2^64, not a NUL and garbage after JSON.
+  for (const char* v : {"1.5", "18446744073709551616", "-1", "true"}) {
+    std::string bad = good.dump();
+    const std::string field = "\"kv_blocks\":";
+    const auto at = bad.find(field) + field.size();
+    bad.replace(at, bad.find_first_of(",}", at) - at, v);
+    expect_error(reg(bad), 400, "kv_blocks");
+  }
+  expect_error(reg(good.dump() + std::string(1, '\0') + "garbage"), 400, "NUL");
   json bad_role = good;
   bad_role["role"] = "chef";
   expect_error(reg(bad_role.dump()), 400, "role must be prefill, decode or both");
   json bad_load = good;
   bad_load["load"]["free_blocks"] = "lots";
   expect_error(reg(bad_load.dump()), 400, "bad registration");
-  expect_error(beat("[]"), 400, "worker_id");
+  expect_error(beat("[]"), 400, "JSON object");
   expect_error(beat(R"({"worker_id": "nobody"})"), 404, "register first");
   json bad_beat = json::parse(http(cluster_->worker_url(0), "GET", "/info").body)["load"];
   bad_beat["running"] = "many";
@@ -335,15 +349,22 @@ TEST_F(BadInput, TheCoordinatorsWorkerApiRejectsGarbageClearly) {
   // None of it registered anything, and requests are still served.
   json workers = json::parse(http(url, "GET", "/internal/workers").body);
   ASSERT_EQ(workers.size(), 1u);
+  // The public port has no internal routes.
+  expect_error(http(cluster_->url(), "POST", "/internal/register", good.dump()), 404, "internal");
   EXPECT_EQ(workers[0]["worker_id"], cluster_->worker_id(0));
-  Completion ok = complete(url, body_for({4, 5, 6}, 2), false);
+  Completion ok = complete(cluster_->url(), body_for({4, 5, 6}, 2), false);
   EXPECT_EQ(ok.status, 200);
 }
 
 TEST_F(BadInput, TheWorkersInternalApiRejectsGarbageClearly) {
   const std::string w = cluster_->worker_url(0);
-  auto gen = [&](const std::string& body) { return http(w, "POST", "/internal/generate", body); };
-  expect_error(gen("{nope"), 400, "not a JSON object");
+  const ClusterSecret& key = cluster_->secret();
+  auto gen = [&](const std::string& body) {
+    return signed_http(key, w, "POST", "/internal/generate", body);
+  };
+  expect_error(gen("{nope"), 400, "not valid JSON");
+  expect_error(gen(R"({"tokens": [1, 4294967361]})"), 400, "tokens");
+  expect_error(gen(R"({"tokens": [1, 2], "params": {"max_tokens": 1.5}})"), 400, "max_tokens");
   expect_error(gen(R"({"tokens": "abc"})"), 400, "tokens");
   expect_error(gen(R"({"tokens": [1, 2], "mode": "sideways"})"), 400, "mode must be full, prefill or decode");
   expect_error(gen(R"({"tokens": [1, 2], "params": {"max_tokens": "x"}})"), 400, "max_tokens");
@@ -352,8 +373,8 @@ TEST_F(BadInput, TheWorkersInternalApiRejectsGarbageClearly) {
   expect_error(gen(R"({"tokens": [1, 2], "mode": "decode"})"), 400, "kv");
   expect_error(gen(R"({"tokens": [1, 2], "mode": "decode", "kv": {"agent": "x", "address": "y", "region": "z",
                        "blocks": [0], "block_bytes": 7, "tokens": 1}})"), 400, "block size");
-  expect_error(http(w, "POST", "/internal/release", "[]"), 400, "lease");
-  const auto unknown = http(w, "POST", "/internal/release", R"({"lease": "nobody/1"})");
+  expect_error(signed_http(key, w, "POST", "/internal/release", "[]"), 400, "lease");
+  const auto unknown = signed_http(key, w, "POST", "/internal/release", R"({"lease": "nobody/1"})");
   EXPECT_EQ(unknown.status, 200);
   EXPECT_EQ(json::parse(unknown.body)["released"], false);
   EXPECT_EQ(http(w, "GET", "/health").status, 200);  // still serving
@@ -403,15 +424,19 @@ TEST_F(BadInput, ASlowClientDoesNotStallOthers) {
 
 TEST(ClusterAdmission, HealthModelsOverloadAndNoUsablePool) {
   TempDir dir;
-  Process coord({"serve", "--port", "0", "--mode", "colocated", "--max-inflight", "1"},
+  // No cluster secret: allowed on loopback, calls go unsigned.
+  Process coord({"serve", "--port", "0", "--internal-port", "0", "--mode", "colocated",
+                 "--max-inflight", "1"},
                 dir.path() + "/c.log");
   const std::string url = coord.wait_url();
+  const std::string internal = coord.wait_url();
   EXPECT_EQ(http(url, "GET", "/health").status, 503);  // no worker yet
   // A decode-only worker cannot serve a colocated coordinator: 503 with Retry-After.
-  Process decode({"worker", "--role", "decode", "--coordinator", url, "--port", "0"}, dir.path() + "/d.log");
+  Process decode({"worker", "--role", "decode", "--coordinator", internal, "--port", "0"},
+                 dir.path() + "/d.log");
   decode.wait_url();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (json::parse(http(url, "GET", "/internal/workers").body).empty() &&
+  while (json::parse(http(internal, "GET", "/internal/workers").body).empty() &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -419,7 +444,8 @@ TEST(ClusterAdmission, HealthModelsOverloadAndNoUsablePool) {
   auto r = http(url, "POST", "/v1/completions", body_for({1, 2}, 2).dump());
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_EQ(r.header("Retry-After"), "2");
-  Process both({"worker", "--role", "both", "--coordinator", url, "--port", "0"}, dir.path() + "/b.log");
+  Process both({"worker", "--role", "both", "--coordinator", internal, "--port", "0"},
+               dir.path() + "/b.log");
   both.wait_url();
   while (http(url, "GET", "/health").status != 200 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -87,10 +87,11 @@ TEST(SimCluster, ACoordinatorForSimRefusesACpuWorker) {
   json reg = json::parse(http(cluster.worker_url(0), "GET", "/info").body);
   reg["worker_id"] = "intruder";
   reg["backend"] = "cpu";
-  const net::HttpResponse r = http(cluster.url(), "POST", "/internal/register", reg.dump());
+  const net::HttpResponse r = signed_http(cluster.secret(), cluster.internal_url(), "POST",
+                                          "/internal/register", reg.dump());
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("differs"), std::string::npos) << r.body;
-  EXPECT_EQ(json::parse(http(cluster.url(), "GET", "/internal/workers").body).size(), 1u);
+  EXPECT_EQ(json::parse(http(cluster.internal_url(), "GET", "/internal/workers").body).size(), 1u);
 }
 
 // In real time, a sim worker's decode steps last what perfmodel predicts: the inter-token

@@ -2,6 +2,8 @@
 // registry's leases and the routing policy.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "common/model_spec.h"
 #include "coordinator/openai.h"
 #include "coordinator/registry.h"
@@ -106,6 +108,37 @@ TEST(RegistryTest, LeasesExpireAndHeartbeatsRenewThem) {
   EXPECT_EQ(reg.expire(2.5), std::vector<std::string>{"b"});
   EXPECT_TRUE(reg.expire(3.4).empty());
   EXPECT_EQ(reg.expire(3.6), std::vector<std::string>{"a"});
+}
+
+TEST(RegistryTest, ALiveWorkersIdAndItsModelsTokenizerAndContextCannotBeChanged) {
+  Registry reg(2.0);
+  ASSERT_TRUE(reg.add(worker("a", "both"), 0).is_ok());
+  // Same id from another address while the lease lives: refused; after it ran out: taken over.
+  WorkerInfo thief = worker("a", "both");
+  thief.url = "http://127.0.0.1:2";
+  EXPECT_EQ(reg.add(thief, 1).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(reg.find("a")->url, "http://127.0.0.1:1");
+  EXPECT_TRUE(reg.add(worker("a", "both"), 1).is_ok());  // the same worker re-registering
+  // Another worker of the model must agree on vocabulary, special tokens and context.
+  for (auto change : std::vector<std::function<void(WorkerInfo&)>>{
+           [](WorkerInfo& w) { w.vocab_size += 1; }, [](WorkerInfo& w) { w.eos_token_id = 3; },
+           [](WorkerInfo& w) { w.bos_token_id = 4; }, [](WorkerInfo& w) { w.max_model_len = 8; }}) {
+    WorkerInfo b = worker("b", "both");
+    change(b);
+    const Status st = reg.check_model_agreement(b, 1);
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.to_string();
+  }
+  EXPECT_EQ(reg.max_model_len("tiny"), 4096);
+  // Another model is independent; once "a" is gone, a new tokenizer may serve.
+  WorkerInfo other = worker("c", "both");
+  other.model = "other";
+  other.max_model_len = 8;
+  EXPECT_TRUE(reg.check_model_agreement(other, 1).is_ok());
+  EXPECT_TRUE(reg.check_model_agreement(worker("a", "both"), 1).is_ok());  // itself
+  reg.expire(10);
+  WorkerInfo fresh = worker("d", "both");
+  fresh.max_model_len = 8;
+  EXPECT_TRUE(reg.check_model_agreement(fresh, 10).is_ok());
 }
 
 TEST(RouterTest, PrefillByPrefixOverlapDecodeByFreeBlocksAutoPrefillsShortPromptsLocally) {

@@ -76,11 +76,11 @@ TEST(Monitoring, PromtoolAcceptsTheShippedConfig) {
 TEST(Monitoring, EveryDashboardQueryReturnsDataAndBenchAgreesWithTheServer) {
   Cluster cluster("disaggregated", {{"--role", "prefill"}, {"--role", "decode", "--kv-blocks", "64",
                                                             "--host-kv-bytes", "32MiB"}});
-  const std::string coord_hostport = endpoint(cluster.url()).to_string();
+  const std::string coord_hostport = endpoint(cluster.internal_url()).to_string();
   TempDir dir;
   // The shipped configuration, pointed at this coordinator, scraping every second.
   std::string config = read_file(std::string(KVFLEET_SOURCE_DIR) + "/deploy/prometheus/prometheus.yml");
-  config = std::regex_replace(config, std::regex("localhost:8000"), coord_hostport);
+  config = std::regex_replace(config, std::regex("localhost:8001"), coord_hostport);
   config = std::regex_replace(config, std::regex("5s"), "1s");
   const std::string config_path = dir.write("prometheus.yml", config);
   const std::string prom_url = "http://127.0.0.1:" + std::to_string(free_port());

@@ -106,7 +106,9 @@ TEST(MultiHost, LauncherStartsAClusterAcrossNamespacesAndKvMovesOverTcp) {
     EXPECT_EQ(c.tokens, reference_tokens(prompt, 12));
   }
   // The KV crossed namespaces: the decode worker (in its own namespace) received it.
-  json workers = json::parse(http(url, "GET", "/internal/workers").body);
+  // The worker list is on the coordinator's internal listener (port + 1 by default).
+  json workers =
+      json::parse(http("http://" + hosts.address(0) + ":8001", "GET", "/internal/workers").body);
   ASSERT_EQ(workers.size(), 2u);
   for (const json& w : workers) {
     if (w["role"] != "decode") continue;
