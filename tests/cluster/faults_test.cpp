@@ -312,6 +312,35 @@ TEST_F(BadInput, EachBadRequestGetsAClearErrorAndTheServerKeepsServing) {
   EXPECT_EQ(metric_sum(metrics, "kvfleet_errors_total", "type=\"model_not_found\""), 1);
 }
 
+TEST_F(BadInput, IntegersOutOfRangeAndBytesAfterTheJsonAre400s) {
+  // 2^32 + 65 used to be taken as token 65.
+  expect_error(post(R"({"model": "tiny", "prompt": [1, 4294967361], "max_tokens": 2})"), 400,
+               "'prompt' token ids must be integers in [0, 2147483647]; got 4294967361");
+  expect_error(post(R"({"model": "tiny", "prompt": [[1, 2], [3]]})"), 400, "batched");
+  // 2^63 - 1 used to overflow the context check and run to the end of the context.
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": 9223372036854775807})"), 400,
+               "max_tokens (9223372036854775807) exceeds it");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": 18446744073709551615})"),
+               400, "'max_tokens' is too large");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "max_tokens": 1.5})"), 400,
+               "'max_tokens' must be an integer");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "top_k": 18446744073709551615})"), 400,
+               "'top_k' is too large");
+  expect_error(post(R"({"model": "tiny", "prompt": "hi", "stop_token_ids": [4294967296]})"), 400,
+               "stop_token_ids");
+  expect_error(http(cluster_->url(), "POST", "/v1/chat/completions",
+                    R"({"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
+                        "max_completion_tokens": 9223372036854775807})"),
+               400, "exceeds it");
+  // A NUL ended the JSON for the parser: the rest was ignored.
+  using namespace std::string_literals;
+  expect_error(post("{\"model\": \"tiny\", \"prompt\": \"hi\", \"max_tokens\": 2}\0garbage"s), 400,
+               "NUL byte");
+  Completion ok = complete(cluster_->url(), body_for({65, 66}, 2), false);
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.tokens.size(), 2u);
+}
+
 TEST_F(BadInput, TheCoordinatorsWorkerApiRejectsGarbageClearly) {
   const std::string url = cluster_->url();
   auto reg = [&](const std::string& body) { return http(url, "POST", "/internal/register", body); };
