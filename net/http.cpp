@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
+#include <mutex>
+#include <unordered_map>
 #include <strings.h>
 
 #include "common/log.h"
@@ -85,7 +87,10 @@ class Connection {
   Connection(tcp::socket socket, const ServerConfig& config)
       : stream_(std::move(socket)), config_(config) {}
 
-  Task<void> run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count, bool overloaded);
+  // Serves requests until the client closes, a timeout, or an answer that ends the connection.
+  Task<void> run(Handler handler);
+  // Answers 503 with `message` at once, without waiting for a request, and closes.
+  Task<void> refuse(std::string message);
 
   Task<bool> write_whole(http::response<http::string_body> res) {
     stream_.expires_after(to_duration(config_.write_timeout));
@@ -214,6 +219,17 @@ Task<void> Connection::close_gracefully(Seconds linger) {
   stream_.close();
 }
 
+Task<void> Connection::refuse(std::string message) {
+  http::response<http::string_body> res;
+  std::vector<Header> retry;
+  retry.push_back(Header{std::string("Retry-After"), std::string("1")});
+  set_common(res, 503, "application/json", retry, false, 11);
+  res.body() = error_body(503, message, "");
+  res.prepare_payload();
+  if (co_await write_whole(std::move(res))) co_await close_gracefully(Seconds(1));
+  stream_.close();
+}
+
 Task<int> Connection::read_request(http::request_parser<http::string_body>& parser,
                                    beast::flat_buffer& buffer, Seconds header_timeout,
                                    error_code& ec) {
@@ -246,12 +262,7 @@ Task<int> Connection::read_request(http::request_parser<http::string_body>& pars
   co_return 0;
 }
 
-Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count,
-                           bool overloaded) {
-  struct Counted {
-    std::shared_ptr<std::atomic<std::size_t>> c;
-    ~Counted() { c->fetch_sub(1); }
-  } counted{count};
+Task<void> Connection::run(Handler handler) {
   beast::flat_buffer buffer;
   std::string peer;
   {
@@ -264,7 +275,7 @@ Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::siz
     http::request_parser<http::string_body> parser;
     error_code ec;
     const int refusal = co_await read_request(
-        parser, buffer, first ? config_.read_timeout : config_.idle_timeout, ec);
+        parser, buffer, first ? config_.first_request_timeout : config_.idle_timeout, ec);
     first = false;
     ResponseWriter writer(*this);
     if (refusal == 417) {
@@ -294,13 +305,6 @@ Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::siz
       break;
     }
     auto msg = parser.release();
-    if (overloaded) {
-      keep_alive = false;
-      std::vector<Header> retry;
-      retry.push_back(Header{std::string("Retry-After"), std::string("1")});
-      co_await writer.send_error(503, "too many open connections", std::move(retry));
-      break;
-    }
     HttpRequest req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
@@ -374,9 +378,69 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
       self->acceptor_.close(ignored);
     });
   }
-  std::size_t connections() const override { return count_->load(); }
+  std::size_t connections() const override { return counts_->total.load(); }
 
  private:
+  // Open connections, all together and by client (see client_key).
+  struct Counts {
+    std::atomic<std::size_t> total{0};
+    std::mutex mu;
+    std::unordered_map<std::string, std::size_t> by_client;
+  };
+  // Holds a connection's place in Counts until the connection ends.
+  struct Slot {
+    std::shared_ptr<Counts> counts;
+    std::string client;  // empty: not counted by client
+    explicit Slot(std::shared_ptr<Counts> c) : counts(std::move(c)) { counts->total.fetch_add(1); }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot() {
+      if (!client.empty()) {
+        std::lock_guard<std::mutex> lock(counts->mu);
+        auto it = counts->by_client.find(client);
+        if (it != counts->by_client.end() && --it->second == 0) counts->by_client.erase(it);
+      }
+      counts->total.fetch_sub(1);
+    }
+  };
+
+  // The client a connection counts against: its IPv4 address, or its IPv6 /64 (one host gets a
+  // whole /64, so single IPv6 addresses would be no limit).
+  static std::string client_key(const tcp::endpoint& ep) {
+    const auto a = ep.address();
+    if (a.is_v6() && !a.to_v6().is_v4_mapped()) {
+      auto bytes = a.to_v6().to_bytes();
+      std::fill(bytes.begin() + 8, bytes.end(), 0);
+      return asio::ip::address_v6(bytes).to_string() + "/64";
+    }
+    return a.is_v6() ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
+                     : a.to_string();
+  }
+
+  // Why a new connection is refused (empty: it is not); takes its place in the counts if not.
+  std::string admit(Slot& slot, const tcp::socket& socket) {
+    if (counts_->total.load() > config_.max_connections) {
+      return "too many open connections (" + std::to_string(config_.max_connections) +
+             "); retry later";
+    }
+    if (config_.max_connections_per_client == 0) return "";
+    error_code ec;
+    const auto ep = socket.remote_endpoint(ec);
+    if (ec) return "";  // already gone: it will fail on its first read
+    std::string key = client_key(ep);
+    std::lock_guard<std::mutex> lock(counts_->mu);
+    std::size_t& n = counts_->by_client[key];
+    if (n >= config_.max_connections_per_client) {
+      if (n == 0) counts_->by_client.erase(key);
+      return "too many open connections from " + key + " (at most " +
+             std::to_string(config_.max_connections_per_client) +
+             " per client); close idle ones or retry later";
+    }
+    ++n;
+    slot.client = std::move(key);
+    return "";
+  }
+
   static Task<void> accept_loop(std::shared_ptr<ServerImpl> self) {
     while (self->acceptor_.is_open()) {
       error_code ec;
@@ -387,12 +451,25 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
         continue;
       }
       socket.set_option(tcp::no_delay(true), ec);
-      const bool overloaded = self->count_->fetch_add(1) >= self->config_.max_connections;
+      auto slot = std::make_shared<Slot>(self->counts_);
+      std::string refused = self->admit(*slot, socket);
+      if (!refused.empty()) {
+        // Logged at the 1st, 2nd, 4th, 8th... refusal: a flood of them must not flood the log.
+        const std::uint64_t n = ++self->refused_;
+        if ((n & (n - 1)) == 0) {
+          KVFLEET_LOG(kWarning) << self->config_.name << ": refused a connection (" << n
+                                << " so far): " << refused;
+        }
+      }
       auto conn = std::make_shared<Connection>(std::move(socket), self->config_);
       asio::co_spawn(
           self->io_,
-          [conn, self, overloaded]() -> Task<void> {
-            co_await conn->run(self->handler_, self->count_, overloaded);
+          [conn, self, slot, refused]() -> Task<void> {
+            if (refused.empty()) {
+              co_await conn->run(self->handler_);
+            } else {
+              co_await conn->refuse(refused);
+            }
           },
           asio::detached);
     }
@@ -403,7 +480,8 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
   Handler handler_;
   tcp::acceptor acceptor_;
   std::uint16_t port_ = 0;
-  std::shared_ptr<std::atomic<std::size_t>> count_ = std::make_shared<std::atomic<std::size_t>>(0);
+  std::shared_ptr<Counts> counts_ = std::make_shared<Counts>();
+  std::uint64_t refused_ = 0;  // connections refused so far (on the accept loop only)
 };
 
 }  // namespace

@@ -104,10 +104,18 @@ struct ServerConfig {
   std::uint16_t port = 0;  // 0: the OS picks one (see HttpServer::port())
   std::size_t body_limit = 8 << 20;     // larger bodies get 413 (before the body is read)
   std::size_t header_limit = 64 << 10;  // request line + header fields; larger: 431
-  Seconds read_timeout{30};             // for a whole request, headers and body
+  Seconds read_timeout{30};             // for a request's body (and a keep-alive header)
   Seconds write_timeout{30};            // for each write: a client this slow is dropped
   Seconds idle_timeout{75};             // keep-alive connections with nothing sent
-  std::size_t max_connections = 4096;   // beyond it new connections get 503 and are closed
+  // A new connection must send its first request's header within this, else it is closed: idle
+  // connections that never send anything do not hold a slot for long.
+  Seconds first_request_timeout{10};
+  // Open connections, all clients together: beyond it new connections get 503 and are closed.
+  std::size_t max_connections = 4096;
+  // Open connections from one client address (IPv6: one /64): beyond it that client's new
+  // connections get 503 and are closed, so that one client cannot take every slot. 0: no limit
+  // (a worker's only client is its coordinator).
+  std::size_t max_connections_per_client = 0;
   std::string name = "http";
 };
 

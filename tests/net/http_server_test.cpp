@@ -1,5 +1,5 @@
 // The HTTP server against raw sockets: HEAD, HTTP/1.0 streams, Expect: 100-continue, malformed
-// framing and oversized headers.
+// framing and oversized headers, the per-client connection limit and the first-request timeout.
 // The server runs in-process on its own io_context thread; clients are blocking sockets with
 // deadlines.
 #include <arpa/inet.h>
@@ -462,6 +462,98 @@ TEST(HttpServerFraming, BadLengthsAndOversizedHeadersAreRefusedAndTheServerServe
   auto r = ok.response(in(10s));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// --- connection limits -----------------------------------------------------------------------
+
+TEST(HttpServerConnections, OneClientsIdleConnectionsDoNotLockOutOthers) {
+  ServerConfig config;
+  config.max_connections_per_client = 8;
+  config.first_request_timeout = Seconds(120);  // the idle ones stay for the whole test
+  TestServer s(config);
+  {
+    Client probe(s.port(), "127.0.0.2");
+    if (!probe.bind_error().empty()) GTEST_SKIP() << probe.bind_error();
+  }
+  ASSERT_TRUE(eventually([&] { return s.connections() == 0; }));
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 8; ++i) {
+    idle.push_back(std::make_unique<Client>(s.port(), "127.0.0.1"));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  ASSERT_TRUE(eventually([&] { return s.connections() == 8; })) << s.connections();
+  // More from 127.0.0.1: 503 at once, naming the limit, and closed.
+  for (int i = 0; i < 4; ++i) {
+    Client over(s.port(), "127.0.0.1");
+    ASSERT_TRUE(over.connected());
+    auto r = over.response(in(10s));
+    ASSERT_TRUE(r) << "connection " << i << " over the limit got no answer";
+    EXPECT_EQ(r->status, 503);
+    EXPECT_NE(r->body.find("at most 8 per client"), std::string::npos) << r->body;
+    EXPECT_EQ(r->get("retry-after"), "1");
+    EXPECT_TRUE(over.wait_closed(in(10s)));
+  }
+  // Another address is served, on several connections at once.
+  std::vector<std::unique_ptr<Client>> others;
+  for (int i = 0; i < 3; ++i) {
+    others.push_back(std::make_unique<Client>(s.port(), "127.0.0.2"));
+    ASSERT_TRUE(others.back()->connected());
+    ASSERT_TRUE(others.back()->send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+  }
+  for (auto& c : others) {
+    auto r = c->response(in(10s));
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200) << r->body;
+  }
+  // The idle ones were never disturbed, and a closed one frees its place.
+  for (auto& c : idle) EXPECT_FALSE(c->closed());
+  idle.pop_back();
+  ASSERT_TRUE(eventually([&] { return s.connections() == 7 + others.size(); })) << s.connections();
+  Client again(s.port(), "127.0.0.1");
+  ASSERT_TRUE(again.send(kGetText));
+  auto r = again.response(in(10s));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST(HttpServerConnections, TheGlobalCapStillRefusesEveryone) {
+  ServerConfig config;
+  config.max_connections = 4;
+  config.first_request_timeout = Seconds(120);
+  TestServer s(config);
+  std::vector<std::unique_ptr<Client>> idle;
+  for (int i = 0; i < 4; ++i) idle.push_back(std::make_unique<Client>(s.port()));
+  ASSERT_TRUE(eventually([&] { return s.connections() == 4; })) << s.connections();
+  Client over(s.port());
+  auto r = over.response(in(10s));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_NE(r->body.find("too many open connections (4)"), std::string::npos) << r->body;
+}
+
+TEST(HttpServerConnections, ASilentConnectionIsClosedAfterTheFirstRequestTimeout) {
+  ServerConfig config;
+  config.first_request_timeout = Seconds(0.3);
+  config.idle_timeout = Seconds(120);
+  TestServer s(config);
+  Client silent(s.port());
+  Client active(s.port());
+  ASSERT_TRUE(silent.connected() && active.connected());
+  ASSERT_TRUE(active.send(kGetText));
+  auto r = active.response(in(10s));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  const auto t0 = Clock::now();
+  EXPECT_TRUE(silent.wait_closed(in(10s))) << "a connection that sent nothing is still open";
+  EXPECT_TRUE(silent.buffered().empty()) << silent.buffered();
+  EXPECT_LT(Clock::now() - t0, 5s);
+  // The one that sent a request is on the keep-alive timeout: still open, still served.
+  EXPECT_FALSE(active.closed());
+  ASSERT_TRUE(active.send(kGetText));
+  auto again = active.response(in(10s));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+  ASSERT_TRUE(eventually([&] { return s.connections() == 1; })) << s.connections();
 }
 
 }  // namespace
