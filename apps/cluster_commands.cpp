@@ -117,6 +117,9 @@ CLI::App* add_serve_command(CLI::App& root, ServeOptions& o) {
       ->capture_default_str();
   s->add_option("--max-body-bytes", c.max_body_bytes, "largest request body (413 beyond)")
       ->capture_default_str();
+  s->add_option("--max-connections-per-client", c.max_connections_per_client,
+                "open connections from one client address before 503 (0: no limit)")
+      ->capture_default_str();
   s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")
       ->capture_default_str();
   s->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();

@@ -32,7 +32,7 @@ Admission admit(const Registry& registry, const RouterConfig& router, const Admi
   for (std::int32_t t : r.prompt) {
     if (t < 0 || t >= r.vocab_size) {
       return reject(400, "invalid_request",
-                    "token id " + std::to_string(t) + " is outside the vocabulary [0, " +
+                    "prompt token id " + std::to_string(t) + " is outside the vocabulary [0, " +
                         std::to_string(r.vocab_size) + ")");
     }
   }
@@ -45,7 +45,9 @@ Admission admit(const Registry& registry, const RouterConfig& router, const Admi
   }
   const std::int64_t max_tokens =
       r.max_tokens.value_or(r.chat ? (context > 0 ? context - len : 256) : 16);
-  if (context > 0 && len + max_tokens > context) {
+  // As vLLM: prompt + max_tokens over the context is a 400. Written as a difference: a client's
+  // max_tokens may be as large as 2^63 - 1, and the sum would overflow (len < context here).
+  if (context > 0 && max_tokens > context - len) {
     return reject(400, "invalid_request",
                   "This model's maximum context length is " + std::to_string(context) +
                       " tokens; the prompt (" + std::to_string(len) + ") + max_tokens (" +

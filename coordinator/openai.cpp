@@ -1,6 +1,7 @@
 #include "coordinator/openai.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace kvfleet::coordinator {
 namespace {
@@ -14,7 +15,36 @@ Status fail(ApiError& e, int status, std::string param, std::string message) {
   return invalid_argument(e.message);
 }
 
-bool is_int(const json& v) { return v.is_number_integer(); }
+constexpr std::int64_t kMaxInt32 = std::numeric_limits<std::int32_t>::max();
+
+// A token id: an integer in [0, 2^31 - 1] (the vocabulary check needs the model: admission).
+bool token_id(const json& v, std::int32_t& out) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(kMaxInt32)) return false;
+    out = static_cast<std::int32_t>(u);
+    return true;
+  }
+  if (!v.is_number_integer()) return false;
+  const auto i = v.get<std::int64_t>();
+  if (i < 0 || i > kMaxInt32) return false;
+  out = static_cast<std::int32_t>(i);
+  return true;
+}
+
+// Token ids of `field`; the first bad one is an error naming the field and the value.
+Status token_ids(const json& arr, const char* field, std::vector<std::int32_t>& out, ApiError& e) {
+  for (const json& t : arr) {
+    std::int32_t id = 0;
+    if (!token_id(t, id)) {
+      return fail(e, 400, field,
+                  std::string("'") + field + "' token ids must be integers in [0, " +
+                      std::to_string(kMaxInt32) + "]; got " + t.dump());
+    }
+    out.push_back(id);
+  }
+  return Status();
+}
 
 }  // namespace
 
@@ -43,6 +73,12 @@ std::string apply_chat_template(const json& messages) {
 }
 
 Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat, ApiError& e) {
+  // nlohmann's lexer takes a NUL byte for the end of the input, so `{...}\0garbage` would parse
+  // as `{...}`. A NUL can never be part of a JSON text (inside strings it must be escaped), so a
+  // body with one is not one JSON value.
+  if (body.find('\0') != std::string_view::npos) {
+    return fail(e, 400, "", "the request body is not valid JSON: it contains a NUL byte");
+  }
   json j = json::parse(body, nullptr, false);
   if (j.is_discarded()) return fail(e, 400, "", "the request body is not valid JSON");
   if (!j.is_object()) return fail(e, 400, "", "the request body must be a JSON object");
@@ -68,18 +104,23 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
   } else {
     if (!j.contains("prompt")) return fail(e, 400, "prompt", "'prompt' is required");
     const json& p = j["prompt"];
+    auto numbers = [](const json& a) {
+      return a.is_array() && !a.empty() &&
+             std::all_of(a.begin(), a.end(), [](const json& x) { return x.is_number(); });
+    };
     if (p.is_string()) {
       r.prompt_text = p.get<std::string>();
-    } else if (p.is_array() && !p.empty() && std::all_of(p.begin(), p.end(), is_int)) {
+    } else if (numbers(p)) {
       r.prompt_is_tokens = true;
-      for (const json& t : p) r.prompt.push_back(t.get<std::int32_t>());
+      KVFLEET_RETURN_IF_ERROR(token_ids(p, "prompt", r.prompt, e));
     } else if (p.is_array() && p.size() == 1 && p[0].is_string()) {
       r.prompt_text = p[0].get<std::string>();
-    } else if (p.is_array() && p.size() == 1 && p[0].is_array() && !p[0].empty() &&
-               std::all_of(p[0].begin(), p[0].end(), is_int)) {
+    } else if (p.is_array() && p.size() == 1 && numbers(p[0])) {
       r.prompt_is_tokens = true;
-      for (const json& t : p[0]) r.prompt.push_back(t.get<std::int32_t>());
-    } else if (p.is_array() && p.size() > 1) {
+      KVFLEET_RETURN_IF_ERROR(token_ids(p[0], "prompt", r.prompt, e));
+    } else if (p.is_array() && p.size() > 1 && std::all_of(p.begin(), p.end(), [](const json& x) {
+                 return x.is_string() || x.is_array();
+               })) {
       return fail(e, 400, "prompt", "batched prompts are not supported: send one prompt per request");
     } else {
       return fail(e, 400, "prompt", "'prompt' must be a string or a non-empty array of token ids");
@@ -89,11 +130,18 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
     }
   }
 
+  // Integers are JSON integers (1.5 and 2.0 are not) that fit int64: nlohmann keeps integers
+  // up to 2^64 - 1 as unsigned, which get<std::int64_t>() would wrap to negative numbers.
   auto number = [&](const char* name, auto& out, bool integer) -> Status {
     if (!j.contains(name) || j[name].is_null()) return Status();
     const json& v = j[name];
     if (integer ? !v.is_number_integer() : !v.is_number()) {
       return fail(e, 400, name, std::string("'") + name + "' must be " + (integer ? "an integer" : "a number"));
+    }
+    if (integer && v.is_number_unsigned() &&
+        v.get<std::uint64_t>() >
+            static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      return fail(e, 400, name, std::string("'") + name + "' is too large: " + v.dump());
     }
     out = v.get<std::remove_reference_t<decltype(out)>>();
     return Status();
@@ -117,8 +165,11 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
   KVFLEET_RETURN_IF_ERROR(number("top_p", r.top_p, false));
   KVFLEET_RETURN_IF_ERROR(number("top_k", r.top_k, true));
   if (j.contains("seed") && !j["seed"].is_null()) {
-    if (!j["seed"].is_number_integer()) return fail(e, 400, "seed", "'seed' must be an integer");
-    r.seed = static_cast<std::uint64_t>(j["seed"].get<std::int64_t>());
+    // Any integer from -2^63 to 2^64 - 1; negative seeds keep their two's complement bits.
+    const json& s = j["seed"];
+    if (!s.is_number_integer()) return fail(e, 400, "seed", "'seed' must be an integer");
+    r.seed = s.is_number_unsigned() ? s.get<std::uint64_t>()
+                                    : static_cast<std::uint64_t>(s.get<std::int64_t>());
   }
   if (r.temperature < 0 || r.temperature > 100) {
     return fail(e, 400, "temperature", "'temperature' must be in [0, 100]");
@@ -139,8 +190,28 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
     }
     KVFLEET_RETURN_IF_ERROR(boolean(j["stream_options"], "include_usage", r.include_usage));
   }
-  if (j.contains("n") && !j["n"].is_null() && !(j["n"].is_number_integer() && j["n"].get<std::int64_t>() == 1)) {
-    return fail(e, 400, "n", "only n = 1 is supported");
+  if (j.contains("n") && !j["n"].is_null()) {
+    const json& n = j["n"];
+    if (!n.is_number_integer()) return fail(e, 400, "n", "'n' must be an integer");
+    if (!(n.is_number_unsigned() ? n.get<std::uint64_t>() == 1 : n.get<std::int64_t>() == 1)) {
+      return fail(e, 400, "n", "only n = 1 is supported; got " + n.dump());
+    }
+  }
+  // Logprobs are not returned ("logprobs": null); the fields are still type-checked as vLLM's
+  // schema has them (completions: an integer; chat: a boolean plus top_logprobs).
+  if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+    const json& l = j["logprobs"];
+    if (chat && !l.is_boolean()) return fail(e, 400, "logprobs", "'logprobs' must be a boolean");
+    if (!chat &&
+        !(l.is_number_unsigned() || (l.is_number_integer() && l.get<std::int64_t>() >= 0))) {
+      return fail(e, 400, "logprobs", "'logprobs' must be a non-negative integer");
+    }
+  }
+  if (j.contains("top_logprobs") && !j["top_logprobs"].is_null()) {
+    const json& l = j["top_logprobs"];
+    if (!(l.is_number_unsigned() || (l.is_number_integer() && l.get<std::int64_t>() >= 0))) {
+      return fail(e, 400, "top_logprobs", "'top_logprobs' must be a non-negative integer");
+    }
   }
   if (j.contains("stop") && !j["stop"].is_null()) {
     const json& s = j["stop"];
@@ -155,10 +226,10 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
   }
   if (j.contains("stop_token_ids") && !j["stop_token_ids"].is_null()) {
     const json& s = j["stop_token_ids"];
-    if (!s.is_array() || !std::all_of(s.begin(), s.end(), is_int)) {
-      return fail(e, 400, "stop_token_ids", "'stop_token_ids' must be an array of integers");
+    if (!s.is_array()) {
+      return fail(e, 400, "stop_token_ids", "'stop_token_ids' must be an array of token ids");
     }
-    for (const json& x : s) r.stop_token_ids.push_back(x.get<std::int32_t>());
+    KVFLEET_RETURN_IF_ERROR(token_ids(s, "stop_token_ids", r.stop_token_ids, e));
   }
   return r;
 }

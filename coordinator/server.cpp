@@ -88,6 +88,7 @@ class Server final : public Coordinator {
     sc.host = cfg_.host;
     sc.port = cfg_.port;
     sc.body_limit = cfg_.max_body_bytes;
+    sc.max_connections_per_client = cfg_.max_connections_per_client;
     sc.name = cfg_.name;
     KVFLEET_ASSIGN_OR_RETURN(
         http_,

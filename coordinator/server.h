@@ -28,6 +28,9 @@ struct CoordinatorConfig {
   double lease_seconds = 3;              // a worker silent this long is dropped
   std::int64_t max_inflight = 256;       // requests being served; beyond: 429
   std::size_t max_body_bytes = 4 << 20;  // larger bodies: 413
+  // Open connections from one client address (IPv6: one /64); beyond: 503 and closed, so that
+  // one client's idle connections cannot take all of the 4096 slots. 0: no limit.
+  std::size_t max_connections_per_client = 256;
   int max_attempts = 3;                  // runs of one request across worker failures
   double drain_seconds = 30;             // SIGTERM: time for in-flight requests
   std::int64_t auto_local_prefill_tokens = 256;

@@ -6,7 +6,11 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+#include <algorithm>
 #include <atomic>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
 #include <strings.h>
 
 #include "common/log.h"
@@ -83,7 +87,10 @@ class Connection {
   Connection(tcp::socket socket, const ServerConfig& config)
       : stream_(std::move(socket)), config_(config) {}
 
-  Task<void> run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count, bool overloaded);
+  // Serves requests until the client closes, a timeout, or an answer that ends the connection.
+  Task<void> run(Handler handler);
+  // Answers 503 with `message` at once, without waiting for a request, and closes.
+  Task<void> refuse(std::string message);
 
   Task<bool> write_whole(http::response<http::string_body> res) {
     stream_.expires_after(to_duration(config_.write_timeout));
@@ -107,8 +114,18 @@ class Connection {
   }
 
   bool keep_alive = false;
+  bool head = false;      // the request is a HEAD: headers only
+  unsigned version = 11;  // of the request: 10 or 11
 
  private:
+  // Reads one request, header then body, into `parser`: 0, or 417 when the client expects
+  // something other than 100-continue. Transport and parse errors are in `ec`.
+  Task<int> read_request(http::request_parser<http::string_body>& parser,
+                         beast::flat_buffer& buffer, Seconds header_timeout, error_code& ec);
+  // Half-closes, then reads (and drops) what the client still sends until it closes or
+  // `linger` passes: closing with unread data would reset the connection, and the client could
+  // lose the answer it has not read yet.
+  Task<void> close_gracefully(Seconds linger);
   beast::tcp_stream stream_;
   const ServerConfig& config_;
 };
@@ -117,9 +134,11 @@ namespace {
 
 template <typename Message>
 void set_common(Message& h, int status, std::string_view content_type,
-                const std::vector<Header>& extra, bool keep_alive) {
+                const std::vector<Header>& extra, bool keep_alive, unsigned version) {
   h.result(static_cast<http::status>(status));
-  h.version(11);
+  // The request's version: an HTTP/1.0 client that asked for keep-alive gets an explicit
+  // "Connection: keep-alive" (Beast writes it for 1.0 messages only).
+  h.version(version == 10 ? 10 : 11);
   h.set(http::field::server, "kvfleet");
   h.set(http::field::content_type, std::string(content_type));
   for (const Header& x : extra) h.set(x.name, x.value);
@@ -132,8 +151,16 @@ Task<void> ResponseWriter::send_impl(int status, std::string body, std::string c
                                      std::vector<Header> extra) {
   if (started_ || gone_) co_return;
   started_ = done_ = true;
+  if (conn_.head) {
+    // The header a GET would get, Content-Length included, and no body (RFC 9110 9.3.2).
+    http::response<http::empty_body> header_only;
+    set_common(header_only, status, content_type, extra, conn_.keep_alive, conn_.version);
+    header_only.content_length(body.size());
+    if (!co_await conn_.write_header(std::move(header_only))) gone_ = true;
+    co_return;
+  }
   http::response<http::string_body> res;
-  set_common(res, status, content_type, extra, conn_.keep_alive);
+  set_common(res, status, content_type, extra, conn_.keep_alive, conn_.version);
   res.body() = std::move(body);
   res.prepare_payload();
   if (!co_await conn_.write_whole(std::move(res))) gone_ = true;
@@ -143,19 +170,31 @@ Task<bool> ResponseWriter::start_stream_impl(int status, std::string content_typ
                                              std::vector<Header> extra) {
   if (started_ || gone_) co_return false;
   started_ = streaming_ = true;
+  // HTTP/1.0 has no chunked encoding: the body is sent as it comes and its end is the end of
+  // the connection.
+  chunked_ = conn_.version != 10;
+  if (!chunked_) conn_.keep_alive = false;
   http::response<http::empty_body> res;
-  set_common(res, status, content_type, extra, conn_.keep_alive);
+  set_common(res, status, content_type, extra, conn_.keep_alive, conn_.version);
   res.set(http::field::cache_control, "no-cache");
-  res.chunked(true);
+  if (chunked_) {
+    res.chunked(true);
+  } else {
+    res.set(http::field::connection, "close");
+  }
   if (!co_await conn_.write_header(std::move(res))) gone_ = true;
   co_return !gone_;
 }
 
 Task<bool> ResponseWriter::write_impl(std::string data) {
   if (!streaming_ || done_ || gone_) co_return false;
-  if (data.empty()) co_return true;
-  auto chunk = http::make_chunk(asio::buffer(data.data(), data.size()));
-  const bool ok = co_await conn_.write_raw(chunk);
+  if (data.empty() || conn_.head) co_return true;
+  bool ok = false;
+  if (chunked_) {
+    ok = co_await conn_.write_raw(http::make_chunk(asio::buffer(data.data(), data.size())));
+  } else {
+    ok = co_await conn_.write_raw(asio::buffer(data.data(), data.size()));
+  }
   if (!ok) gone_ = true;
   co_return !gone_;
 }
@@ -163,62 +202,109 @@ Task<bool> ResponseWriter::write_impl(std::string data) {
 Task<bool> ResponseWriter::finish() {
   if (!streaming_ || done_ || gone_) co_return false;
   done_ = true;
-  auto last = http::make_chunk_last();
-  const bool ok = co_await conn_.write_raw(last);
+  if (!chunked_ || conn_.head) co_return true;  // HTTP/1.0: closing the connection ends it
+  const bool ok = co_await conn_.write_raw(http::make_chunk_last());
   if (!ok) gone_ = true;
   co_return !gone_;
 }
 
-Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::size_t>> count,
-                           bool overloaded) {
-  struct Counted {
-    std::shared_ptr<std::atomic<std::size_t>> c;
-    ~Counted() { c->fetch_sub(1); }
-  } counted{count};
+Task<void> Connection::close_gracefully(Seconds linger) {
+  error_code ec;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+  if (!ec) {
+    stream_.expires_after(to_duration(linger));
+    char sink[4096];
+    while (!ec) co_await stream_.async_read_some(asio::buffer(sink), with_ec(ec));
+  }
+  stream_.close();
+}
+
+Task<void> Connection::refuse(std::string message) {
+  http::response<http::string_body> res;
+  std::vector<Header> retry;
+  retry.push_back(Header{std::string("Retry-After"), std::string("1")});
+  set_common(res, 503, "application/json", retry, false, 11);
+  res.body() = error_body(503, message, "");
+  res.prepare_payload();
+  if (co_await write_whole(std::move(res))) co_await close_gracefully(Seconds(1));
+  stream_.close();
+}
+
+Task<int> Connection::read_request(http::request_parser<http::string_body>& parser,
+                                   beast::flat_buffer& buffer, Seconds header_timeout,
+                                   error_code& ec) {
+  parser.body_limit(config_.body_limit);
+  parser.header_limit(static_cast<std::uint32_t>(
+      std::min<std::size_t>(config_.header_limit, std::numeric_limits<std::uint32_t>::max())));
+  stream_.expires_after(to_duration(header_timeout));
+  co_await http::async_read_header(stream_, buffer, parser, with_ec(ec));
+  if (ec) co_return 0;
+  version = parser.get().version() == 10 ? 10 : 11;
+  head = parser.get().method() == http::verb::head;
+  keep_alive = parser.get().keep_alive();
+  if (parser.is_done()) co_return 0;
+  // A body follows. A client that sent "Expect: 100-continue" waits for a go-ahead before
+  // sending it (curl waits 1 s for bodies over 1 KiB): give it. Too large a body was refused
+  // with the header (Beast checks Content-Length against the limit there).
+  const auto expect = parser.get()[http::field::expect];
+  if (!expect.empty()) {
+    if (!iequals(std::string_view(expect.data(), expect.size()), "100-continue")) co_return 417;
+    if (version == 11) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      if (!co_await write_raw(asio::buffer(kContinue.data(), kContinue.size()))) {
+        ec = asio::error::connection_reset;
+        co_return 0;
+      }
+    }
+  }
+  stream_.expires_after(to_duration(config_.read_timeout));
+  co_await http::async_read(stream_, buffer, parser, with_ec(ec));
+  co_return 0;
+}
+
+Task<void> Connection::run(Handler handler) {
   beast::flat_buffer buffer;
   std::string peer;
   {
-    error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
-    if (!ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
+    error_code peer_ec;
+    auto ep = stream_.socket().remote_endpoint(peer_ec);
+    if (!peer_ec) peer = ep.address().to_string() + ":" + std::to_string(ep.port());
   }
-  bool first = true;
+  bool first = true, linger = false;
   while (true) {
     http::request_parser<http::string_body> parser;
-    parser.body_limit(config_.body_limit);
-    parser.header_limit(64 * 1024);
-    stream_.expires_after(to_duration(first ? config_.read_timeout : config_.idle_timeout));
     error_code ec;
-    co_await http::async_read_header(stream_, buffer, parser, with_ec(ec));
-    if (!ec && !parser.is_done()) {
-      stream_.expires_after(to_duration(config_.read_timeout));
-      co_await http::async_read(stream_, buffer, parser, with_ec(ec));
-    }
+    const int refusal = co_await read_request(
+        parser, buffer, first ? config_.first_request_timeout : config_.idle_timeout, ec);
     first = false;
+    ResponseWriter writer(*this);
+    if (refusal == 417) {
+      keep_alive = false;
+      linger = true;
+      co_await writer.send_error(417, "unsupported expectation '" +
+                                          std::string(parser.get()[http::field::expect]) +
+                                          "': only 100-continue is");
+      break;
+    }
     if (ec == http::error::end_of_stream || ec == asio::error::eof ||
         ec == asio::error::connection_reset || ec == beast::error::timeout) {
       break;  // the client closed, or sent nothing in time
     }
-    ResponseWriter writer(*this);
     if (ec) {
       keep_alive = false;
+      linger = true;  // the client may still be sending: let it read the answer
       if (ec == http::error::body_limit) {
         co_await writer.send_error(413, "request body exceeds the limit of " +
                                             std::to_string(config_.body_limit) + " bytes");
+      } else if (ec == http::error::header_limit) {
+        co_await writer.send_error(431, "request header exceeds the limit of " +
+                                            std::to_string(config_.header_limit) + " bytes");
       } else {
         co_await writer.send_error(400, "malformed HTTP request: " + ec.message());
       }
       break;
     }
     auto msg = parser.release();
-    keep_alive = msg.keep_alive();
-    if (overloaded) {
-      keep_alive = false;
-      std::vector<Header> retry;
-      retry.push_back(Header{std::string("Retry-After"), std::string("1")});
-      co_await writer.send_error(503, "too many open connections", std::move(retry));
-      break;
-    }
     HttpRequest req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
@@ -247,8 +333,12 @@ Task<void> Connection::run(Handler handler, std::shared_ptr<std::atomic<std::siz
     }
     if (!keep_alive || writer.client_gone()) break;
   }
-  error_code ignored;
-  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  if (linger) {
+    co_await close_gracefully(Seconds(1));
+  } else {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
   stream_.close();
 }
 
@@ -288,9 +378,69 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
       self->acceptor_.close(ignored);
     });
   }
-  std::size_t connections() const override { return count_->load(); }
+  std::size_t connections() const override { return counts_->total.load(); }
 
  private:
+  // Open connections, all together and by client (see client_key).
+  struct Counts {
+    std::atomic<std::size_t> total{0};
+    std::mutex mu;
+    std::unordered_map<std::string, std::size_t> by_client;
+  };
+  // Holds a connection's place in Counts until the connection ends.
+  struct Slot {
+    std::shared_ptr<Counts> counts;
+    std::string client;  // empty: not counted by client
+    explicit Slot(std::shared_ptr<Counts> c) : counts(std::move(c)) { counts->total.fetch_add(1); }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot() {
+      if (!client.empty()) {
+        std::lock_guard<std::mutex> lock(counts->mu);
+        auto it = counts->by_client.find(client);
+        if (it != counts->by_client.end() && --it->second == 0) counts->by_client.erase(it);
+      }
+      counts->total.fetch_sub(1);
+    }
+  };
+
+  // The client a connection counts against: its IPv4 address, or its IPv6 /64 (one host gets a
+  // whole /64, so single IPv6 addresses would be no limit).
+  static std::string client_key(const tcp::endpoint& ep) {
+    const auto a = ep.address();
+    if (a.is_v6() && !a.to_v6().is_v4_mapped()) {
+      auto bytes = a.to_v6().to_bytes();
+      std::fill(bytes.begin() + 8, bytes.end(), 0);
+      return asio::ip::address_v6(bytes).to_string() + "/64";
+    }
+    return a.is_v6() ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
+                     : a.to_string();
+  }
+
+  // Why a new connection is refused (empty: it is not); takes its place in the counts if not.
+  std::string admit(Slot& slot, const tcp::socket& socket) {
+    if (counts_->total.load() > config_.max_connections) {
+      return "too many open connections (" + std::to_string(config_.max_connections) +
+             "); retry later";
+    }
+    if (config_.max_connections_per_client == 0) return "";
+    error_code ec;
+    const auto ep = socket.remote_endpoint(ec);
+    if (ec) return "";  // already gone: it will fail on its first read
+    std::string key = client_key(ep);
+    std::lock_guard<std::mutex> lock(counts_->mu);
+    std::size_t& n = counts_->by_client[key];
+    if (n >= config_.max_connections_per_client) {
+      if (n == 0) counts_->by_client.erase(key);
+      return "too many open connections from " + key + " (at most " +
+             std::to_string(config_.max_connections_per_client) +
+             " per client); close idle ones or retry later";
+    }
+    ++n;
+    slot.client = std::move(key);
+    return "";
+  }
+
   static Task<void> accept_loop(std::shared_ptr<ServerImpl> self) {
     while (self->acceptor_.is_open()) {
       error_code ec;
@@ -301,12 +451,25 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
         continue;
       }
       socket.set_option(tcp::no_delay(true), ec);
-      const bool overloaded = self->count_->fetch_add(1) >= self->config_.max_connections;
+      auto slot = std::make_shared<Slot>(self->counts_);
+      std::string refused = self->admit(*slot, socket);
+      if (!refused.empty()) {
+        // Logged at the 1st, 2nd, 4th, 8th... refusal: a flood of them must not flood the log.
+        const std::uint64_t n = ++self->refused_;
+        if ((n & (n - 1)) == 0) {
+          KVFLEET_LOG(kWarning) << self->config_.name << ": refused a connection (" << n
+                                << " so far): " << refused;
+        }
+      }
       auto conn = std::make_shared<Connection>(std::move(socket), self->config_);
       asio::co_spawn(
           self->io_,
-          [conn, self, overloaded]() -> Task<void> {
-            co_await conn->run(self->handler_, self->count_, overloaded);
+          [conn, self, slot, refused]() -> Task<void> {
+            if (refused.empty()) {
+              co_await conn->run(self->handler_);
+            } else {
+              co_await conn->refuse(refused);
+            }
           },
           asio::detached);
     }
@@ -317,7 +480,8 @@ class ServerImpl : public HttpServer, public std::enable_shared_from_this<Server
   Handler handler_;
   tcp::acceptor acceptor_;
   std::uint16_t port_ = 0;
-  std::shared_ptr<std::atomic<std::size_t>> count_ = std::make_shared<std::atomic<std::size_t>>(0);
+  std::shared_ptr<Counts> counts_ = std::make_shared<Counts>();
+  std::uint64_t refused_ = 0;  // connections refused so far (on the accept loop only)
 };
 
 }  // namespace

@@ -75,7 +75,9 @@ class ResponseWriter {
   Task<void> send_error(int status, std::string message, std::vector<Header> extra = {}) {
     return send_impl(status, error_body(status, message, ""), "application/json", std::move(extra));
   }
-  // Chunked transfer encoding; false when the client is gone.
+  // Chunked transfer encoding (to an HTTP/1.0 client: the raw body, ended by closing the
+  // connection); false when the client is gone. To a HEAD request only the header is sent, and
+  // writes succeed without sending anything.
   Task<bool> start_stream(int status, std::string content_type, std::vector<Header> extra = {}) {
     return start_stream_impl(status, std::move(content_type), std::move(extra));
   }
@@ -92,6 +94,7 @@ class ResponseWriter {
   Task<bool> write_impl(std::string data);
   Connection& conn_;
   bool started_ = false, done_ = false, gone_ = false, streaming_ = false;
+  bool chunked_ = false;  // streaming with chunks (HTTP/1.1) or raw until close (HTTP/1.0)
 };
 
 using Handler = std::function<Task<void>(const HttpRequest&, ResponseWriter&)>;
@@ -99,11 +102,20 @@ using Handler = std::function<Task<void>(const HttpRequest&, ResponseWriter&)>;
 struct ServerConfig {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;  // 0: the OS picks one (see HttpServer::port())
-  std::size_t body_limit = 8 << 20;  // larger bodies get 413
-  Seconds read_timeout{30};          // for a whole request, headers and body
-  Seconds write_timeout{30};         // for each write: a client this slow is dropped
-  Seconds idle_timeout{75};          // keep-alive connections with nothing sent
-  std::size_t max_connections = 4096;  // beyond it new connections get 503 and are closed
+  std::size_t body_limit = 8 << 20;     // larger bodies get 413 (before the body is read)
+  std::size_t header_limit = 64 << 10;  // request line + header fields; larger: 431
+  Seconds read_timeout{30};             // for a request's body (and a keep-alive header)
+  Seconds write_timeout{30};            // for each write: a client this slow is dropped
+  Seconds idle_timeout{75};             // keep-alive connections with nothing sent
+  // A new connection must send its first request's header within this, else it is closed: idle
+  // connections that never send anything do not hold a slot for long.
+  Seconds first_request_timeout{10};
+  // Open connections, all clients together: beyond it new connections get 503 and are closed.
+  std::size_t max_connections = 4096;
+  // Open connections from one client address (IPv6: one /64): beyond it that client's new
+  // connections get 503 and are closed, so that one client cannot take every slot. 0: no limit
+  // (a worker's only client is its coordinator).
+  std::size_t max_connections_per_client = 0;
   std::string name = "http";
 };
 

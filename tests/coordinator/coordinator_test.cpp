@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <limits>
+#include <tuple>
 
 #include "common/model_spec.h"
 #include "coordinator/openai.h"
@@ -53,6 +55,87 @@ TEST(OpenAiParse, RejectsWithTheFieldNamed) {
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(e.param, param) << body;
   }
+}
+
+TEST(OpenAiParse, IntegersOutsideTheirRangeOrOfTheWrongTypeAre400s) {
+  // {body, chat, the field the error names, a piece of its message}
+  const std::tuple<std::string, bool, const char*, const char*> bad[] = {
+      // 4294967361 = 2^32 + 65 used to wrap to token 65.
+      {R"({"model":"m","prompt":[4294967361]})", false, "prompt",
+       "[0, 2147483647]; got 4294967361"},
+      {R"({"model":"m","prompt":[[1,2147483648]]})", false, "prompt", "got 2147483648"},
+      {R"({"model":"m","prompt":[1,-1]})", false, "prompt", "got -1"},
+      {R"({"model":"m","prompt":[18446744073709551615]})", false, "prompt",
+       "got 18446744073709551615"},
+      {R"({"model":"m","prompt":[1,2.5]})", false, "prompt", "token ids"},
+      {R"({"model":"m","prompt":"x","stop_token_ids":[4294967296]})", false, "stop_token_ids",
+       "got 4294967296"},
+      {R"({"model":"m","prompt":"x","stop_token_ids":[1.5]})", false, "stop_token_ids", "got 1.5"},
+      {R"({"model":"m","prompt":"x","max_tokens":1.5})", false, "max_tokens", "an integer"},
+      {R"({"model":"m","prompt":"x","max_tokens":18446744073709551615})", false, "max_tokens",
+       "too large"},
+      {R"({"model":"m","prompt":"x","min_tokens":9223372036854775808})", false, "min_tokens",
+       "too large"},
+      {R"({"model":"m","prompt":"x","min_tokens":2.5})", false, "min_tokens", "an integer"},
+      // 2^64 - 1 used to wrap to -1, which means "top_k disabled".
+      {R"({"model":"m","prompt":"x","top_k":18446744073709551615})", false, "top_k", "too large"},
+      {R"({"model":"m","prompt":"x","top_k":1.5})", false, "top_k", "an integer"},
+      {R"({"model":"m","prompt":"x","seed":1.5})", false, "seed", "an integer"},
+      {R"({"model":"m","prompt":"x","n":1.5})", false, "n", "an integer"},
+      {R"({"model":"m","prompt":"x","n":18446744073709551615})", false, "n", "only n = 1"},
+      {R"({"model":"m","prompt":"x","logprobs":1.5})", false, "logprobs", "integer"},
+      {R"({"model":"m","prompt":"x","logprobs":-1})", false, "logprobs", "integer"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":3})", true, "logprobs",
+       "boolean"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":0.5})", true,
+       "top_logprobs", "integer"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":2.0})",
+       true, "max_completion_tokens", "an integer"},
+  };
+  for (const auto& [body, chat, param, needle] : bad) {
+    ApiError e;
+    EXPECT_FALSE(parse_completion_request(body, chat, e).is_ok()) << body;
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, param) << body;
+    EXPECT_NE(e.message.find(needle), std::string::npos) << body << ": " << e.message;
+  }
+}
+
+TEST(OpenAiParse, IntegersAtTheEdgesOfTheirRangesAreKept) {
+  ApiError e;
+  auto r = parse_completion_request(
+      R"({"model":"m","prompt":[0,2147483647],"stop_token_ids":[2147483647],
+          "max_tokens":9223372036854775807,"seed":18446744073709551615,"n":1,"logprobs":0})",
+      false, e);
+  ASSERT_TRUE(r.is_ok()) << e.message;
+  EXPECT_EQ(r->prompt, (std::vector<std::int32_t>{0, 2147483647}));
+  EXPECT_EQ(r->stop_token_ids, (std::vector<std::int32_t>{2147483647}));
+  EXPECT_EQ(*r->max_tokens, std::numeric_limits<std::int64_t>::max());
+  EXPECT_EQ(*r->seed, std::numeric_limits<std::uint64_t>::max());
+  auto negative_seed =
+      parse_completion_request(R"({"model":"m","prompt":"x","seed":-1})", false, e);
+  ASSERT_TRUE(negative_seed.is_ok()) << e.message;
+  EXPECT_EQ(*negative_seed->seed, std::numeric_limits<std::uint64_t>::max());
+}
+
+TEST(OpenAiParse, TheBodyMustBeExactlyOneJsonValue) {
+  using namespace std::string_literals;
+  const std::string bad[] = {
+      // nlohmann's lexer reads a NUL as the end of the input: these parsed as their first part.
+      "{\"model\":\"m\",\"prompt\":\"x\"}\0garbage"s, "{\"model\":\"m\",\"prompt\":\"x\"}\0"s,
+      "{\"model\":\"m\",\"prompt\":\"x\0y\"}"s,       R"({"model":"m","prompt":"x"} {"model":"m"})",
+      R"({"model":"m","prompt":"x"} garbage)",
+  };
+  for (const std::string& body : bad) {
+    ApiError e;
+    EXPECT_FALSE(parse_completion_request(body, false, e).is_ok()) << body;
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(e.message.find("not valid JSON"), std::string::npos) << e.message;
+  }
+  ApiError e;
+  EXPECT_TRUE(
+      parse_completion_request("  {\"model\":\"m\",\"prompt\":\"x\\u0000\"}\n ", false, e).is_ok())
+      << e.message;  // an escaped NUL inside a string is fine
 }
 
 TEST(Utf8, SplitsOnlyAtCharacterBoundariesAndReplacesInvalidBytes) {

@@ -3,6 +3,7 @@
 // model, no network: registries are built by hand.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -568,6 +569,12 @@ std::vector<AdmitCase> admit_cases() {
        .type = "invalid_request",
        .message =
            {"maximum context length is 80 tokens; the prompt (70) + max_tokens (11) exceeds it"}},
+      {.name = "a max_tokens of 2^63 - 1 is over the context, not an overflow",
+       .prompt = p70,
+       .max_tokens = std::numeric_limits<std::int64_t>::max(),
+       .status = 400,
+       .type = "invalid_request",
+       .message = {"the prompt (70) + max_tokens (9223372036854775807) exceeds it"}},
       {.name = "prompt + max_tokens exactly the context",
        .prompt = p70,
        .max_tokens = 10,
