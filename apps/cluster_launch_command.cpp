@@ -304,6 +304,34 @@ json state_json(const std::string& url, const std::vector<Started>& procs) {
   return j;
 }
 
+// The command line of each process, in one place per kind of process.
+std::vector<std::string> coordinator_args(const ClusterFile& c) {
+  return {"serve",  "--host", c.coord_address, "--port", std::to_string(c.coord_port),
+          "--mode", c.mode};
+}
+
+std::vector<std::string> worker_args(const ClusterFile& c, const WorkerGroup& g, std::int64_t k,
+                                     const std::string& id, const std::string& coordinator_url) {
+  std::vector<std::string> a = {"worker"};
+  auto flag = [&a](const char* name, std::string value) {
+    a.push_back(name);
+    a.push_back(std::move(value));
+  };
+  flag("--role", g.role);
+  flag("--model", c.model);
+  flag("--coordinator", coordinator_url);
+  flag("--host", g.address);
+  flag("--advertise-host", g.address);
+  flag("--port", std::to_string(g.port > 0 ? g.port + k : 0));
+  flag("--id", id);
+  flag("--kv-blocks", std::to_string(g.kv_blocks));
+  flag("--host-kv-bytes", g.host_kv_bytes);
+  flag("--transfer", c.transfer);
+  flag("--seed", std::to_string(c.seed));
+  if (!c.weights.empty()) flag("--weights", c.weights);
+  return a;
+}
+
 Status start(const ClusterFile& c, const std::string& state_path, std::ostream& out, std::ostream& err) {
   if (std::ifstream(state_path).good()) {
     return Status(StatusCode::kFailedPrecondition, "a cluster from this file is already running (state in " + state_path +
@@ -342,8 +370,7 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
     return s;
   };
   const std::string url = "http://" + c.coord_address + ":" + std::to_string(c.coord_port);
-  auto coord = launch(c, c.coord_host, "coordinator",
-                      {"serve", "--host", c.coord_address, "--port", std::to_string(c.coord_port), "--mode", c.mode}, err);
+  auto coord = launch(c, c.coord_host, "coordinator", coordinator_args(c), err);
   if (!coord.is_ok()) return fail(coord.status());
   procs.push_back(*coord);
   const net::Endpoint ep = *net::parse_url(url);
@@ -359,19 +386,14 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::int64_t total = 0;
+  // Worker ids (and so log files) number the workers of one role on one host across all groups
+  // placing that role there: two groups of prefill workers on node1 give prefill-node1-0, -1, ...
+  std::map<std::pair<std::string, std::string>, std::int64_t> next_index;
   for (const auto& g : c.workers) {
     for (std::int64_t k = 0; k < g.count; ++k, ++total) {
-      const std::string id = g.role + "-" + g.host + "-" + std::to_string(k);
-      std::vector<std::string> a = {"worker", "--role", g.role, "--model", c.model, "--coordinator", url,
-                                    "--host", g.address, "--advertise-host", g.address,
-                                    "--port", std::to_string(g.port > 0 ? g.port + k : 0), "--id", id,
-                                    "--kv-blocks", std::to_string(g.kv_blocks), "--host-kv-bytes", g.host_kv_bytes,
-                                    "--transfer", c.transfer, "--seed", std::to_string(c.seed)};
-      if (!c.weights.empty()) {
-        a.push_back("--weights");
-        a.push_back(c.weights);
-      }
-      auto w = launch(c, g.host, id, a, err);
+      const std::string id =
+          g.role + "-" + g.host + "-" + std::to_string(next_index[{g.role, g.host}]++);
+      auto w = launch(c, g.host, id, worker_args(c, g, k, id, url), err);
       if (!w.is_ok()) return fail(w.status());
       procs.push_back(*w);
     }
