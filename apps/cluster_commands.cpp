@@ -190,14 +190,31 @@ CLI::App* add_up_command(CLI::App& root, UpOptions& o) {
 
 namespace {
 
-volatile std::sig_atomic_t g_up_signal = 0;
-void on_up_signal(int sig) {
-  g_up_signal = sig;
+// The first of `pids` that has exited (reaped; its entry set to -1), or -1.
+pid_t reap_exited(std::vector<pid_t>& pids, int& status) {
+  for (pid_t& p : pids) {
+    if (p > 0 && ::waitpid(p, &status, WNOHANG) == p) {
+      const pid_t exited = p;
+      p = -1;
+      return exited;
+    }
+  }
+  return -1;
+}
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    default: return "a signal";
+  }
 }
 
 }  // namespace
 
 int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
+  // Everything is checked before anything starts or is printed.
   if (o.prefill < 0 || o.decode < 0 || o.colocated < 0) {
     return finish_command("up", invalid_argument("worker counts must be >= 0"), err);
   }
@@ -210,20 +227,6 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
         "up", invalid_argument("a disaggregated cluster needs --prefill and --decode workers"),
         err);
   }
-  const std::string mode = !o.mode.empty()                     ? o.mode
-                           : o.colocated > 0 && o.prefill == 0 ? "colocated"
-                                                               : "disaggregated";
-  // Ports, and a fresh cluster secret readable by this user only (removed when `up` ends).
-  auto plan = plan_local_cluster(o.host, o.port);
-  if (!plan.is_ok()) return finish_command("up", plan.status(), err);
-  const std::uint16_t port = (*plan)->port;
-  const std::string url = (*plan)->url;
-  std::vector<pid_t> pids;
-  struct sigaction sa {};
-  sa.sa_handler = on_up_signal;
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-
   if (o.backend != "cpu" && o.backend != "sim") {
     return finish_command(
         "up", invalid_argument("--backend must be cpu or sim, not '" + o.backend + "'"), err);
@@ -231,6 +234,25 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   if (!(o.time_scale > 0)) {
     return finish_command("up", invalid_argument("--time-scale must be > 0"), err);
   }
+  const std::string mode = !o.mode.empty()                     ? o.mode
+                           : o.colocated > 0 && o.prefill == 0 ? "colocated"
+                                                               : "disaggregated";
+  // The coordinator's port must be ours: with another server there, its /health would answer
+  // for a cluster that never started. Workers take ports the OS picks.
+  if (o.port != 0) {
+    if (Status s = check_port_free(o.host, o.port); !s.is_ok()) return finish_command("up", s, err);
+  }
+  // Ports (the internal listener's from the OS), and a fresh cluster secret readable by this
+  // user only (removed when `up` ends).
+  auto plan = plan_local_cluster(o.host, o.port);
+  if (!plan.is_ok()) return finish_command("up", plan.status(), err);
+  const std::uint16_t port = (*plan)->port;
+  const std::string url = (*plan)->url;
+  // Before any child or thread: stop requests (SIGINT, SIGTERM, SIGHUP) and child exits are
+  // taken synchronously from here on.
+  StopSignals signals;
+  std::vector<pid_t> pids;
+
   const int workers = o.prefill + o.decode + o.colocated;
   // cpu workers share this machine's cores instead of each taking them all.
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -293,21 +315,20 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::duration<double>(o.timeout_seconds);
   bool ready = false;
-  while (!ready && g_up_signal == 0) {
-    for (pid_t& p : pids) {
-      int status = 0;
-      if (p > 0 && ::waitpid(p, &status, WNOHANG) == p) {
-        p = -1;
-        err << "kvfleet up: a process exited during start-up (status " << status << "); stopping\n";
-        stop_all(pids, err);
-        return 1;
-      }
+  int status = 0;
+  while (!ready && signals.stop_requested() == 0) {
+    if (const pid_t p = reap_exited(pids, status); p > 0) {
+      err << "kvfleet up: process " << p << " exited during start-up (status " << status
+          << "); stopping\n";
+      stop_all(pids, err);
+      return 1;
     }
     net::ClientOptions co;
     co.connect_timeout = net::Seconds(1);
     co.timeout = net::Seconds(2);
     auto r = net::http_call_sync(*ep, "GET", "/health", "", co);
-    if (r.is_ok() && r->status == 200) {
+    // Ready only while every process of ours still runs (the answer came from our coordinator).
+    if (r.is_ok() && r->status == 200 && reap_exited(pids, status) < 0) {
       ready = true;
       break;
     }
@@ -317,32 +338,28 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
       stop_all(pids, err);
       return 1;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    signals.wait(std::chrono::milliseconds(100));
   }
   if (ready) {
-    out << "kvfleet up: " << mode << " cluster of " << (o.prefill + o.decode + o.colocated)
-        << " workers (" << o.model << ", " << o.backend << " backend"
+    out << "kvfleet up: " << mode << " cluster of " << workers << " workers (" << o.model << ", "
+        << o.backend << " backend"
         << (o.backend == "sim" ? " modelling " + o.hardware + ": figures are simulated"
                                : std::string())
         << ") ready at " << url << std::endl;
     out << "kvfleet up: OpenAI API at " << url << "/v1, metrics at " << url
-        << "/metrics; Ctrl-C stops it" << std::endl;
+        << "/metrics; Ctrl-C, SIGTERM or SIGHUP stops it" << std::endl;
   }
-  // Serve until a signal or until a process dies.
-  while (g_up_signal == 0) {
-    int status = 0;
-    const pid_t p = ::waitpid(-1, &status, 0);
-    if (p > 0) {
-      for (pid_t& x : pids) {
-        if (x == p) x = -1;
-      }
+  // Serve until a stop request or until a process dies.
+  while (signals.stop_requested() == 0) {
+    if (const pid_t p = reap_exited(pids, status); p > 0) {
       err << "kvfleet up: process " << p << " exited (status " << status
           << "); stopping the cluster\n";
       stop_all(pids, err);
       return 1;
     }
+    signals.wait(std::chrono::seconds(1));
   }
-  out << "kvfleet up: stopping" << std::endl;
+  out << "kvfleet up: " << signal_name(signals.stop_requested()) << ": stopping" << std::endl;
   stop_all(pids, err);
   return 0;
 }

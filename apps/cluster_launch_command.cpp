@@ -322,6 +322,40 @@ json state_json(const std::string& url, const std::vector<Started>& procs) {
   return j;
 }
 
+// The command line of each process, in one place per kind of process.
+// Where `cluster start` puts the cluster secret on every host.
+std::string secret_path(const ClusterFile& c) { return c.log_dir + "/cluster-secret"; }
+
+std::vector<std::string> coordinator_args(const ClusterFile& c) {
+  return {"serve",           "--host",          c.coord_address, "--port",
+          std::to_string(c.coord_port),          "--internal-host", c.coord_address,
+          "--internal-port", std::to_string(c.internal_port),    "--cluster-secret-file",
+          secret_path(c),    "--mode",          c.mode};
+}
+
+std::vector<std::string> worker_args(const ClusterFile& c, const WorkerGroup& g, std::int64_t k,
+                                     const std::string& id, const std::string& coordinator_url) {
+  std::vector<std::string> a = {"worker"};
+  auto flag = [&a](const char* name, std::string value) {
+    a.push_back(name);
+    a.push_back(std::move(value));
+  };
+  flag("--role", g.role);
+  flag("--model", c.model);
+  flag("--coordinator", coordinator_url);  // the coordinator's internal listener
+  flag("--cluster-secret-file", secret_path(c));
+  flag("--host", g.address);
+  flag("--advertise-host", g.address);
+  flag("--port", std::to_string(g.port > 0 ? g.port + k : 0));
+  flag("--id", id);
+  flag("--kv-blocks", std::to_string(g.kv_blocks));
+  flag("--host-kv-bytes", g.host_kv_bytes);
+  flag("--transfer", c.transfer);
+  flag("--seed", std::to_string(c.seed));
+  if (!c.weights.empty()) flag("--weights", c.weights);
+  return a;
+}
+
 Status start(const ClusterFile& c, const std::string& state_path, std::ostream& out, std::ostream& err) {
   if (std::ifstream(state_path).good()) {
     return Status(StatusCode::kFailedPrecondition, "a cluster from this file is already running (state in " + state_path +
@@ -360,12 +394,12 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
   }
   // 3. A fresh cluster secret on every host, readable by the launching user only (sent on ssh's
   // standard input, never on a command line).
-  const std::string secret_path = c.log_dir + "/cluster-secret";
+  const std::string secret_file = secret_path(c);
   const ClusterSecret secret = ClusterSecret::generate();
   for (const std::string& h : hosts) {
     const Ran r = run_process(on_host(c, h,
                                       "umask 077 && mkdir -p " + quote(c.log_dir) + " && rm -f " +
-                                          quote(secret_path) + " && cat > " + quote(secret_path)),
+                                          quote(secret_file) + " && cat > " + quote(secret_file)),
                               20, secret.text() + "\n");
     if (r.exit_code != 0) {
       return Status(StatusCode::kUnavailable,
@@ -379,12 +413,7 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
     return s;
   };
   const std::string url = "http://" + c.coord_address + ":" + std::to_string(c.coord_port);
-  auto coord = launch(
-      c, c.coord_host, "coordinator",
-      {"serve", "--host", c.coord_address, "--port", std::to_string(c.coord_port),
-       "--internal-host", c.coord_address, "--internal-port", std::to_string(c.internal_port),
-       "--cluster-secret-file", secret_path, "--mode", c.mode},
-      err);
+  auto coord = launch(c, c.coord_host, "coordinator", coordinator_args(c), err);
   if (!coord.is_ok()) return fail(coord.status());
   procs.push_back(*coord);
   const net::Endpoint ep = *net::parse_url(url);
@@ -400,39 +429,14 @@ Status start(const ClusterFile& c, const std::string& state_path, std::ostream& 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::int64_t total = 0;
+  // Worker ids (and so log files) number the workers of one role on one host across all groups
+  // placing that role there: two groups of prefill workers on node1 give prefill-node1-0, -1, ...
+  std::map<std::pair<std::string, std::string>, std::int64_t> next_index;
   for (const auto& g : c.workers) {
     for (std::int64_t k = 0; k < g.count; ++k, ++total) {
-      const std::string id = g.role + "-" + g.host + "-" + std::to_string(k);
-      std::vector<std::string> a = {"worker",
-                                    "--role",
-                                    g.role,
-                                    "--model",
-                                    c.model,
-                                    "--coordinator",
-                                    c.internal_url(),
-                                    "--cluster-secret-file",
-                                    secret_path,
-                                    "--host",
-                                    g.address,
-                                    "--advertise-host",
-                                    g.address,
-                                    "--port",
-                                    std::to_string(g.port > 0 ? g.port + k : 0),
-                                    "--id",
-                                    id,
-                                    "--kv-blocks",
-                                    std::to_string(g.kv_blocks),
-                                    "--host-kv-bytes",
-                                    g.host_kv_bytes,
-                                    "--transfer",
-                                    c.transfer,
-                                    "--seed",
-                                    std::to_string(c.seed)};
-      if (!c.weights.empty()) {
-        a.push_back("--weights");
-        a.push_back(c.weights);
-      }
-      auto w = launch(c, g.host, id, a, err);
+      const std::string id =
+          g.role + "-" + g.host + "-" + std::to_string(next_index[{g.role, g.host}]++);
+      auto w = launch(c, g.host, id, worker_args(c, g, k, id, c.internal_url()), err);
       if (!w.is_ok()) return fail(w.status());
       procs.push_back(*w);
     }
@@ -470,7 +474,7 @@ Status stop(const ClusterFile& c, const std::string& state_path, std::ostream& o
   std::set<std::string> hosts = {c.coord_host};
   for (const auto& g : c.workers) hosts.insert(g.host);
   for (const std::string& h : hosts)
-    run_process(on_host(c, h, "rm -f " + quote(c.log_dir + "/cluster-secret")), 20);
+    run_process(on_host(c, h, "rm -f " + quote(secret_path(c))), 20);
   std::remove(state_path.c_str());
   out << "kvfleet cluster: stopped " << procs.size() << " processes" << std::endl;
   return Status();

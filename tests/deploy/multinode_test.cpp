@@ -2,15 +2,17 @@
 // starts the coordinator and workers in different namespaces from a cluster file, KV moves
 // between them over UCX/TCP, requests succeed, and the launcher stops everything. Needs root
 // (to create namespaces); skipped otherwise. Bad cluster files fail before anything starts.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <set>
 
 #include "tests/cluster/cluster_util.h"
@@ -175,17 +177,108 @@ TEST(DeployFiles, ExampleClusterFileSlurmScriptAndKubernetesManifestsAreWellForm
   std::multiset<std::string> kinds;
   for (const auto& d : docs) kinds.insert(d["kind"].as<std::string>());
   EXPECT_EQ(kinds.count("Deployment"), 3u);
-  EXPECT_EQ(kinds.count("Service"), 1u);
+  EXPECT_EQ(kinds.count("Service"), 2u);
   EXPECT_EQ(kinds.count("PodMonitor"), 1u);
+  std::map<std::string, YAML::Node> services;
+  for (const auto& d : docs) {
+    if (d["kind"].as<std::string>() == "Service")
+      services[d["metadata"]["name"].as<std::string>()] = d;
+  }
   for (const auto& d : docs) {
     if (d["kind"].as<std::string>() != "Deployment") continue;
+    const std::string name = d["metadata"]["name"].as<std::string>();
+    SCOPED_TRACE(name);
     const auto c = d["spec"]["template"]["spec"]["containers"][0];
-    EXPECT_TRUE(c["readinessProbe"]["httpGet"]["path"].IsDefined()) << d["metadata"]["name"];
+    std::set<std::string> port_names;
+    for (const auto& p : c["ports"]) port_names.insert(p["name"].as<std::string>());
+    // Both probes: an HTTP path on a port the container declares.
+    for (const char* probe : {"livenessProbe", "readinessProbe"}) {
+      ASSERT_TRUE(c[probe]["httpGet"]["path"].IsDefined()) << probe;
+      EXPECT_EQ(port_names.count(c[probe]["httpGet"]["port"].as<std::string>()), 1u) << probe;
+    }
+    std::vector<std::string> args;
+    for (const auto& a : c["args"]) args.push_back(a.as<std::string>());
+    auto flag = [&](const std::string& f) {
+      const auto it = std::find(args.begin(), args.end(), f);
+      return it != args.end() && it + 1 != args.end() ? *(it + 1) : std::string();
+    };
+    // cpu backend: cpu requests and limits, no GPU, BLAS threads = the cpu limit.
+    EXPECT_EQ(flag("--backend"), "cpu");
+    EXPECT_TRUE(c["resources"]["requests"]["cpu"].IsDefined());
+    EXPECT_TRUE(c["resources"]["limits"]["cpu"].IsDefined());
+    EXPECT_TRUE(c["resources"]["limits"]["memory"].IsDefined());
+    EXPECT_FALSE(c["resources"]["limits"]["nvidia.com/gpu"].IsDefined());
+    if (args[0] != "worker") continue;
+    EXPECT_EQ(flag("--threads"), c["resources"]["limits"]["cpu"].as<std::string>());
+    // Workers register through a Service that publishes the coordinator before it is ready
+    // (it becomes ready only once workers have registered).
+    const std::string coordinator = flag("--coordinator");
+    const std::string host = coordinator.substr(7, coordinator.rfind(':') - 7);
+    ASSERT_EQ(services.count(host), 1u) << coordinator;
+    const auto svc = services[host];
+    EXPECT_TRUE(svc["spec"]["publishNotReadyAddresses"].as<bool>(false)) << host;
+    EXPECT_EQ(svc["spec"]["selector"]["app.kubernetes.io/component"].as<std::string>(),
+              "coordinator");
+    EXPECT_EQ(svc["spec"]["ports"][0]["port"].as<std::string>(),
+              coordinator.substr(coordinator.rfind(':') + 1));
+  }
+  // The image the manifests name is built by the Dockerfile at the root (docker build -t kvfleet
+  // .).
+  std::ifstream dockerfile(std::string(KVFLEET_SOURCE_DIR) + "/Dockerfile");
+  const std::string df((std::istreambuf_iterator<char>(dockerfile)),
+                       std::istreambuf_iterator<char>());
+  for (const char* want :
+       {"FROM debian:12", "scripts/setup", "scripts/build", "ENTRYPOINT [\"kvfleet\"]"}) {
+    EXPECT_NE(df.find(want), std::string::npos) << "Dockerfile lacks " << want;
   }
   for (const char* f : {"/docker-compose.yml", "/grafana/provisioning/datasources/kvfleet.yml",
                         "/grafana/provisioning/dashboards/kvfleet.yml"}) {
     EXPECT_NO_THROW(YAML::LoadFile(deploy + f)) << f;
   }
+}
+
+// The probes of the Kubernetes manifests against the real processes: liveness answers 200 with
+// or without workers; the coordinator's readiness turns 200 only once a worker registered.
+TEST(DeployFiles, KubernetesProbesReferToRealRoutesWithLivenessIndependentOfWorkers) {
+  const auto docs =
+      YAML::LoadAllFromFile(std::string(KVFLEET_SOURCE_DIR) + "/deploy/k8s/kvfleet.yaml");
+  std::map<std::string, std::pair<std::string, std::string>>
+      probes;  // process -> (liveness, readiness)
+  for (const auto& d : docs) {
+    if (d["kind"].as<std::string>() != "Deployment") continue;
+    const auto c = d["spec"]["template"]["spec"]["containers"][0];
+    probes[c["args"][0].as<std::string>()] = {
+        c["livenessProbe"]["httpGet"]["path"].as<std::string>(),
+        c["readinessProbe"]["httpGet"]["path"].as<std::string>()};
+  }
+  ASSERT_EQ(probes.size(), 2u) << "serve and worker";
+  TempDir dir;
+  Process coordinator({"serve", "--port", "0", "--internal-port", "0", "--mode", "colocated"},
+                      dir.path() + "/coordinator.log");
+  const std::string url = coordinator.wait_url();
+  const std::string internal = coordinator.wait_url();  // where workers register
+  ASSERT_FALSE(internal.empty());
+  auto get = [](const std::string& base, const std::string& path) {
+    net::ClientOptions o;
+    o.timeout = net::Seconds(10);
+    auto r = net::http_call_sync(endpoint(base), "GET", path, "", o);
+    return r.is_ok() ? r->status : -1;
+  };
+  EXPECT_EQ(get(url, probes["serve"].first), 200) << "liveness without workers";
+  EXPECT_EQ(get(url, probes["serve"].second), 503) << "not ready without workers";
+  Process worker({"worker", "--role", "both", "--model", "tiny", "--coordinator", internal, "--port",
+                  "0", "--kv-blocks", "64", "--host-kv-bytes", "0"},
+                 dir.path() + "/worker.log");
+  const std::string worker_url = worker.wait_url();
+  ASSERT_FALSE(worker_url.empty());
+  EXPECT_EQ(get(worker_url, probes["worker"].first), 200);
+  EXPECT_EQ(get(worker_url, probes["worker"].second), 200);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (get(url, probes["serve"].second) != 200 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(get(url, probes["serve"].second), 200) << "ready once a worker registered";
+  EXPECT_EQ(get(url, probes["serve"].first), 200);
 }
 
 }  // namespace
