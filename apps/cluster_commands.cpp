@@ -120,6 +120,10 @@ CLI::App* add_serve_command(CLI::App& root, ServeOptions& o) {
   s->add_option("--max-connections-per-client", c.max_connections_per_client,
                 "open connections from one client address before 503 (0: no limit)")
       ->capture_default_str();
+  s->add_option("--progress-timeout", c.progress_timeout_seconds,
+                "seconds a worker may send nothing (not even a keep-alive) before its requests "
+                "are re-run elsewhere (at least 4 of its longest recent steps)")
+      ->capture_default_str();
   s->add_option("--max-attempts", c.max_attempts, "runs per request across worker failures")
       ->capture_default_str();
   s->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();

@@ -135,7 +135,8 @@ json to_json(const WorkerLoad& m) {
   return json{{"running", m.running},           {"waiting", m.waiting},
               {"swapped", m.swapped},           {"free_blocks", m.free_blocks},
               {"total_blocks", m.total_blocks}, {"host_free_blocks", m.host_free_blocks},
-              {"held_blocks", m.held_blocks},   {"prefix_hashes", m.prefix_hashes}};
+              {"held_blocks", m.held_blocks},   {"prefix_hashes", m.prefix_hashes},
+              {"step_seconds", m.step_seconds}};
 }
 Result<WorkerLoad> decode_WorkerLoad(const json& j) {
   Reader r(j);
@@ -148,6 +149,7 @@ Result<WorkerLoad> decode_WorkerLoad(const json& j) {
   r.integer("host_free_blocks", m.host_free_blocks);
   r.integer("held_blocks", m.held_blocks);
   r.integers("prefix_hashes", m.prefix_hashes);
+  r.number("step_seconds", m.step_seconds);
   for (auto [name, v] : {std::pair{"running", m.running}, std::pair{"waiting", m.waiting},
                          std::pair{"swapped", m.swapped}, std::pair{"free_blocks", m.free_blocks},
                          std::pair{"total_blocks", m.total_blocks},
@@ -414,6 +416,16 @@ Result<TokenLine> decode_TokenLine(const json& j) {
   return done(r, m);
 }
 
+json to_json(const AliveLine& m) {
+  return json{{"alive", m.alive}};
+}
+Result<AliveLine> decode_AliveLine(const json& j) {
+  Reader r(j);
+  AliveLine m;
+  r.boolean("alive", m.alive);
+  return done(r, m);
+}
+
 json to_json(const KvTransferLine& m) {
   return json{
       {"kv_transfer", {{"seconds", m.seconds}, {"bytes", m.bytes}, {"operations", m.operations}}}};
@@ -479,6 +491,7 @@ KVFLEET_ENCODE(SamplingParams)
 KVFLEET_ENCODE(GenerateRequest)
 KVFLEET_ENCODE(RunTimings)
 KVFLEET_ENCODE(TokenLine)
+KVFLEET_ENCODE(AliveLine)
 KVFLEET_ENCODE(KvTransferLine)
 KVFLEET_ENCODE(FinishLine)
 KVFLEET_ENCODE(Release)

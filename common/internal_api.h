@@ -28,6 +28,9 @@ struct WorkerLoad {
   std::int64_t running = 0, waiting = 0, swapped = 0;
   std::int64_t free_blocks = 0, total_blocks = 0, host_free_blocks = 0, held_blocks = 0;
   std::vector<std::uint64_t> prefix_hashes;  // a summary of the cached prefixes
+  // The longest engine step since the last report: the coordinator scales the time it waits
+  // for a sign of progress with it.
+  double step_seconds = 0;
 };
 
 // POST /internal/register (coordinator).
@@ -112,9 +115,16 @@ struct RunTimings {
 };
 
 // The NDJSON lines of a generate stream: a token, the KV import's cost (decode runs, first), and
-// the finish (with a hand-off on prefill runs).
+// the finish (with a hand-off on prefill runs). While nothing else is sent (queued, prefilling,
+// waiting for room or for KV) the worker sends a keep-alive at least every 0.5 s: a stream
+// silent for longer is a frozen worker, and a reader that went away is noticed by the next
+// write. Failures after the stream began are an error line, {"error": {"message", "code"}},
+// with the status the answer would have had.
 struct TokenLine {
   std::int32_t token = 0;
+};
+struct AliveLine {
+  bool alive = true;
 };
 struct KvTransferLine {
   double seconds = 0;
@@ -153,6 +163,7 @@ KVFLEET_INTERNAL_MESSAGE(SamplingParams)
 KVFLEET_INTERNAL_MESSAGE(GenerateRequest)
 KVFLEET_INTERNAL_MESSAGE(RunTimings)
 KVFLEET_INTERNAL_MESSAGE(TokenLine)
+KVFLEET_INTERNAL_MESSAGE(AliveLine)
 KVFLEET_INTERNAL_MESSAGE(KvTransferLine)
 KVFLEET_INTERNAL_MESSAGE(FinishLine)
 KVFLEET_INTERNAL_MESSAGE(Release)

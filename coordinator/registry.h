@@ -39,6 +39,7 @@ struct WorkerLoad {
   std::int64_t running = 0, waiting = 0, swapped = 0;
   std::int64_t free_blocks = 0, total_blocks = 0, host_free_blocks = 0, held_blocks = 0;
   PrefixHashes prefix_hashes;  // full blocks in its device prefix cache
+  double step_seconds = 0;     // its longest engine step in its last report
 };
 
 struct WorkerInfo {

@@ -58,6 +58,9 @@ struct Job {
   std::vector<std::int32_t> generated;
   // Set by the sink: false when the client is gone or a stop string matched.
   std::function<Task<bool>(std::int32_t)> on_token;
+  // True once the client has gone (checked at each line a worker sends, keep-alives included,
+  // so within half a second): the runs stop and the workers cancel.
+  std::function<bool()> client_left;
   bool stop_matched = false;
   bool client_gone = false;
   std::string finish;  // stop | length | abort | error
@@ -326,6 +329,7 @@ class Server final : public Coordinator {
     load.host_free_blocks = m.host_free_blocks;
     load.held_blocks = m.held_blocks;
     if (!m.prefix_hashes.empty()) load.prefix_hashes = PrefixHashes(m.prefix_hashes);
+    load.step_seconds = m.step_seconds;
     return load;
   }
 
@@ -479,6 +483,7 @@ class Server final : public Coordinator {
     bool first_chunk = true;
     std::string full_text;
 
+    job.client_left = [&w] { return w.client_closed(); };
     job.on_token = [&](std::int32_t token) -> Task<bool> {
       const double t = now_seconds();
       if (job.first_token < 0) {
@@ -641,10 +646,15 @@ class Server final : public Coordinator {
       Assigned on_prefill(registry_, prefill);
       end = co_await run_on(job, prefill, prefill_mode, none);
     }
-    if (end != RunEnd::kFinished) co_return end;
+    if (end != RunEnd::kFinished && end != RunEnd::kStopped) co_return end;
     std::optional<api::FinishLine> prefill_finish = job.last_finish;
     std::optional<api::KvHandoff> kv = job.kv;
     const auto done = static_cast<std::int64_t>(job.generated.size());
+    if (end == RunEnd::kStopped) {
+      // The client left (or a stop string matched) at the first token: free the prefill's KV.
+      if (kv) release_lease(*kv);
+      co_return end;
+    }
     if (job.finish == "stop" || done >= job.max_tokens || !kv) {
       if (kv) release_lease(*kv);
       if (job.finish.empty()) job.finish = "length";
@@ -735,7 +745,14 @@ class Server final : public Coordinator {
 
     bool finished = false, stopped = false;
     std::string error_message;
+    int error_code = 0;  // of an error line after the stream began
     job.last_finish.reset();
+    const bool prefill = mode == "prefill";
+    // The client left: stop reading (the worker cancels at its next write, within 0.5 s).
+    auto client_left = [&] {
+      if (!job.client_gone && job.client_left && job.client_left()) job.client_gone = true;
+      return job.client_gone;
+    };
     auto on_line = [&](std::string_view line) -> Task<bool> {
       if (line.empty()) co_return true;
       auto parsed = api::parse_object(line, "worker stream line");
@@ -744,6 +761,22 @@ class Server final : public Coordinator {
         co_return true;
       }
       const json& j = *parsed;
+      if (stopped) {
+        // A prefill stopped at its first token: read on to its finish, whose KV hand-off the
+        // caller then releases.
+        if (j.contains("finish")) {
+          if (auto f = api::decode_FinishLine(j); f.is_ok() && f->kv) job.kv = f->kv;
+          co_return false;
+        }
+        co_return true;
+      }
+      if (j.contains("alive")) {
+        if (client_left()) {
+          stopped = true;
+          co_return false;
+        }
+        co_return true;
+      }
       if (j.contains("token")) {
         auto t = api::decode_TokenLine(j);
         if (!t.is_ok()) {
@@ -751,9 +784,9 @@ class Server final : public Coordinator {
           co_return false;
         }
         job.generated.push_back(t->token);
-        if (!co_await job.on_token(job.generated.back())) {
+        if (!co_await job.on_token(job.generated.back()) || client_left()) {
           stopped = true;
-          co_return false;
+          co_return prefill;  // a prefill reads on to its finish line
         }
       } else if (j.contains("kv_transfer")) {
         if (auto t = api::decode_KvTransferLine(j); t.is_ok()) job.kv_transfer_seconds = t->seconds;
@@ -769,15 +802,20 @@ class Server final : public Coordinator {
         job.last_finish = std::move(f).value();
       } else if (j.contains("error") && j["error"].is_object()) {
         error_message = j["error"].value("message", "");
+        const json& code = j["error"].value("code", json());
+        if (code.is_number_integer()) error_code = code.get<int>();
       }
       co_return true;
     };
     net::ClientOptions o;
     o.connect_timeout = net::Seconds(3);
-    o.timeout = net::Seconds(300);
+    // Workers send a line at least every 0.5 s: silence this long is a frozen worker.
+    o.timeout = net::Seconds(std::max(cfg_.progress_timeout_seconds, 4 * w->load.step_seconds));
     auto status = co_await net::signed_stream_lines(secret(), *to, "POST", "/internal/generate",
                                                     api::encode(body), on_line, o);
     if (stopped) co_return RunEnd::kStopped;
+    // An error after the stream began carries the status the answer would have had.
+    if (status.is_ok() && *status == 200 && error_code != 0 && !finished) status = error_code;
     if (!status.is_ok()) {
       // The worker is unreachable or its stream broke: it is suspect until its next heartbeat.
       if (WorkerInfo* x = registry_.find(worker_id)) x->suspect = true;
@@ -847,6 +885,11 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(const CoordinatorConfig
   if (!(config.lease_seconds > 0)) return invalid_argument("--lease-seconds must be > 0");
   if (config.max_inflight < 1) return invalid_argument("--max-inflight must be >= 1");
   if (config.max_attempts < 1) return invalid_argument("--max-attempts must be >= 1");
+  if (!(config.progress_timeout_seconds >= 1)) {
+    return invalid_argument(
+        "--progress-timeout must be >= 1 s (workers send a keep-alive every "
+        "0.5 s)");
+  }
   if (!config.secret && !is_loopback_host(config.internal_host)) {
     return invalid_argument("--internal-host " + config.internal_host +
                             " is not loopback: a cluster secret is required (--cluster-secret-file "

@@ -32,6 +32,10 @@ struct CoordinatorConfig {
   // one client's idle connections cannot take all of the 4096 slots. 0: no limit.
   std::size_t max_connections_per_client = 256;
   int max_attempts = 3;                  // runs of one request across worker failures
+  // A run whose worker sends nothing (not even a keep-alive; workers send one every 0.5 s) for
+  // this long, or for 4 of the worker's longest recent steps if that is longer, is failed over
+  // like a dead worker's: a frozen worker holds no request longer.
+  double progress_timeout_seconds = 5;
   double drain_seconds = 30;             // SIGTERM: time for in-flight requests
   std::int64_t auto_local_prefill_tokens = 256;
   std::string name = "coordinator";

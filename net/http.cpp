@@ -1,17 +1,20 @@
 #include "net/http.h"
 
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <nlohmann/json.hpp>
-#include <algorithm>
-#include <atomic>
+#include <cerrno>
 #include <limits>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <unordered_map>
-#include <strings.h>
 
 #include "common/log.h"
 
@@ -113,6 +116,9 @@ class Connection {
     co_return !ec;
   }
 
+  // The client closed or reset the connection (a peek, reads nothing).
+  bool peer_closed();
+
   bool keep_alive = false;
   bool head = false;      // the request is a HEAD: headers only
   unsigned version = 11;  // of the request: 10 or 11
@@ -206,6 +212,19 @@ Task<bool> ResponseWriter::finish() {
   const bool ok = co_await conn_.write_raw(http::make_chunk_last());
   if (!ok) gone_ = true;
   co_return !gone_;
+}
+
+bool Connection::peer_closed() {
+  char c;
+  const ssize_t n =
+      ::recv(stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n == 0) return true;                                                    // an orderly close
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;  // reset
+}
+
+bool ResponseWriter::client_closed() {
+  if (!gone_ && conn_.peer_closed()) gone_ = true;
+  return gone_;
 }
 
 Task<void> Connection::close_gracefully(Seconds linger) {

@@ -86,6 +86,10 @@ class ResponseWriter {
   bool started() const { return started_; }
   bool done() const { return done_; }
   bool client_gone() const { return gone_; }
+  // True when the client has closed or reset its connection, checked now without reading from
+  // it (a request whose client left before its answer began: cancel its work). A client that
+  // only half-closes after sending its request counts as gone.
+  bool client_closed();
 
  private:
   friend class Connection;

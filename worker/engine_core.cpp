@@ -73,18 +73,23 @@ EngineCore::EngineCore(const EngineConfig& config, std::unique_ptr<EngineBackend
   if (max_model_len_ <= 0) max_model_len_ = std::int64_t{1} << 30;
 }
 
+Status check_prompt_tokens(const std::vector<std::int32_t>& prompt, std::int64_t vocab_size) {
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    if (prompt[i] < 0 || prompt[i] >= vocab_size) {
+      return invalid_argument("prompt token " + std::to_string(prompt[i]) + " at position " +
+                              std::to_string(i) + " is outside the vocabulary [0, " +
+                              std::to_string(vocab_size) + ")");
+    }
+  }
+  return Status();
+}
+
 Result<std::unique_ptr<Sequence>> EngineCore::make_sequence(Request request) const {
   const ModelSpec& spec = backend_->spec();
   const auto& prompt = request.prompt;
   const SamplingParams& p = request.params;
   if (prompt.empty()) return invalid_argument("prompt is empty");
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    if (prompt[i] < 0 || prompt[i] >= spec.vocab_size) {
-      return invalid_argument("prompt token " + std::to_string(prompt[i]) + " at position " +
-                              std::to_string(i) + " is outside the vocabulary [0, " +
-                              std::to_string(spec.vocab_size) + ")");
-    }
-  }
+  KVFLEET_RETURN_IF_ERROR(check_prompt_tokens(prompt, spec.vocab_size));
   if (p.max_tokens < 1) return invalid_argument("max_tokens must be at least 1");
   if (p.min_tokens < 0 || p.min_tokens > p.max_tokens) {
     return invalid_argument("min_tokens must be in [0, max_tokens]");

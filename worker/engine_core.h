@@ -77,6 +77,9 @@ struct EngineStats {
   std::uint64_t prefix_hash_salt = 0;
 };
 
+// invalid_argument naming the first prompt token outside [0, vocab_size) and its position.
+Status check_prompt_tokens(const std::vector<std::int32_t>& prompt, std::int64_t vocab_size);
+
 class EngineCore {
  public:
   static Result<std::unique_ptr<EngineCore>> create(const EngineConfig& config,

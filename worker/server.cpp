@@ -214,6 +214,7 @@ class Server final : public WorkerServer {
     j.host_free_blocks = s.host.free_blocks + s.host.cached_blocks;
     j.held_blocks = s.held_blocks;
     j.prefix_hashes = engine_->prefix_summary();
+    j.step_seconds = slowest_step_.exchange(0.0);
     return j;
   }
 
@@ -338,6 +339,60 @@ class Server final : public WorkerServer {
     return lease;
   }
 
+  // While a request has nothing else to send, its stream carries a keep-alive this often: the
+  // coordinator takes a silent stream for a frozen worker, and a write is how this side learns
+  // that the coordinator (or its client) went away.
+  static constexpr double kAliveSeconds = 0.5;
+
+  // The next value of `box`, writing keep-alives meanwhile; nullopt after `max_seconds`, or when
+  // the reader went away (then *gone is set).
+  template <typename T>
+  Task<std::optional<T>> pop_alive(std::shared_ptr<net::Mailbox<T>> box, net::ResponseWriter* w,
+                                   double max_seconds, bool* gone) {
+    const auto end = std::chrono::steady_clock::now() +
+                     std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                         std::chrono::duration<double>(max_seconds));
+    while (true) {
+      const double left =
+          std::chrono::duration<double>(end - std::chrono::steady_clock::now()).count();
+      if (left <= 0) co_return std::nullopt;
+      auto v = co_await box->pop(net::Seconds(std::min(kAliveSeconds, left)));
+      if (v) co_return v;
+      if (!co_await w->write(api::encode(api::AliveLine{}) + "\n")) {
+        *gone = true;
+        co_return std::nullopt;
+      }
+    }
+  }
+
+  // A request whose reader went away: abort it, and free KV it may already hold for a hand-off.
+  void abandon(RequestId id) {
+    metrics_.errors("abandoned").Increment();
+    engine_->cancel(id);
+    engine_->release_held(id);  // after the cancel: frees a prefill that had already finished
+  }
+
+  // The reader left while a reservation for an import was pending (or the import ran): when it
+  // resolves, give the blocks back and free the prefill worker's copy.
+  Task<void> settle_reservation(std::shared_ptr<net::Mailbox<Result<Reservation>>> box,
+                                KvSource src) {
+    auto got = co_await box->pop(net::Seconds(cfg_.kv_import_wait_seconds + 5));
+    if (got && got->is_ok()) engine_->cancel_reservation((*got)->id);
+    co_await release_remote(std::move(src));
+  }
+  Task<void> settle_import(std::shared_ptr<net::Mailbox<Result<ImportResult>>> box,
+                           std::uint64_t reservation, KvSource src) {
+    co_await box->pop(net::Seconds(3600));  // the import writes into the reserved blocks
+    engine_->cancel_reservation(reservation);
+    co_await release_remote(std::move(src));
+  }
+
+  // Failures after the stream began: an error line with the status the answer would have had.
+  Task<void> fail_stream(net::ResponseWriter& w, int status, std::string message) {
+    co_await w.write(net::error_body(status, message, "") + "\n");
+    co_await w.finish();
+  }
+
   Task<void> generate(const net::HttpRequest& req, net::ResponseWriter& w) {
     if (stopping_) {
       co_await w.send_error(503, "worker " + id_ + " is draining");
@@ -385,15 +440,33 @@ class Server final : public WorkerServer {
       co_await w.send_error(400, "the request already has max_tokens generated tokens");
       co_return;
     }
+    // What the engine would refuse, refused before the stream begins (a plain HTTP 400).
+    if (Status st = check_prompt_tokens(tokens, spec_.vocab_size); !st.is_ok()) {
+      co_await w.send_error(400, st.message());
+      co_return;
+    }
     request.prompt = tokens;
-    ImportResult imported;
-    std::optional<Reservation> reservation;
+    std::optional<KvSource> src;
     if (mode == "decode") {
-      auto src = parse_kv_source(body.kv);
-      if (!src.is_ok()) {
-        co_await w.send_error(400, src.status().message());
+      auto checked = parse_kv_source(body.kv);
+      if (!checked.is_ok()) {
+        co_await w.send_error(400, checked.status().message());
         co_return;
       }
+      src = std::move(checked).value();
+    }
+    ++active_streams_;
+    struct Active {
+      std::atomic<int>& n;
+      ~Active() { --n; }
+    } active{active_streams_};
+    // From here the answer is a stream with keep-alives: waiting for room or for KV is progress
+    // the coordinator can see, and a coordinator that left is noticed within kAliveSeconds.
+    if (!co_await w.start_stream(200, "application/x-ndjson")) co_return;
+    bool gone = false;
+    ImportResult imported;
+    std::optional<Reservation> reservation;
+    if (src) {
       auto box =
           std::make_shared<net::Mailbox<Result<Reservation>>>(co_await asio::this_coro::executor);
       // No room now: wait for some (older imports first), rather than recompute the prompt here
@@ -401,7 +474,11 @@ class Server final : public WorkerServer {
       engine_->reserve(
           src->tokens, [box](Result<Reservation> r) { box->push(std::move(r)); },
           cfg_.kv_import_wait_seconds);
-      auto got = co_await box->pop(net::Seconds(cfg_.kv_import_wait_seconds + 5));
+      auto got = co_await pop_alive(box, &w, cfg_.kv_import_wait_seconds + 5, &gone);
+      if (gone) {
+        asio::co_spawn(io_, settle_reservation(box, *src), asio::detached);
+        co_return;
+      }
       if (!got || !got->is_ok()) {
         // No room for the imported KV now: run the request whole here instead (the scheduler
         // then preempts or swaps as it must), and free the prefill worker's copy.
@@ -416,36 +493,37 @@ class Server final : public WorkerServer {
       }
     }
     if (reservation) {
-      const KvSource* src_ptr = nullptr;
-      auto src = parse_kv_source(body.kv);
-      src_ptr = &*src;
-      Result<ImportResult> result = ImportResult{};
-      if (src_ptr->modelled) {
-        result = co_await modelled_import(*src_ptr);
+      auto box =
+          std::make_shared<net::Mailbox<Result<ImportResult>>>(co_await asio::this_coro::executor);
+      if (src->modelled) {
+        asio::co_spawn(io_, modelled_import(*src, box), asio::detached);
       } else {
-        // A named closure: GCC 12 destroys closure temporaries in co_await expressions twice.
-        auto import = [this, source = *src_ptr, res = *reservation] {
-          return import_kv(source, res);
-        };
-        result = co_await net::run_blocking(pool_, std::move(import));
+        asio::post(pool_, [this, box, source = *src, res = *reservation] {
+          box->push(import_kv(source, res));
+        });
       }
-      if (!result.is_ok()) {
+      auto result = co_await pop_alive(box, &w, 24 * 3600, &gone);
+      if (gone || !result) {
+        asio::co_spawn(io_, settle_import(box, reservation->id, *src), asio::detached);
+        co_return;
+      }
+      if (!result->is_ok()) {
         engine_->cancel_reservation(reservation->id);
         metrics_.kv_transfer_failures.Increment();
         metrics_.errors("kv_transfer").Increment();
         KVFLEET_LOG(kWarning) << "worker " << id_
-                              << ": KV import failed: " << result.status().message();
-        std::string why =
-            "KV transfer from " + src_ptr->agent + " failed: " + result.status().message();
-        co_await w.send_error(502, std::move(why));
+                              << ": KV import failed: " << result->status().message();
+        // 502: the KV source failed, not this worker.
+        co_await fail_stream(
+            w, 502, "KV transfer from " + src->agent + " failed: " + result->status().message());
         co_return;
       }
-      imported = *result;
+      imported = **result;
       metrics_.kv_transfer_seconds.Observe(imported.seconds);
       metrics_.kv_transfer_bytes.Increment(static_cast<double>(imported.bytes));
       metrics_.ttft_phase("kv_transfer").Observe(imported.seconds);
-      request.kv_import = KvImport{reservation->id, prompt_len, src_ptr->tokens};
-      asio::co_spawn(io_, release_remote(*src_ptr), asio::detached);
+      request.kv_import = KvImport{reservation->id, prompt_len, src->tokens};
+      asio::co_spawn(io_, release_remote(*src), asio::detached);
     }
 
     // Without imported KV the engine sees prompt + tokens generated before (a re-run after a
@@ -479,17 +557,8 @@ class Server final : public WorkerServer {
     if (!id.is_ok()) {
       if (reservation) engine_->cancel_reservation(reservation->id);
       metrics_.errors("invalid_request").Increment();
-      co_await w.send_error(id.status().code() == StatusCode::kFailedPrecondition ? 503 : 400,
-                            id.status().message());
-      co_return;
-    }
-    ++active_streams_;
-    struct Active {
-      std::atomic<int>& n;
-      ~Active() { --n; }
-    } active{active_streams_};
-    if (!co_await w.start_stream(200, "application/x-ndjson")) {
-      engine_->cancel(*id);
+      co_await fail_stream(w, id.status().code() == StatusCode::kFailedPrecondition ? 503 : 400,
+                           id.status().message());
       co_return;
     }
     if (mode == "decode") {
@@ -498,18 +567,22 @@ class Server final : public WorkerServer {
       t.bytes = imported.bytes;
       t.operations = imported.operations;
       if (!co_await w.write(api::encode(t) + "\n")) {
-        engine_->cancel(*id);
+        abandon(*id);
         co_return;
       }
     }
     while (true) {
-      auto ev = co_await box->pop(net::Seconds(600));
+      auto ev = co_await pop_alive(box, &w, 24 * 3600, &gone);
+      if (gone) {
+        abandon(*id);  // the coordinator went away: free the sequence
+        co_return;
+      }
       if (!ev) continue;
       if (!ev->finished) {
         api::TokenLine t;
         t.token = ev->token;
         if (!co_await w.write(api::encode(t) + "\n")) {
-          engine_->cancel(*id);  // the coordinator went away: free the sequence
+          abandon(*id);
           co_return;
         }
         continue;
@@ -638,7 +711,8 @@ class Server final : public WorkerServer {
 
   // A sim worker's hand-off: no bytes move; it lasts what the backend models for the bytes over
   // its link, in wall time (scaled).
-  Task<Result<ImportResult>> modelled_import(KvSource src) {
+  Task<void> modelled_import(KvSource src,
+                             std::shared_ptr<net::Mailbox<Result<ImportResult>>> box) {
     const auto& layout = engine_->backend().kv_layout();
     const std::uint64_t bytes =
         static_cast<std::uint64_t>(layout.blocks_for_tokens(src.tokens)) * layout.block_bytes();
@@ -651,7 +725,7 @@ class Server final : public WorkerServer {
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.bytes = bytes;
     r.operations = 1;
-    co_return r;
+    box->push(r);
   }
 
   void forget_peer(const std::string& agent) {
@@ -714,6 +788,10 @@ class Server final : public WorkerServer {
  public:
   void on_step(const StepReport& r) {
     if (r.decode_sequences > 0) metrics_.decode_step.Observe(r.forward_seconds);
+    double seen = slowest_step_.load();
+    while (r.forward_seconds > seen &&
+           !slowest_step_.compare_exchange_weak(seen, r.forward_seconds)) {
+    }
   }
 
  private:
@@ -739,6 +817,7 @@ class Server final : public WorkerServer {
   std::map<std::string, std::string> peers_;  // connected agents -> their address
   std::atomic<bool> stopping_{false};
   std::atomic<int> active_streams_{0};
+  mutable std::atomic<double> slowest_step_{0.0};  // since the last load report
   bool registered_ = false;
 };
 

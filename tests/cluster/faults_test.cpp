@@ -411,6 +411,11 @@ TEST_F(BadInput, TheWorkersInternalApiRejectsGarbageClearly) {
 }
 
 TEST_F(BadInput, AClientThatDisconnectsMidStreamFreesItsWork) {
+  auto generated = [&] {
+    return metric_sum(http(cluster_->worker_url(0), "GET", "/metrics").body,
+                      "kvfleet_generation_tokens_total");
+  };
+  const double before = generated();
   json b = body_for({1, 2, 3, 4}, 3000);
   b["stream"] = true;
   int lines = 0;
@@ -419,8 +424,12 @@ TEST_F(BadInput, AClientThatDisconnectsMidStreamFreesItsWork) {
     return lines < 3;  // hang up after three events
   });
   EXPECT_EQ(lines, 3);
+  // Cancelled within 2 s (an uncancelled request would run its 3000 tokens).
+  const auto t0 = std::chrono::steady_clock::now();
   wait_idle_worker(cluster_->worker_url(0));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
   expect_clean(cluster_->worker_url(0), "after a disconnect");
+  EXPECT_LT(generated() - before, 1500) << "the request ran on after its client left";
   Completion ok = complete(cluster_->url(), body_for({5, 6, 7}, 3), true);
   EXPECT_EQ(ok.status, 200);
   EXPECT_TRUE(ok.done_marker);
