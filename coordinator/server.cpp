@@ -163,6 +163,13 @@ class Server final : public Coordinator {
       for (const std::string& id : registry_.expire(now_seconds())) {
         KVFLEET_LOG(kWarning) << cfg_.name << ": worker " << id << " missed its lease; removed";
         metrics_.errors("worker_lease_expired").Increment();
+        // Its runs in flight are re-run elsewhere now, not after their progress deadline.
+        if (auto it = runs_.find(id); it != runs_.end()) {
+          for (const auto& weak : it->second) {
+            if (auto c = weak.lock()) c->cancel();
+          }
+          runs_.erase(it);
+        }
       }
     }
   }
@@ -811,6 +818,13 @@ class Server final : public Coordinator {
     o.connect_timeout = net::Seconds(3);
     // Workers send a line at least every 0.5 s: silence this long is a frozen worker.
     o.timeout = net::Seconds(std::max(cfg_.progress_timeout_seconds, 4 * w->load.step_seconds));
+    // ...and a worker whose lease runs out has its runs cancelled at once (expire_loop).
+    o.canceller = std::make_shared<net::CallCanceller>();
+    {
+      auto& runs = runs_[worker_id];
+      std::erase_if(runs, [](const auto& weak) { return weak.expired(); });
+      runs.push_back(o.canceller);
+    }
     auto status = co_await net::signed_stream_lines(secret(), *to, "POST", "/internal/generate",
                                                     api::encode(body), on_line, o);
     if (stopped) co_return RunEnd::kStopped;
@@ -872,6 +886,8 @@ class Server final : public Coordinator {
   std::shared_ptr<net::HttpServer> http_, internal_;
   std::string url_, internal_url_;
   std::map<std::string, ByteTokenizer> tokenizers_;
+  // Runs in flight by worker id, to cancel when the worker's lease expires.
+  std::map<std::string, std::vector<std::weak_ptr<net::CallCanceller>>> runs_;
   std::int64_t inflight_ = 0;
   std::uint64_t next_id_ = 1;
   std::int64_t started_ = static_cast<std::int64_t>(std::time(nullptr));

@@ -625,6 +625,19 @@ Task<Result<int>> http_stream_lines_impl(Endpoint to, std::string method, std::s
                                     options, std::move(headers));
   if (!sent.is_ok()) co_return sent.status();
   auto stream = std::move(sent).value();
+  // While this call reads, its canceller aborts the read; the hook unsets it before the stream
+  // goes away.
+  struct Hook {
+    std::shared_ptr<CallCanceller> c;
+    ~Hook() {
+      if (c) c->cancel_now = nullptr;
+    }
+  } hook{options.canceller};
+  if (hook.c) {
+    if (hook.c->cancelled)
+      co_return Status(StatusCode::kCancelled, "call to " + to.to_string() + " cancelled");
+    hook.c->cancel_now = [s = stream.get()] { s->cancel(); };
+  }
   error_code ec;
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;

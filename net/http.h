@@ -144,9 +144,21 @@ struct Endpoint {
 // "http://host:port[/...]" or "host:port".
 Result<Endpoint> parse_url(std::string_view url);
 
+// Lets the caller abort a streamed call in progress from another coroutine on the same
+// io_context: its pending read fails at once (and a call not yet reading fails when it starts).
+struct CallCanceller {
+  std::function<void()> cancel_now;  // set by the call while it reads
+  bool cancelled = false;
+  void cancel() {
+    cancelled = true;
+    if (cancel_now) cancel_now();
+  }
+};
+
 struct ClientOptions {
   Seconds connect_timeout{5};
   Seconds timeout{30};  // whole response; for streams, the longest gap between two reads
+  std::shared_ptr<CallCanceller> canceller;  // http_stream_lines only
 };
 
 struct HttpResponse {

@@ -94,11 +94,14 @@ std::vector<std::future<Completion>> stream_all(const std::string& url,
   return out;
 }
 
+// The lease (2 s) runs out long before the progress deadline (60 s here): the coordinator
+// cancels the frozen worker's runs when it drops the worker, and re-runs them at once.
 TEST(FrozenWorkers, StreamsOfAStoppedDecodeWorkerFinishElsewhereWithin15s) {
   const std::uint64_t seed = test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  Cluster c("disaggregated", {{"--role", "prefill"}, {"--role", "decode"}, {"--role", "decode"}});
+  Cluster c("disaggregated", {{"--role", "prefill"}, {"--role", "decode"}, {"--role", "decode"}},
+            {"--progress-timeout", "60"});
   const std::int64_t kTokens = 400;
   std::vector<std::vector<std::int32_t>> prompts;
   std::vector<json> bodies;
@@ -129,11 +132,17 @@ TEST(FrozenWorkers, StreamsOfAStoppedDecodeWorkerFinishElsewhereWithin15s) {
   EXPECT_GE(time_until([&] { return idle(c.worker_url(2)); }, 10), 0) << load_of(c.worker_url(2));
 }
 
+// Here the lease is long (60 s): the progress deadline (5 s by default) alone fails the frozen
+// worker's requests over.
 TEST(FrozenWorkers, RequestsOfAStoppedPrefillWorkerFinishElsewhereWithin15s) {
   const std::uint64_t seed = test_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  Cluster c("disaggregated", {{"--role", "prefill"}, {"--role", "prefill"}, {"--role", "decode"}});
+  Cluster c("disaggregated", {{"--role", "prefill"}, {"--role", "prefill"}, {"--role", "decode"}},
+            {"--lease-seconds", "60"});
+  for (const json& w : json::parse(http(c.internal_url(), "GET", "/internal/workers").body)) {
+    ASSERT_GT(w["lease_left_seconds"].get<double>(), 30) << "the long lease did not apply";
+  }
   std::vector<std::vector<std::int32_t>> prompts;
   std::vector<json> bodies;
   for (int i = 0; i < 6; ++i) {
