@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -264,6 +265,29 @@ inline net::HttpResponse signed_http(const ClusterSecret& secret, const std::str
   auto r = net::signed_call_sync(&secret, endpoint(url), method, target, body, o);
   EXPECT_TRUE(r.is_ok()) << method << " " << target << ": " << r.status().to_string();
   return r.is_ok() ? *r : net::HttpResponse{};
+}
+
+// A /v1/completions body for the tiny model that generates exactly max_tokens (greedy unless
+// `sampling` says otherwise).
+inline json body_for(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens,
+              Sampling sampling = {}) {
+  json b;
+  b["model"] = "tiny";
+  b["prompt"] = prompt;
+  b["max_tokens"] = max_tokens;
+  b["temperature"] = sampling.temperature;
+  if (sampling.temperature > 0) {
+    b["top_p"] = sampling.top_p;
+    b["seed"] = sampling.seed;
+  }
+  b["ignore_eos"] = true;
+  return b;
+}
+
+inline std::vector<std::int32_t> random_prompt(std::mt19937_64& rng, size_t n) {
+  std::vector<std::int32_t> p(n);
+  for (auto& t : p) t = static_cast<std::int32_t>(rng() % 256);
+  return p;
 }
 
 // A cluster: one coordinator and workers, all on loopback with OS-chosen ports, sharing a

@@ -81,27 +81,6 @@ class Streams {
   std::vector<std::future<Completion>> futures_;
 };
 
-json body_for(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens,
-              Sampling sampling = {}) {
-  json b;
-  b["model"] = "tiny";
-  b["prompt"] = prompt;
-  b["max_tokens"] = max_tokens;
-  b["temperature"] = sampling.temperature;
-  if (sampling.temperature > 0) {
-    b["top_p"] = sampling.top_p;
-    b["seed"] = sampling.seed;
-  }
-  b["ignore_eos"] = true;
-  return b;
-}
-
-std::vector<std::int32_t> random_prompt(std::mt19937_64& rng, size_t n) {
-  std::vector<std::int32_t> p(n);
-  for (auto& t : p) t = static_cast<std::int32_t>(rng() % 256);
-  return p;
-}
-
 void expect_clean(const std::string& worker_url, const std::string& what) {
   json info = json::parse(http(worker_url, "GET", "/info").body);
   EXPECT_EQ(info["load"]["held_blocks"], 0) << what;

@@ -19,22 +19,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-json body_for(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens) {
-  json b;
-  b["model"] = "tiny";
-  b["prompt"] = prompt;
-  b["max_tokens"] = max_tokens;
-  b["temperature"] = 0;
-  b["ignore_eos"] = true;
-  return b;
-}
-
-std::vector<std::int32_t> random_prompt(std::mt19937_64& rng, size_t n) {
-  std::vector<std::int32_t> p(n);
-  for (auto& t : p) t = static_cast<std::int32_t>(rng() % 256);
-  return p;
-}
-
 json load_of(const std::string& worker_url) {
   return json::parse(http(worker_url, "GET", "/info").body)["load"];
 }

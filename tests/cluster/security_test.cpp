@@ -16,31 +16,15 @@ namespace {
 
 namespace api = internal_api;
 
-json completion_body(const std::vector<std::int32_t>& prompt, std::int64_t max_tokens) {
-  json b;
-  b["model"] = "tiny";
-  b["prompt"] = prompt;
-  b["max_tokens"] = max_tokens;
-  b["temperature"] = 0;
-  b["ignore_eos"] = true;
-  return b;
-}
-
 void expect_status(const net::HttpResponse& r, int status, const std::string& needle) {
   EXPECT_EQ(r.status, status) << r.body;
   EXPECT_NE(r.body.find(needle), std::string::npos) << r.body;
 }
 
-std::vector<std::int32_t> random_prompt(std::mt19937_64& rng, size_t n) {
-  std::vector<std::int32_t> p(n);
-  for (auto& t : p) t = static_cast<std::int32_t>(rng() % 256);
-  return p;
-}
-
 // Answers are what one engine alone computes: nothing an attacker did reached them.
 void expect_served_correctly(const Cluster& c, std::mt19937_64& rng, const std::string& when) {
   const auto prompt = random_prompt(rng, 20);
-  Completion got = complete(c.url(), completion_body(prompt, 6), false);
+  Completion got = complete(c.url(), body_for(prompt, 6), false);
   ASSERT_EQ(got.status, 200) << when << ": " << got.error.dump();
   EXPECT_EQ(got.tokens, reference_tokens(prompt, 6)) << when;
 }
