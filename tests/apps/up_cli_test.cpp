@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -83,16 +84,7 @@ int processes_mentioning(const std::string& needle) {
 }
 
 bool port_free(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  ::close(fd);
-  return ok;
+  return !test::listening(port);
 }
 
 std::uint16_t port_of(const std::string& url) {
@@ -101,17 +93,11 @@ std::uint16_t port_of(const std::string& url) {
 
 TEST(UpCli, ABusyPortIsRefusedBeforeAnythingStartsOrIsPrinted) {
   // Another listener holds the port (it might answer /health for a cluster that never started).
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 4), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string port = std::to_string(ntohs(a.sin_port));
+  auto busy = std::make_unique<test::LoopbackListener>();
+  ASSERT_TRUE(busy->ok());
+  const std::string port = std::to_string(busy->port());
   const auto r = test::kvfleet("up --colocated 1 --model tiny --port " + port);
-  ::close(fd);
+  busy.reset();
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_THAT(r.err, ::testing::HasSubstr("port " + port + " on 127.0.0.1 is already in use"));
   EXPECT_EQ(r.out, "");

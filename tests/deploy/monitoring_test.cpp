@@ -22,18 +22,6 @@ std::string read_file(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 std::string form_encode(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
@@ -83,7 +71,7 @@ TEST(Monitoring, EveryDashboardQueryReturnsDataAndBenchAgreesWithTheServer) {
   config = std::regex_replace(config, std::regex("localhost:8001"), coord_hostport);
   config = std::regex_replace(config, std::regex("5s"), "1s");
   const std::string config_path = dir.write("prometheus.yml", config);
-  const std::string prom_url = "http://127.0.0.1:" + std::to_string(free_port());
+  const std::string prom_url = "http://127.0.0.1:" + std::to_string(unused_port());
   std::vector<std::string> args = {"--config.file=" + config_path, "--storage.tsdb.path=" + dir.path() + "/tsdb",
                                    "--web.listen-address=" + endpoint(prom_url).to_string()};
   const pid_t prom = ::fork();

@@ -149,19 +149,13 @@ TEST(MultiHost, BadClusterFilesUnreachableHostsAndBusyPortsFailBeforeAnythingSta
                    "}\ncoordinator: {host: kvfleet-no-such-namespace}\nworkers: [{host: kvfleet-no-such-namespace, role: both}]\n",
                "unreachable");
   // A busy coordinator port, with a listener this test holds.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  ASSERT_EQ(::listen(fd, 4), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string port = std::to_string(ntohs(a.sin_port));
-  expect_error("model: tiny\nmode: colocated\n" + local + "coordinator: {host: a, address: 127.0.0.1, port: " + port +
+  LoopbackListener busy;
+  ASSERT_TRUE(busy.ok());
+  const std::string port = std::to_string(busy.port());
+  expect_error("model: tiny\nmode: colocated\n" + local +
+                   "coordinator: {host: a, address: 127.0.0.1, port: " + port +
                    "}\nworkers: [{host: a, address: 127.0.0.1, role: both}]\n",
                "port " + port + " on 127.0.0.1 is already in use");
-  ::close(fd);
   const auto bad_action = run_command(kvfleet_cmd("cluster launch --file x.yaml"));
   EXPECT_EQ(bad_action.exit_code, 2);
 }
