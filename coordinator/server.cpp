@@ -769,18 +769,19 @@ class Server final : public Coordinator {
       }
       const json& j = *parsed;
       if (stopped) {
-        // A prefill stopped at its first token: read on to its finish, whose KV hand-off the
-        // caller then releases.
+        // A prefill being stopped reads on to its finish (whose KV hand-off the caller then
+        // releases) or to its next keep-alive (it is still running: closing cancels it). A
+        // finish already on its way when the client left is not lost in the closed socket.
         if (j.contains("finish")) {
           if (auto f = api::decode_FinishLine(j); f.is_ok() && f->kv) job.kv = f->kv;
           co_return false;
         }
-        co_return true;
+        co_return !j.contains("alive");
       }
       if (j.contains("alive")) {
         if (client_left()) {
           stopped = true;
-          co_return false;
+          co_return prefill;
         }
         co_return true;
       }

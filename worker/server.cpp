@@ -611,6 +611,11 @@ class Server final : public WorkerServer {
         if (secret()) kv.sign(*secret());
         fin.kv = std::move(kv);
       }
+      // A reader that already left never takes the hand-off: free it now, not at lease expiry.
+      if (fin.kv && w.client_closed()) {
+        release_lease(fin.kv->lease);
+        co_return;
+      }
       if (!co_await w.write(api::encode(fin) + "\n") && fin.kv) release_lease(fin.kv->lease);
       co_await w.finish();
       co_return;
