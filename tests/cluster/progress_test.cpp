@@ -203,10 +203,12 @@ TEST(Cancellation, StreamsThatLeaveBeforeTheirFirstTokenFreePrefillKvAtOnce) {
                 60),
             0);
   for (auto& cl : clients) cl->leave();
+  // Freed within 2 s on an idle machine (2.1-2.2 s with three copies of this test running on
+  // two cores); held for its lease, it would take 30 s.
   for (size_t w : {0, 1}) {
     const double took = time_until([&] { return idle(c.worker_url(w)); }, 10);
     EXPECT_GE(took, 0) << "worker " << w << " still holds work: " << load_of(c.worker_url(w));
-    EXPECT_LT(took, 2.0) << "worker " << w;
+    EXPECT_LT(took, 3.0) << "worker " << w;
   }
   const std::string metrics = http(c.worker_url(1), "GET", "/metrics").body;
   EXPECT_LT(metric_sum(metrics, "kvfleet_generation_tokens_total"), 4 * 200 / 2)
