@@ -69,7 +69,7 @@ std::string recv_msg(int fd, int timeout_ms = 30000) {
 
 // The receiving process: registers `bytes`, publishes address and descriptor, waits for "bye".
 int receiver_main(int fd, const std::string& backend, std::size_t bytes) {
-  auto agent = transfer::create_agent(backend, {"bench-receiver"});
+  auto agent = transfer::create_agent(backend, {.name = "bench-receiver"});
   if (!agent.is_ok()) return 3;
   auto region = (*agent)->allocate_memory(bytes, transfer::MemoryKind::kHost);
   if (!region.is_ok()) return 5;
@@ -243,7 +243,7 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     }
   } else {
     KVFLEET_ASSIGN_OR_RETURN(local_receiver,
-                             transfer::create_agent("loopback", {"bench-receiver"}));
+                             transfer::create_agent("loopback", {.name = "bench-receiver"}));
     KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer b, kvstore::allocate_host_buffer(region));
     loop_buf = std::move(b);
     KVFLEET_ASSIGN_OR_RETURN(
@@ -261,7 +261,7 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     }
   };
 
-  auto sender_or = transfer::create_agent(o.backend, {"bench-sender"});
+  auto sender_or = transfer::create_agent(o.backend, {.name = "bench-sender"});
   if (!sender_or.is_ok()) {
     cleanup();
     return sender_or.status();
@@ -277,6 +277,8 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
   for (const SizePlan& p : plans) max_size = std::max(max_size, p.size);
   KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer copy_dst, kvstore::allocate_host_buffer(max_size));
 
+  std::string transport_detail;
+  if (auto pt = sender->peer_transport("receiver"); pt.is_ok()) transport_detail = pt->detail;
   for (const SizePlan& plan : plans) {
     const std::uint64_t size = plan.size;
     err << "bench transfer: " << format_bytes(static_cast<double>(size)) << " (" << o.backend
@@ -288,12 +290,15 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     Row row;
     row.size = size;
     row.blocks = plan.blocks;
+    row.transport_detail = transport_detail;
     const transfer::TransferRequest req{"receiver", Op::kWrite, local.id, remote, plan.ranges, "",
                                         0ms};
     auto once = [&]() -> Status {
       KVFLEET_ASSIGN_OR_RETURN(transfer::TransferId id, sender->post(req));
       Status st = sender->wait(id, 120s);
-      row.ops = sender->poll(id).operations;
+      const transfer::TransferInfo info = sender->poll(id);
+      row.ops = info.operations;
+      row.transport = info.transport;
       sender->release(id);
       return st;
     };
@@ -357,7 +362,8 @@ void print_json(const BenchTransferOptions& o, const std::vector<Row>& rows, std
   for (const auto& r : rows) {
     json j = {{"size_bytes", r.size}, {"gbps", r.gbps},           {"p50_us", r.p50_us},
               {"p99_us", r.p99_us},   {"ops_per_request", r.ops}, {"backend", o.backend},
-              {"pattern", o.pattern}};
+              {"pattern", o.pattern}, {"transport", r.transport}};
+    if (!r.transport_detail.empty()) j["transport_detail"] = r.transport_detail;
     if (o.pattern == "blocks") {
       j["blocks"] = r.blocks;
       j["ops_per_block_per_layer_scheme"] = r.blocks * kLayersForComparison * 2;
@@ -398,8 +404,8 @@ void print_table(const BenchTransferOptions& o, const std::vector<Row>& rows, st
     std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %12s %8s %12s %9s\n", "size", "GB/s",
                   "p50 us", "p99 us", "ops", "cudaMemcpy", "ratio", "(same GPU)", "verified");
   } else {
-    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s\n", "size", "GB/s",
-                  "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy");
+    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s  %s\n", "size", "GB/s",
+                  "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy", "transport");
   }
   out << line;
   for (const auto& r : rows) {
@@ -411,12 +417,15 @@ void print_table(const BenchTransferOptions& o, const std::vector<Row>& rows, st
                                          : "-",
                     r.cuda_d2d_gbps, r.verified ? "yes" : "no");
     } else {
-      std::snprintf(line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f\n",
-                    format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
-                    static_cast<long long>(r.ops),
-                    r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
-                    r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
-                    r.memcpy_gbps);
+      std::snprintf(
+          line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f  %s\n",
+          format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
+          static_cast<long long>(r.ops),
+          r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
+          r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
+          r.memcpy_gbps,
+          (r.transport + (r.transport_detail.empty() ? "" : " (" + r.transport_detail + ")"))
+              .c_str());
     }
     out << line;
     if (o.pattern == "blocks") {

@@ -6,12 +6,14 @@ AgentBase::AgentBase(AgentConfig config)
     : config_(std::move(config)),
       instance_(std::random_device{}() * 0x100000001ull ^ std::random_device{}()) {}
 
-TransferId AgentBase::start_transfer(std::int64_t operations, std::uint64_t bytes) {
+TransferId AgentBase::start_transfer(std::int64_t operations, std::uint64_t bytes,
+                                     std::string transport) {
   std::lock_guard<std::mutex> lock(mu_);
   const TransferId id = next_transfer_++;
   TransferInfo info;
   info.operations = operations;
   info.bytes = bytes;
+  info.transport = transport.empty() ? std::string(backend()) : std::move(transport);
   transfers_[id] = info;
   ++stats_.transfers_posted;
   stats_.operations += operations;

@@ -29,7 +29,8 @@ class AgentBase : public Agent {
 
  protected:
   // A new pending transfer.
-  TransferId start_transfer(std::int64_t operations, std::uint64_t bytes);
+  TransferId start_transfer(std::int64_t operations, std::uint64_t bytes,
+                            std::string transport = {});
   // Finishes a transfer (first call wins): OK -> done, cancelled -> cancelled, else failed.
   void finish_transfer(TransferId id, const Status& status);
   bool is_pending(TransferId id) const;

@@ -122,8 +122,14 @@ class LoopbackAgent final : public AgentBase {
 
   Status cancel(TransferId) override { return Status::ok(); }  // transfers finish in post()
 
+  Result<PeerTransport> peer_transport(const std::string& peer) const override {
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    if (peers_.count(peer) == 0) return not_found("peer '" + peer + "' is not connected");
+    return PeerTransport{"loopback", "memcpy"};
+  }
+
  private:
-  std::mutex peers_mu_;
+  mutable std::mutex peers_mu_;
   std::map<std::string, std::string> peers_;
   std::map<std::uint64_t, std::unique_ptr<std::byte[]>> owned_;  // allocate_memory's buffers
 };

@@ -137,6 +137,12 @@ class NcclAgent final : public AgentBase {
     return Status::ok();
   }
 
+  Result<PeerTransport> peer_transport(const std::string& peer) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (peers_.count(peer) == 0) return not_found("peer '" + peer + "' is not connected");
+    return PeerTransport{"nccl", "nccl"};
+  }
+
   Status disconnect(const std::string& peer) override {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = peers_.find(peer);
@@ -310,7 +316,7 @@ class NcclAgent final : public AgentBase {
     }
   }
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable work_;  // post() -> the poller
   int device_ = 0;
   cudaStream_t stream_ = nullptr;

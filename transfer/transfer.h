@@ -91,6 +91,9 @@ struct TransferInfo {
   Status error;                 // when failed
   std::int64_t operations = 0;  // backend operations posted (puts/gets), after coalescing
   std::uint64_t bytes = 0;
+  // What carried it: the backend's class of transport to the peer ("shm", "tcp", "rdma",
+  // "cuda_ipc" for ucx; "loopback"; "nccl").
+  std::string transport;
 };
 
 struct Notification {
@@ -141,6 +144,15 @@ class Agent {
   virtual std::vector<Notification> take_notifications() = 0;
   virtual Result<Notification> wait_notification(std::chrono::milliseconds timeout) = 0;
   virtual AgentStats stats() const = 0;
+
+  // The transports that carry transfers to a connected peer: `transport` is the class that
+  // TransferInfo::transport reports, `detail` what the backend chose (for ucx, UCX's transport
+  // names, e.g. "sysv,posix,cma"). not_found for a peer that is not connected.
+  struct PeerTransport {
+    std::string transport;
+    std::string detail;
+  };
+  virtual Result<PeerTransport> peer_transport(const std::string& peer) const = 0;
 };
 
 struct AgentConfig {

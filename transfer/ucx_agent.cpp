@@ -15,11 +15,15 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <ucp/api/ucp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <map>
@@ -47,6 +51,75 @@ std::string host_name() {
   char buf[256] = {};
   ::gethostname(buf, sizeof buf - 1);
   return buf;
+}
+
+// Which machine and process-id namespace this process runs in: the kernel's boot id and the
+// pid namespace's inode. Two agents with the same identity share a kernel (shared memory can
+// reach) and can check each other's process by pid; a host name alone cannot tell two
+// containers apart.
+std::string machine_identity() {
+  std::string boot;
+  if (std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) boot = buf;
+    std::fclose(f);
+  }
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  struct stat ns {};
+  if (boot.empty() || ::stat("/proc/self/ns/pid", &ns) != 0) return "";
+  return boot + "/" + std::to_string(static_cast<unsigned long long>(ns.st_ino));
+}
+
+// The transports of an endpoint's lanes, from UCX's own description of the endpoint (UCX 1.13
+// has no query for them): lines "lane[N]:  I:TL/DEVICE ..." -> the distinct TL names, in lane
+// order, e.g. "sysv,posix,cma" or "tcp".
+std::string endpoint_transports(ucp_ep_h ep) {
+  char* text = nullptr;
+  size_t size = 0;
+  std::FILE* f = ::open_memstream(&text, &size);
+  if (!f) return "";
+  ucp_ep_print_info(ep, f);
+  std::fclose(f);
+  const std::string info = text ? std::string(text, size) : std::string();
+  std::free(text);
+  std::vector<std::string> names;
+  for (std::size_t at = info.find("lane["); at != std::string::npos;
+       at = info.find("lane[", at + 1)) {
+    const std::size_t colon = info.find(':', info.find(']', at));
+    if (colon == std::string::npos) break;
+    std::size_t b = info.find_first_not_of(' ', colon + 1);
+    if (b == std::string::npos) break;
+    b = info.find(':', b);  // past the resource index "3:"
+    const std::size_t slash = info.find('/', b);
+    if (b == std::string::npos || slash == std::string::npos) break;
+    std::string tl = info.substr(b + 1, slash - b - 1);
+    if (std::find(names.begin(), names.end(), tl) == names.end()) names.push_back(tl);
+  }
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+// The class of a transport list, for metric labels: "shm" (any of UCX's shared-memory
+// transports), "cuda_ipc", "rdma" (InfiniBand/RoCE verbs), "tcp", else "other".
+std::string transport_class(const std::string& transports) {
+  auto has = [&](std::string_view tl) {
+    std::size_t at = 0;
+    while (at <= transports.size()) {
+      std::size_t end = transports.find(',', at);
+      if (end == std::string::npos) end = transports.size();
+      if (std::string_view(transports).substr(at, end - at).substr(0, tl.size()) == tl) {
+        return true;
+      }
+      at = end + 1;
+    }
+    return false;
+  };
+  if (has("cuda_ipc")) return "cuda_ipc";
+  if (has("posix") || has("sysv") || has("cma") || has("knem") || has("xpmem")) return "shm";
+  if (has("rc") || has("dc") || has("ud")) return "rdma";
+  if (has("tcp")) return "tcp";
+  return "other";
 }
 
 // The UCX network devices for an agent reached at `host`: the interface holding that address,
@@ -167,6 +240,7 @@ class UcxAgent final : public AgentBase {
                         {"instance", instance()},
                         {"worker", worker_address_},
                         {"host", host_name()},
+                        {"machine", machine_identity()},
                         {"pid", static_cast<std::int64_t>(::getpid())}};
     return j.dump();
   }
@@ -182,10 +256,14 @@ class UcxAgent final : public AgentBase {
       return worker_bytes.status().with_context("connect to '" + peer + "'");
     const std::string worker = std::move(worker_bytes).value();
     const std::uint64_t peer_instance = j["instance"].get<std::uint64_t>();
-    // A peer on this host can be checked for liveness by its process id (used when the
-    // transports cannot report its failure, as with shared memory).
+    // A peer on this machine (same kernel and pid namespace) can be checked for liveness by its
+    // process id. Such peers connect without UCX's peer error handling: UCX 1.13's shared-memory
+    // transports cannot give it, so asking for it would send every same-host hand-off over TCP
+    // loopback at a fraction of the memory's speed. The pid check (every ~100 ms) and the
+    // transfer deadlines take its place.
     pid_t peer_pid = 0;
-    if (j.contains("host") && j["host"] == host_name() && j.contains("pid") &&
+    const std::string me = machine_identity();
+    if (!me.empty() && j.contains("machine") && j["machine"] == me && j.contains("pid") &&
         j["pid"].is_number_integer()) {
       peer_pid = static_cast<pid_t>(j["pid"].get<std::int64_t>());
     }
@@ -197,28 +275,35 @@ class UcxAgent final : public AgentBase {
       p->instance = peer_instance;
       p->pid = peer_pid;
       ucp_ep_params_t ep{};
-      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+      ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
       ep.address = reinterpret_cast<const ucp_address_t*>(worker.data());
-      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-      ep.err_handler.cb = &UcxAgent::on_ep_error;
-      ep.err_handler.arg = p.get();
-      ucs_status_t s = ucp_ep_create(worker_, &ep, &p->ep);
-      if (s == UCS_ERR_UNREACHABLE) {
-        // Some transports (UCX 1.13's shared memory) cannot report a peer's failure. Connect
-        // without it: transfers to a peer that died then end at their wait's timeout.
+      ucs_status_t s = UCS_ERR_UNREACHABLE;
+      if (peer_pid <= 0) {
+        ep.field_mask |= UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+        ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        ep.err_handler.cb = &UcxAgent::on_ep_error;
+        ep.err_handler.arg = p.get();
+        s = ucp_ep_create(worker_, &ep, &p->ep);
         ep.field_mask &= ~static_cast<std::uint64_t>(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                                                      UCP_EP_PARAM_FIELD_ERR_HANDLER);
+      }
+      if (s == UCS_ERR_UNREACHABLE) {
+        // A same-machine peer, or transports that cannot report a remote peer's failure:
+        // transfers to a peer that died end at the pid check (same machine) or their deadline.
         s = ucp_ep_create(worker_, &ep, &p->ep);
         if (s == UCS_OK) {
           p->detects_failure = false;
-          KVFLEET_LOG(kInfo) << "transfer agent " << name() << ": the transports to '" << peer
-                             << "' cannot detect its failure; waits rely on their timeouts";
+          if (peer_pid <= 0) {
+            KVFLEET_LOG(kInfo) << "transfer agent " << name() << ": the transports to '" << peer
+                               << "' cannot detect its failure; waits rely on their timeouts";
+          }
         }
       }
+      if (s == UCS_OK) p->transport = endpoint_transports(p->ep);
       if (s != UCS_OK) return ucs_error("connect to '" + peer + "'", s);
+      const std::string transport = p->transport;
       peers_[peer] = std::move(p);
-      set_peer_state(peer, peer_instance, Status::ok());
+      set_peer_state(peer, peer_instance, Status::ok(), transport);
       return Status::ok();
     });
   }
@@ -358,7 +443,15 @@ class UcxAgent final : public AgentBase {
     KVFLEET_RETURN_IF_ERROR(check_peer(req));
     std::uint64_t bytes = 0;
     for (const Range& g : req.ranges) bytes += g.length;
-    const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes);
+    std::string transport;
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      if (auto it = peer_state_.find(req.peer); it != peer_state_.end()) {
+        transport = it->second.transport;
+      }
+    }
+    const TransferId id = start_transfer(static_cast<std::int64_t>(req.ranges.size()), bytes,
+                                         transport_class(transport));
     {
       std::lock_guard<std::mutex> lock(cmd_mu_);
       if (stopping_) {
@@ -395,6 +488,7 @@ class UcxAgent final : public AgentBase {
     std::uint64_t instance = 0;
     ucp_ep_h ep = nullptr;
     bool detects_failure = true;  // connected with peer error handling
+    std::string transport;        // the transports UCX chose for this peer, e.g. "posix,cma"
     pid_t pid = 0;                // same-host peer's process, for liveness checks
     Status failed;
     std::map<std::string, ucp_rkey_h> rkeys;  // by packed key bytes
@@ -499,11 +593,21 @@ class UcxAgent final : public AgentBase {
     return Status::ok();
   }
 
-  void set_peer_state(const std::string& peer, std::uint64_t instance, const Status& failed) {
+  void set_peer_state(const std::string& peer, std::uint64_t instance, const Status& failed,
+                      const std::string& transport) {
     std::lock_guard<std::mutex> lock(state_mu_);
-    peer_state_[peer] = {instance, failed};
+    peer_state_[peer] = {instance, failed, transport};
   }
 
+ public:
+  Result<PeerTransport> peer_transport(const std::string& peer) const override {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    auto it = peer_state_.find(peer);
+    if (it == peer_state_.end()) return not_found("peer '" + peer + "' is not connected");
+    return PeerTransport{transport_class(it->second.transport), it->second.transport};
+  }
+
+ private:
   void post_on_worker(const TransferRequest& req, const Region& local, TransferId id) {
     auto pit = peers_.find(req.peer);
     if (pit == peers_.end()) {
@@ -724,7 +828,7 @@ class UcxAgent final : public AgentBase {
   void mark_peer_failed(Peer& peer, Status why) {
     peer.failed = std::move(why);
     KVFLEET_LOG(kWarning) << "transfer agent " << name() << ": " << peer.failed.message();
-    set_peer_state(peer.name, peer.instance, peer.failed);
+    set_peer_state(peer.name, peer.instance, peer.failed, peer.transport);
     for (auto& [id, p] : pending_) {
       if (p.peer == peer.name && p.error.is_ok()) p.error = peer.failed;
     }
@@ -821,8 +925,9 @@ class UcxAgent final : public AgentBase {
   struct PeerState {
     std::uint64_t instance = 0;
     Status failed;
+    std::string transport;  // UCX's transport names (endpoint_transports)
   };
-  std::mutex state_mu_;
+  mutable std::mutex state_mu_;
   std::map<std::string, PeerState> peer_state_;
   std::map<std::string, std::set<std::uint64_t>> revoked_;  // by owning agent's name
 };

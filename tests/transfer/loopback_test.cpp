@@ -79,6 +79,10 @@ TEST(Loopback, WritesReadsAndNotifiesAfterTheData) {
   ASSERT_TRUE(id.is_ok()) << id.status().to_string();
   ASSERT_TRUE(a->wait(*id, 1s).is_ok());
   EXPECT_EQ(a->poll(*id).operations, 2);  // {0,1}->{5,6} coalesced, 7->2 alone
+  EXPECT_EQ(a->poll(*id).transport, "loopback");
+  ASSERT_TRUE(a->peer_transport("b").is_ok());
+  EXPECT_EQ(a->peer_transport("b")->transport, "loopback");
+  EXPECT_FALSE(a->peer_transport("nobody").is_ok());
   auto note = b->wait_notification(1s);
   ASSERT_TRUE(note.is_ok());
   EXPECT_EQ(note->message, "blocks ready");

@@ -121,7 +121,8 @@ int receiver(int fd) {
 class UcxTwoProcess : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    setenv("UCX_TLS", GetParam(), 1);  // the library's own knob, as users set it
+    // The library's own knob, as users set it; "default" leaves it unset, as most users do.
+    if (std::string(GetParam()) != "default") setenv("UCX_TLS", GetParam(), 1);
     seed_ = test::test_seed();
     rng_.seed(seed_);
     child_ = Child::spawn(receiver);
@@ -177,6 +178,15 @@ TEST_P(UcxTwoProcess, ContiguousAndScatteredWritesArriveIntact) {
   ASSERT_TRUE(id.is_ok()) << id.status().to_string();
   ASSERT_TRUE(agent_->wait(*id, 10s).is_ok());
   EXPECT_EQ(agent_->poll(*id).operations, 1);
+  // What carried it: the peer is on this machine, so with UCX's defaults the shared-memory
+  // transports (no TCP loopback), and what UCX_TLS asks for otherwise.
+  const std::string want = std::string(GetParam()) == "tcp" ? "tcp" : "shm";
+  EXPECT_EQ(agent_->poll(*id).transport, want);
+  auto pt = agent_->peer_transport("receiver");
+  ASSERT_TRUE(pt.is_ok()) << pt.status().to_string();
+  EXPECT_EQ(pt->transport, want) << pt->detail;
+  EXPECT_FALSE(pt->detail.empty());
+  EXPECT_FALSE(agent_->peer_transport("nobody").is_ok());
   std::memcpy(expect.data(), src_.data(), src_.size());
   // 2. Many scattered block writes in flight at once, then a final notification.
   std::vector<std::int32_t> dst(kBlocks);
@@ -327,7 +337,7 @@ TEST_P(UcxTwoProcess, CancelledTransfersFreeTheirResources) {
   EXPECT_TRUE(agent_->wait(*id, 10s).is_ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcess, ::testing::Values("shm", "tcp"),
+INSTANTIATE_TEST_SUITE_P(Transports, UcxTwoProcess, ::testing::Values("default", "shm", "tcp"),
                          [](const auto& p) { return std::string(p.param); });
 
 }  // namespace
