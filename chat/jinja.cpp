@@ -100,6 +100,36 @@ struct ObjectData {
   std::size_t size() const { return entries.size(); }
 };
 
+// Lists and dicts are freed through a queue rather than recursively: a template can build a
+// value nested hundreds of thousands of levels deep in a loop, and freeing it must not overflow the
+// stack.
+class DeferredFree {
+ public:
+  template <typename T>
+  static void free(T* p) {
+    Queue& q = queue();
+    q.items.push_back([p] { delete p; });
+    if (q.draining) return;
+    q.draining = true;
+    while (!q.items.empty()) {
+      auto next = std::move(q.items.back());
+      q.items.pop_back();
+      next();  // may queue the children it frees
+    }
+    q.draining = false;
+  }
+
+ private:
+  struct Queue {
+    std::vector<std::function<void()>> items;
+    bool draining = false;
+  };
+  static Queue& queue() {
+    thread_local Queue q;
+    return q;
+  }
+};
+
 Value undefined_value() {
   return Value{};
 }
@@ -135,14 +165,16 @@ Value string_value(std::string s) {
 Value array_value(ArrayData items, bool tuple = false) {
   Value v;
   v.kind = Kind::kArray;
-  v.array = std::make_shared<ArrayData>(std::move(items));
+  v.array = std::shared_ptr<ArrayData>(new ArrayData(std::move(items)),
+                                       [](ArrayData* p) { DeferredFree::free(p); });
   v.is_tuple = tuple;
   return v;
 }
 Value object_value(ObjectData data, Kind kind = Kind::kObject) {
   Value v;
   v.kind = kind;
-  v.object = std::make_shared<ObjectData>(std::move(data));
+  v.object = std::shared_ptr<ObjectData>(new ObjectData(std::move(data)),
+                                         [](ObjectData* p) { DeferredFree::free(p); });
   return v;
 }
 Value function_value(NativeFn fn) {
@@ -267,8 +299,22 @@ class Interpreter {
   Interpreter(const JinjaRenderOptions& options, const std::string& source)
       : limits_(options.limits), now_(options.now), source_(source) {
     namespace_fn_ = function_value(
-        [](Interpreter&, Args& args, const EnvPtr&) { return make_namespace(args); });
+        [](Interpreter& in, Args& args, const EnvPtr&) { return make_namespace(in, args); });
   }
+
+  // Namespaces are the only mutable values, so the only way to a reference cycle
+  // (`{% set ns.self = ns %}`); emptying them all after a render frees such cycles.
+  ~Interpreter() {
+    for (const auto& weak : namespaces_) {
+      if (auto ns = weak.lock()) {
+        std::vector<std::pair<std::string, Value>> entries;
+        entries.swap(ns->entries);
+        ns->index.clear();
+      }
+    }
+  }
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
 
   const Value& namespace_fn() const { return namespace_fn_; }
 
@@ -1123,7 +1169,7 @@ class Interpreter {
   Value apply_filter(const Value& operand, const Node& filter, const EnvPtr& env);
   Value apply_call_filter(const Value& operand, const Node& filter, const EnvPtr& env);
   int compare_values(const Value& a, const Value& b, bool case_sensitive);
-  static Value make_namespace(Args& args);
+  static Value make_namespace(Interpreter& in, Args& args);
 
   JinjaLimits limits_;
   std::function<std::chrono::system_clock::time_point()> now_;
@@ -1131,6 +1177,7 @@ class Interpreter {
   Value namespace_fn_;
   std::uint64_t steps_ = 0;
   int depth_ = 0;
+  std::vector<std::weak_ptr<ObjectData>> namespaces_;
 
  public:
   std::chrono::system_clock::time_point now() const {
@@ -1141,7 +1188,7 @@ class Interpreter {
 
 // ---------------------------------------------------------------------------------------------
 
-Value Interpreter::make_namespace(Args& args) {
+Value Interpreter::make_namespace(Interpreter& in, Args& args) {
   Args positional = args;
   const Value* kwargs = nullptr;
   if (!positional.empty() && positional.back().is_kwargs) {
@@ -1177,7 +1224,9 @@ Value Interpreter::make_namespace(Args& args) {
   if (kwargs != nullptr) {
     for (const auto& [k, v] : kwargs->object->entries) entries.set(k, v);
   }
-  return object_value(std::move(entries), Kind::kNamespace);
+  Value ns = object_value(std::move(entries), Kind::kNamespace);
+  in.namespaces_.push_back(ns.object);
+  return ns;
 }
 
 int Interpreter::compare_values(const Value& a, const Value& b, bool case_sensitive) {
@@ -1962,10 +2011,14 @@ Result<JinjaTemplate> JinjaTemplate::parse(std::string_view source) {
   SyntaxErrorInfo error;
   auto program = std::make_shared<JinjaProgram>();
   program->source.assign(source);
-  if (!tokenize(source, &tokens, &error) ||
-      !parse_tokens(tokens, source.size(), &program->root, &error)) {
-    return invalid_argument("syntax error at " + position_text(program->source, error.pos) + ": " +
-                            error.message);
+  try {
+    if (!tokenize(source, &tokens, &error) ||
+        !parse_tokens(tokens, source.size(), &program->root, &error)) {
+      return invalid_argument("syntax error at " + position_text(program->source, error.pos) +
+                              ": " + error.message);
+    }
+  } catch (const std::exception& e) {
+    return internal_error(std::string("template parsing failed: ") + e.what());
   }
   return JinjaTemplate(std::move(program));
 }
@@ -1991,6 +2044,8 @@ Result<std::string> JinjaTemplate::render(const nlohmann::ordered_json& context,
     return Status(e.code, "template error" + where + ": " + e.message);
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kResourceExhausted, "template rendering ran out of memory");
+  } catch (const std::exception& e) {
+    return internal_error(std::string("template rendering failed: ") + e.what());
   }
 }
 

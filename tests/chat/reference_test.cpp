@@ -189,7 +189,7 @@ TEST(ChatTemplateReferenceTest, RealTemplatesRenderLikeTheReference) {
 // Random conversations (roles in any order, content with unicode, quotes, template syntax,
 // whitespace, think tags, text parts, tool calls) through every real template.
 Json random_conversations(std::uint32_t seed, int count) {
-  std::mt19937 rng(seed);
+  std::mt19937 rng(static_cast<std::uint32_t>(seed));
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint32_t>(n)); };
   const std::vector<std::string> pieces = {"hello",
                                            " world",
@@ -259,8 +259,8 @@ Json random_conversations(std::uint32_t seed, int count) {
 TEST(ChatTemplateReferenceTest, RandomConversationsRenderLikeTheReference) {
   std::string reason = skip_reason();
   if (!reason.empty()) GTEST_SKIP() << reason;
-  std::uint32_t seed = std::random_device{}();
-  std::cout << "random conversations: seed " << seed << "\n";
+  const std::uint64_t seed = test::test_seed();
+  std::cout << "random conversations: seed " << seed << " (KVFLEET_TEST_SEED replays it)\n";
   SCOPED_TRACE("seed " + std::to_string(seed));
   Json convs = random_conversations(seed, 60);
   Json jobs = Json::array();
