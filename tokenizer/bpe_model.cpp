@@ -44,7 +44,7 @@ struct Candidate {
 }  // namespace
 
 std::unique_ptr<BpeModel> BpeModel::build(
-    std::unordered_map<std::string, std::int32_t> vocab,
+    StringMap<std::int32_t> vocab,
     const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options) {
   std::unique_ptr<BpeModel> model(new BpeModel());
   model->options_ = options;
@@ -122,18 +122,16 @@ const BpeModel::Slot* BpeModel::find_merge(std::int32_t left, std::int32_t right
 
 void BpeModel::encode_word(std::string_view word, std::vector<std::int32_t>& out) const {
   if (options_.ignore_merges) {
-    auto it = vocab_.find(std::string(word));
+    auto it = vocab_.find(word);
     if (it != vocab_.end()) {
       out.push_back(it->second);
       return;
     }
   }
   const bool cacheable = word.size() < kMaxCachedWord;
-  std::string key;
   if (cacheable) {
-    key.assign(word);
     std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto it = cache_.find(key);
+    auto it = cache_.find(word);
     if (it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
@@ -145,7 +143,7 @@ void BpeModel::encode_word(std::string_view word, std::vector<std::int32_t>& out
     std::vector<std::int32_t> ids(out.begin() + static_cast<std::ptrdiff_t>(first), out.end());
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-    cache_.emplace(std::move(key), std::move(ids));
+    cache_.emplace(std::string(word), std::move(ids));
   }
 }
 

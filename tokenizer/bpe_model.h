@@ -22,6 +22,14 @@
 
 namespace kvfleet::tokenizer::detail {
 
+// Hashing for lookups by string_view without building a std::string.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <typename T>
+using StringMap = std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
+
 struct BpeOptions {
   bool byte_level = false;
   bool byte_fallback = false;
@@ -37,7 +45,7 @@ class BpeModel {
   // keys in rank order; a later duplicate replaces an earlier one, a pair whose parts or result
   // are not in the vocabulary is ignored (it can never apply).
   static std::unique_ptr<BpeModel> build(
-      std::unordered_map<std::string, std::int32_t> vocab,
+      StringMap<std::int32_t> vocab,
       const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options);
 
   // Appends the ids of `word` (non-empty; valid UTF-8 unless byte-level) to `out`.
@@ -59,7 +67,7 @@ class BpeModel {
   void merge_word(std::string_view word, std::vector<std::int32_t>& out) const;
 
   BpeOptions options_;
-  std::unordered_map<std::string, std::int32_t> vocab_;
+  StringMap<std::int32_t> vocab_;
   std::unordered_map<char32_t, std::int32_t> char_ids_;  // character-level: one-character tokens
   std::int32_t byte_ids_[256];      // byte-level: the token of each byte (-1: none)
   std::int32_t fallback_ids_[256];  // "<0xXX>" tokens (-1: none)
@@ -68,7 +76,7 @@ class BpeModel {
   std::size_t merge_count_ = 0;
 
   mutable std::mutex cache_mutex_;
-  mutable std::unordered_map<std::string, std::vector<std::int32_t>> cache_;
+  mutable StringMap<std::vector<std::int32_t>> cache_;
 };
 
 }  // namespace kvfleet::tokenizer::detail

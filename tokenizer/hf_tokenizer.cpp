@@ -391,7 +391,7 @@ Status parse_model(const Json& tokenizer, const std::string& origin, bool byte_l
     }
     return bytes;
   };
-  std::unordered_map<std::string, std::int32_t> keys;
+  detail::StringMap<std::int32_t> keys;
   keys.reserve(t.token_to_id.size());
   for (auto it = vocab_it->begin(); it != vocab_it->end(); ++it) {
     if (auto key = model_key(it.key())) keys[*key] = it.value().get<std::int32_t>();

@@ -4,9 +4,9 @@
 //   node tokenizer_reference.mjs encode MODEL_DIR CORPUS.json OUT.json
 //     CORPUS.json: a JSON array of strings. OUT.json gets, per string, the ids with and without
 //     special tokens and the decodes of the ids (with and without skip_special_tokens).
-//   node tokenizer_reference.mjs bench MODEL_DIR TEXT_FILE REPEATS
-//     Prints {"bytes", "tokens", "seconds"}: the best of REPEATS timed encodes of the text
-//     (after one warm-up), one encode per line as a server would see requests.
+//   node tokenizer_reference.mjs bench MODEL_DIR LINES.json REPEATS
+//     LINES.json: a JSON array of strings. Prints {"bytes", "tokens", "seconds"}: the best of
+//     REPEATS timed passes (after one warm-up) encoding each string, as a server sees prompts.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -36,9 +36,10 @@ if (mode === "encode") {
   }
   writeFileSync(output, JSON.stringify(result));
 } else if (mode === "bench") {
-  const lines = readFileSync(input, "utf8").split("\n");
+  const lines = JSON.parse(readFileSync(input, "utf8"));
   const repeats = Number(output ?? 3);
-  const bytes = Buffer.byteLength(lines.join("\n"), "utf8");
+  let bytes = 0;
+  for (const line of lines) bytes += Buffer.byteLength(line, "utf8");
   let tokens = 0;
   for (const line of lines) tokens += tokenizer.encode(line, { add_special_tokens: false }).ids.length;
   let best = Infinity;
