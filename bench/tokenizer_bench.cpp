@@ -111,9 +111,9 @@ int main(int argc, char** argv) {
       continue;
     }
     const fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
-    const std::string out = run_capture("node " + js_dir + "/tokenizer_reference.mjs bench '" +
-                                        dir.string() + "' '" + text_path.string() + "' " +
-                                        std::to_string(repeats));
+    const std::string out =
+        run_capture("node " + js_dir + "/tokenizer_reference.mjs bench '" + dir.string() + "' '" +
+                    text_path.string() + "' " + std::to_string(repeats));
     Figures ref;
     try {
       const auto j = nlohmann::json::parse(out);

@@ -44,8 +44,8 @@ struct Candidate {
 }  // namespace
 
 std::unique_ptr<BpeModel> BpeModel::build(
-    StringMap<std::int32_t> vocab,
-    const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options) {
+    StringMap<std::int32_t> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
+    BpeOptions options) {
   std::unique_ptr<BpeModel> model(new BpeModel());
   model->options_ = options;
   model->vocab_ = std::move(vocab);

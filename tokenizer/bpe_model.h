@@ -45,8 +45,8 @@ class BpeModel {
   // keys in rank order; a later duplicate replaces an earlier one, a pair whose parts or result
   // are not in the vocabulary is ignored (it can never apply).
   static std::unique_ptr<BpeModel> build(
-      StringMap<std::int32_t> vocab,
-      const std::vector<std::pair<std::string, std::string>>& merges, BpeOptions options);
+      StringMap<std::int32_t> vocab, const std::vector<std::pair<std::string, std::string>>& merges,
+      BpeOptions options);
 
   // Appends the ids of `word` (non-empty; valid UTF-8 unless byte-level) to `out`.
   void encode_word(std::string_view word, std::vector<std::int32_t>& out) const;

@@ -23,6 +23,9 @@ using Json = nlohmann::json;
 namespace {
 
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // "▁"
+// Ids are refused from here on: tables are sized by the largest id, and real vocabularies stay
+// well below a million.
+constexpr std::int64_t kMaxId = std::int64_t{1} << 24;
 
 // ---- loading helpers -------------------------------------------------------------------------
 
@@ -362,7 +365,7 @@ Status parse_model(const Json& tokenizer, const std::string& origin, bool byte_l
   std::int32_t max_id = -1;
   for (auto it = vocab_it->begin(); it != vocab_it->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
-        it.value().get<std::int64_t>() >= (std::int64_t{1} << 30)) {
+        it.value().get<std::int64_t>() >= kMaxId) {
       return invalid_argument(where + ".vocab['" + it.key() + "']: expected an id");
     }
     const auto id = it.value().get<std::int32_t>();
@@ -920,6 +923,16 @@ std::string HfTokenizerImpl::decode(const std::vector<std::int32_t>& ids,
 // ---- loading ---------------------------------------------------------------------------------
 
 Result<std::shared_ptr<HfTokenizerImpl>> HfTokenizerImpl::build(const Sources& sources) {
+  // The parsers check types before reading; this catches what they missed (a JSON value of an
+  // unexpected type), so a bad file is an error, never an exception out of load().
+  try {
+    return build_checked(sources);
+  } catch (const nlohmann::json::exception& e) {
+    return invalid_argument(sources.origin + ": unexpected JSON: " + e.what());
+  }
+}
+
+Result<std::shared_ptr<HfTokenizerImpl>> HfTokenizerImpl::build_checked(const Sources& sources) {
   const std::string& origin = sources.origin;
   Json tokenizer;
   Json config = Json::object();
@@ -951,7 +964,7 @@ Result<std::shared_ptr<HfTokenizerImpl>> HfTokenizerImpl::build(const Sources& s
       const std::string where = origin + ": added_tokens[" + std::to_string(i) + "]";
       if (!a.is_object() || !a.contains("content") || !a["content"].is_string() ||
           !a.contains("id") || !a["id"].is_number_integer() || a["id"].get<std::int64_t>() < 0 ||
-          a["id"].get<std::int64_t>() >= (std::int64_t{1} << 30)) {
+          a["id"].get<std::int64_t>() >= kMaxId) {
         return invalid_argument(where + ": expected {\"id\": N, \"content\": \"...\"}");
       }
       AddedTokenInfo info;

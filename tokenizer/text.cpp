@@ -314,7 +314,7 @@ struct Regex::Code {
 
 Result<Regex> Regex::compile(std::string_view pattern, bool literal) {
   const std::string source = literal ? std::string(pattern) : white_space_pattern(pattern);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
+  uint32_t options = PCRE2_UTF | PCRE2_UCP;  // the pattern's UTF-8 is checked
   if (literal) options |= PCRE2_LITERAL;
   int error = 0;
   PCRE2_SIZE offset = 0;

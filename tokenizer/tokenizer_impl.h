@@ -91,6 +91,7 @@ struct HfTokenizerImpl {
     std::string chat_template_jinja;
   };
   static Result<std::shared_ptr<HfTokenizerImpl>> build(const Sources& sources);
+  static Result<std::shared_ptr<HfTokenizerImpl>> build_checked(const Sources& sources);
 
   Result<std::vector<std::int32_t>> encode(std::string_view text, bool add_special_tokens) const;
   std::string decode(const std::vector<std::int32_t>& ids, bool skip_special_tokens) const;

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "tests/test_util.h"
 #include "tokenizer/incremental_decoder.h"
@@ -257,6 +259,12 @@ TEST(HfTokenizer, UnsupportedPartsAreNamedErrors) {
   auto not_json = HfTokenizer::from_json("{\"model\": ", "{}");
   ASSERT_FALSE(not_json.is_ok());
   EXPECT_EQ(not_json.status().code(), StatusCode::kInvalidArgument);
+  Json wrong_type = sentencepiece_json();
+  wrong_type["model"]["type"] = 7;
+  EXPECT_FALSE(HfTokenizer::from_json(wrong_type.dump(), "{}").is_ok());
+  Json huge_id = sentencepiece_json();
+  huge_id["model"]["vocab"]["x"] = 2000000000;
+  EXPECT_FALSE(HfTokenizer::from_json(huge_id.dump(), "{}").is_ok());
   auto no_model = HfTokenizer::from_json("{}", "{}");
   ASSERT_FALSE(no_model.is_ok());
   EXPECT_NE(no_model.status().message().find("model"), std::string::npos);
@@ -269,6 +277,32 @@ TEST(HfTokenizer, LongWordsMergeInLinearishTime) {
   const auto ids = encode(t, word, false);
   EXPECT_EQ(ids.size(), 20000u);
   EXPECT_EQ(t.decode(ids, false), word);
+}
+
+// One tokenizer, several threads (the server's HTTP threads): the same ids as one thread.
+TEST(HfTokenizer, ConcurrentEncodesAgree) {
+  const HfTokenizer t = load_json(byte_level_json());
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) {
+    texts.push_back("hello world " + std::to_string(i * 7919) + " héllo <s> wörld " +
+                    std::string(static_cast<std::size_t>(i % 17), 'l'));
+  }
+  std::vector<std::vector<std::int32_t>> expected;
+  for (const auto& text : texts) expected.push_back(encode(t, text, true));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        for (std::size_t i = 0; i < texts.size(); ++i) {
+          auto ids = t.encode(texts[i], true);
+          if (!ids.is_ok() || *ids != expected[i]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(Text, LossyUtf8DecodingFollowsWhatwg) {
