@@ -7,9 +7,9 @@
 // (DecodeStream): a piece is decode(window + new) minus decode(window), where the window holds
 // the tokens of the previous piece, so SentencePiece's removal of the first token's leading
 // space and the joining of byte-fallback tokens come out as in a whole decode. Text that a later
-// token could still change (a trailing U+FFFD from an incomplete character, or, when the
-// tokenizer cleans up tokenization spaces, a trailing " " that a following "." would remove) is
-// held back until it cannot change or finish() is called.
+// token could still change is held back: while the tokens' bytes end inside a character, and,
+// when the tokenizer cleans up tokenization spaces, a trailing " " that a following "." would
+// remove (for at most 8 tokens). finish() gives what is left.
 //
 // Not thread-safe: one decoder per stream. The HfTokenizer's tables are shared, not copied.
 

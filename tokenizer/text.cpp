@@ -128,6 +128,37 @@ std::string decode_utf8_lossy(std::string_view bytes, bool strip_bom) {
   return out;
 }
 
+bool ends_incomplete_utf8(std::string_view bytes) {
+  const std::size_t n = bytes.size();
+  for (std::size_t back = 1; back <= 3 && back <= n; ++back) {
+    const auto b = static_cast<unsigned char>(bytes[n - back]);
+    if (b < 0x80) return false;
+    if (b < 0xC0) continue;  // a continuation byte: look further back for the lead
+    std::size_t need = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) {
+      need = 1;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      need = 2;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      need = 3;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (back - 1 >= need) return false;  // complete (or followed by strays)
+    for (std::size_t k = 1; k < back; ++k) {
+      const auto c = static_cast<unsigned char>(bytes[n - back + k]);
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) return false;
+    }
+    return true;
+  }
+  return false;
+}
+
 bool is_js_whitespace(char32_t cp) {
   switch (cp) {
     case 0x09:

@@ -29,6 +29,10 @@ void append_utf8(std::string& out, char32_t cp);
 // default, ignoreBOM: false).
 std::string decode_utf8_lossy(std::string_view bytes, bool strip_bom);
 
+// Whether `bytes` ends with the start of a UTF-8 sequence that more bytes could complete (e.g.
+// "\xE6\xA1"): a decoder's U+FFFD for it is not final yet.
+bool ends_incomplete_utf8(std::string_view bytes);
+
 // White space as JavaScript's trim() and \s see it.
 bool is_js_whitespace(char32_t cp);
 // Letters, digits and '_' (Unicode), for added tokens marked single_word.

@@ -200,6 +200,25 @@ TEST(HfTokenizer, IncrementalDecodeJoinsBytesAndKeepsSpaces) {
   EXPECT_EQ(b.finish(), "\xEF\xBF\xBD");  // the stream ended inside a character
 }
 
+// Real U+FFFD characters in the text are final; a character split across tokens after many of
+// them still comes out whole (an early version emitted its U+FFFD after 8 held tokens).
+TEST(HfTokenizer, IncrementalDecodeAfterManyReplacementCharacters) {
+  const HfTokenizer bl = load_json(byte_level_json());
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 12; ++i) ids.insert(ids.end(), {0xEF, 0xBF, 0xBD});
+  ids.insert(ids.end(), {0xE6, 0xA1, 0xBC, 'x'});
+  IncrementalDecoder d(bl, false);
+  std::string joined;
+  for (std::int32_t id : ids) joined += d.add(id);
+  joined += d.finish();
+  EXPECT_EQ(joined, bl.decode(ids, false));
+  EXPECT_TRUE(detail::ends_incomplete_utf8("ab\xE6\xA1"));
+  EXPECT_TRUE(detail::ends_incomplete_utf8("\xF0"));
+  EXPECT_FALSE(detail::ends_incomplete_utf8("\xE6\xA1\xBC"));
+  EXPECT_FALSE(detail::ends_incomplete_utf8("\xE0\x80"));  // can never complete
+  EXPECT_FALSE(detail::ends_incomplete_utf8("\xBF"));
+}
+
 TEST(HfTokenizer, LoadsAModelFolder) {
   test::TempDir dir;
   dir.write("tokenizer.json", sentencepiece_json().dump());
