@@ -22,6 +22,7 @@
 
 #include "apps/bench_transfer_internal.h"
 #include "apps/exit_code.h"
+#include "common/checksum.h"
 #include "common/framed_pipe.h"
 #include "common/units.h"
 #include "kvstore/host_memory.h"
@@ -67,9 +68,15 @@ std::string recv_msg(int fd, int timeout_ms = 30000) {
   return recv_frame(fd, std::chrono::milliseconds(timeout_ms));
 }
 
+transfer::AgentConfig named(std::string name) {
+  transfer::AgentConfig c;
+  c.name = std::move(name);
+  return c;
+}
+
 // The receiving process: registers `bytes`, publishes address and descriptor, waits for "bye".
 int receiver_main(int fd, const std::string& backend, std::size_t bytes) {
-  auto agent = transfer::create_agent(backend, {.name = "bench-receiver"});
+  auto agent = transfer::create_agent(backend, named("bench-receiver"));
   if (!agent.is_ok()) return 3;
   auto region = (*agent)->allocate_memory(bytes, transfer::MemoryKind::kHost);
   if (!region.is_ok()) return 5;
@@ -243,7 +250,7 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     }
   } else {
     KVFLEET_ASSIGN_OR_RETURN(local_receiver,
-                             transfer::create_agent("loopback", {.name = "bench-receiver"}));
+                             transfer::create_agent("loopback", named("bench-receiver")));
     KVFLEET_ASSIGN_OR_RETURN(kvstore::HostBuffer b, kvstore::allocate_host_buffer(region));
     loop_buf = std::move(b);
     KVFLEET_ASSIGN_OR_RETURN(
@@ -261,7 +268,7 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     }
   };
 
-  auto sender_or = transfer::create_agent(o.backend, {.name = "bench-sender"});
+  auto sender_or = transfer::create_agent(o.backend, named("bench-sender"));
   if (!sender_or.is_ok()) {
     cleanup();
     return sender_or.status();
@@ -339,6 +346,19 @@ Status run_one_sided(const BenchTransferOptions& o, const std::vector<SizePlan>&
     const auto t_mc = Clock::now();
     for (std::int64_t i = 0; i < copies; ++i) std::memcpy(copy_dst.data(), local.addr, size);
     row.memcpy_gbps = static_cast<double>(size) * static_cast<double>(copies) / since(t_mc) / 1e9;
+    // Integrity: what verifying the transfer's bytes costs a receiver (the worker checks every
+    // pulled hand-off, common/checksum.h), as a share of one transfer's p50 time.
+    std::vector<double> hashes;
+    volatile std::uint64_t sink = 0;
+    const auto t_h = Clock::now();
+    while (hashes.size() < 5 || (since(t_h) < o.seconds / 4 && hashes.size() < 2000)) {
+      const auto t0 = Clock::now();
+      for (const transfer::Range& g : plan.ranges)
+        sink = sink + checksum64(local.addr + g.local_offset, g.length);
+      hashes.push_back(since(t0));
+    }
+    std::sort(hashes.begin(), hashes.end());
+    row.check_share = hashes[hashes.size() / 2] / (row.p50_us * 1e-6);
     if (o.backend == "ucx") {
       auto pt = ucx_perftest_gbps(size, iterations, o.window);
       if (pt.is_ok()) {
@@ -378,6 +398,7 @@ void print_json(const BenchTransferOptions& o, const std::vector<Row>& rows, std
           r.cuda_peer_gbps > 0 ? json(r.gbps / r.cuda_peer_gbps) : json(nullptr);
     } else {
       j["memcpy_gbps"] = r.memcpy_gbps;
+      j["checksum_share_of_transfer"] = r.check_share;
     }
     if (o.backend == "ucx") {
       j["ucx_tls"] = getenv("UCX_TLS") ? getenv("UCX_TLS") : "";
@@ -404,8 +425,9 @@ void print_table(const BenchTransferOptions& o, const std::vector<Row>& rows, st
     std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %12s %8s %12s %9s\n", "size", "GB/s",
                   "p50 us", "p99 us", "ops", "cudaMemcpy", "ratio", "(same GPU)", "verified");
   } else {
-    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s  %s\n", "size", "GB/s",
-                  "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy", "transport");
+    std::snprintf(line, sizeof line, "%10s %10s %10s %10s %6s %14s %8s %10s %8s  %s\n", "size",
+                  "GB/s", "p50 us", "p99 us", "ops", "ucx_perftest", "ratio", "memcpy", "check+",
+                  "transport");
   }
   out << line;
   for (const auto& r : rows) {
@@ -418,12 +440,12 @@ void print_table(const BenchTransferOptions& o, const std::vector<Row>& rows, st
                     r.cuda_d2d_gbps, r.verified ? "yes" : "no");
     } else {
       std::snprintf(
-          line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f  %s\n",
+          line, sizeof line, "%10s %10.2f %10.1f %10.1f %6lld %14s %8s %10.2f %7.1f%%  %s\n",
           format_bytes(static_cast<double>(r.size)).c_str(), r.gbps, r.p50_us, r.p99_us,
           static_cast<long long>(r.ops),
           r.perftest_gbps > 0 ? format_number(r.perftest_gbps, 4).c_str() : "-",
           r.perftest_gbps > 0 ? format_number(r.gbps / r.perftest_gbps, 3).c_str() : "-",
-          r.memcpy_gbps,
+          r.memcpy_gbps, 100 * r.check_share,
           (r.transport + (r.transport_detail.empty() ? "" : " (" + r.transport_detail + ")"))
               .c_str());
     }

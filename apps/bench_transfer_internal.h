@@ -31,6 +31,7 @@ struct Row {
   double cuda_peer_gbps = 0;  // cudaMemcpyPeer sending GPU -> receiving GPU (nccl)
   bool peer_access = false;
   bool verified = false;  // nccl: the receiver's checksum of one transfer matched
+  double check_share = 0;  // checksumming the bytes once / one transfer's p50 time
   std::string transport;  // what carried it, as TransferInfo::transport reports it
   std::string transport_detail;  // the backend's own names (ucx: e.g. "sysv,posix,cma")
 };

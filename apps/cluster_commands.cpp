@@ -78,6 +78,9 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
                 "decode: wait this long for room for imported KV before recomputing the prompt")
       ->capture_default_str();
   w->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
+  w->add_option("--inject-faults", c.inject_faults,
+                "for tests: faults to inject on purpose, NAME=P,... (corrupt-kv=P: KV hand-offs "
+                "fail their checksum with probability P); default none");
   return w;
 }
 

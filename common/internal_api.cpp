@@ -1,5 +1,7 @@
 #include "common/internal_api.h"
 
+#include <charconv>
+#include <cstdio>
 #include <limits>
 #include <type_traits>
 
@@ -7,6 +9,12 @@
 
 namespace kvfleet::internal_api {
 namespace {
+
+std::string hex64(std::uint64_t x) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(x));
+  return buf;
+}
 
 using nlohmann::json;
 
@@ -48,6 +56,23 @@ class Reader {
     }
     if (!j_[k].is_string()) return fail(k, "must be a string");
     out = j_[k].get<std::string>();
+  }
+  // An array of 64-bit values, each written as 16 hex digits (JSON numbers above 2^53 do not
+  // survive every JSON library).
+  void hex64s(const char* k, std::vector<std::uint64_t>& out) {
+    if (!has(k)) return;
+    if (!j_[k].is_array()) return fail(k, "must be an array of 16-hex-digit strings");
+    out.clear();
+    out.reserve(j_[k].size());
+    for (const json& v : j_[k]) {
+      const std::string* s = v.is_string() ? v.get_ptr<const std::string*>() : nullptr;
+      std::uint64_t x = 0;
+      if (!s || s->size() != 16 ||
+          std::from_chars(s->data(), s->data() + 16, x, 16).ptr != s->data() + 16) {
+        return fail(k, "must be an array of 16-hex-digit strings");
+      }
+      out.push_back(x);
+    }
   }
   template <typename T>
   void integers(const char* k, std::vector<T>& out, bool required = false) {
@@ -264,7 +289,7 @@ Result<DeregistrationReply> decode_DeregistrationReply(const json& j) {
 // --- KvHandoff ----------------------------------------------------------------------------------
 std::string KvHandoff::signed_text() const {
   // Length-prefixed fields: no two different hand-offs share these bytes.
-  std::string s = "kvfleet-kv-handoff-v1";
+  std::string s = "kvfleet-kv-handoff-v2";
   auto field = [&](std::string_view v) {
     s += '\n';
     s += std::to_string(v.size());
@@ -282,6 +307,9 @@ std::string KvHandoff::signed_text() const {
   field(std::to_string(tokens));
   field(lease);
   field(worker_url);
+  std::string c;
+  for (std::uint64_t x : checksums) c += hex64(x) + ",";
+  field(c);
   return s;
 }
 void KvHandoff::sign(const ClusterSecret& secret) {
@@ -307,6 +335,11 @@ json to_json(const KvHandoff& m) {
     j["address"] = m.address;
     j["region"] = m.region;
   }
+  if (!m.checksums.empty()) {
+    json c = json::array();
+    for (std::uint64_t x : m.checksums) c.push_back(hex64(x));
+    j["checksums"] = std::move(c);
+  }
   if (!m.mac.empty()) j["mac"] = m.mac;
   return j;
 }
@@ -322,10 +355,14 @@ Result<KvHandoff> decode_KvHandoff(const json& j) {
   r.integer("tokens", m.tokens);
   r.string("lease", m.lease);
   r.string("worker_url", m.worker_url);
+  r.hex64s("checksums", m.checksums);
   r.string("mac", m.mac);
   if (r.status().is_ok()) {
     for (std::int32_t b : m.blocks)
       if (b < 0) return invalid_argument("field 'blocks' holds a negative block id");
+    if (!m.checksums.empty() && m.checksums.size() != m.blocks.size()) {
+      return invalid_argument("field 'checksums' must hold one checksum per block");
+    }
   }
   return done(r, std::move(m));
 }

@@ -77,7 +77,11 @@ struct KvHandoff {
   std::int64_t tokens = 0;
   std::string lease;       // random, unguessable
   std::string worker_url;  // where to release the lease
-  std::string mac;         // hex HMAC-SHA256 over every field above; empty without a secret
+  // Real KV: the checksum (common/checksum.h) of each block's bytes, in `blocks` order, taken
+  // by the prefill worker when it handed the blocks off; the reader verifies every block it
+  // pulled before the blocks join a sequence. Empty for modelled KV.
+  std::vector<std::uint64_t> checksums;
+  std::string mac;  // hex HMAC-SHA256 over every field above; empty without a secret
 
   // The bytes the MAC covers.
   std::string signed_text() const;

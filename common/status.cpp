@@ -18,6 +18,7 @@ std::string_view status_code_name(StatusCode code) {
     case StatusCode::kUnimplemented: return "unimplemented";
     case StatusCode::kInternal: return "internal";
     case StatusCode::kUnauthenticated: return "unauthenticated";
+    case StatusCode::kDataLoss: return "data_loss";
     case StatusCode::kPermissionDenied: return "permission_denied";
   }
   return "unknown";

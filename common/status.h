@@ -33,6 +33,7 @@ enum class StatusCode {
   kInternal,          // a bug: an invariant did not hold
   kUnauthenticated,   // a message without valid credentials (the cluster secret)
   kPermissionDenied,  // credentials are valid but the act is not allowed (a forged descriptor)
+  kDataLoss,          // bytes arrived damaged (a checksum did not match)
 };
 
 // Stable lower-case name of a code, e.g. "invalid_argument".

@@ -117,8 +117,6 @@ Metrics::Metrics(ProcessLabels labels)
       kv_transfer_seconds(KVFLEET_B.histogram("kvfleet_kv_transfer_seconds",
                                               "Prefill-to-decode KV transfer time per request",
                                               transfer_buckets())),
-      kv_transfer_bytes(KVFLEET_B.counter("kvfleet_kv_transfer_bytes_total",
-                                          "KV bytes received from prefill workers")),
       kv_transfer_failures(
           KVFLEET_B.counter("kvfleet_kv_transfer_failures_total", "KV transfers that failed")),
       prompt_tokens(KVFLEET_B.counter("kvfleet_prompt_tokens_total", "Prompt tokens processed")),
@@ -136,6 +134,15 @@ Metrics::Metrics(ProcessLabels labels)
                         .Name("kvfleet_errors_total")
                         .Help("Errors by type")
                         .Register(*registry_);
+  transfer_bytes_family_ = &prometheus::BuildCounter()
+                                .Name("kvfleet_kv_transfer_bytes_total")
+                                .Help("KV bytes received from prefill workers, by transport")
+                                .Register(*registry_);
+  integrity_family_ = &prometheus::BuildCounter()
+                           .Name("kvfleet_kv_integrity_failures_total")
+                           .Help("KV whose checksum did not match, by stage (transfer, restore)")
+                           .Register(*registry_);
+  for (std::string_view s : {"transfer", "restore"}) kv_integrity_failures(s);
   for (std::string_view p : kTtftPhases) ttft_phase(p);
   for (std::string_view r : {"stop", "length", "abort", "error"}) requests(r);
   // The common error types exist from the start, so rates over them are 0 rather than absent.
@@ -168,6 +175,26 @@ prometheus::Counter& Metrics::requests(std::string_view finish_reason) {
   return c;
 }
 
+prometheus::Counter& Metrics::labelled(
+    prometheus::Family<prometheus::Counter>* family,
+    std::map<std::string, prometheus::Counter*, std::less<>>& series, std::string_view label,
+    std::string_view value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = series.find(value);
+  if (it != series.end()) return *it->second;
+  auto& c = family->Add(with(labels_, std::string(label), value));
+  series.emplace(std::string(value), &c);
+  return c;
+}
+
+prometheus::Counter& Metrics::kv_transfer_bytes(std::string_view transport) {
+  return labelled(transfer_bytes_family_, transfer_bytes_, "transport", transport);
+}
+
+prometheus::Counter& Metrics::kv_integrity_failures(std::string_view stage) {
+  return labelled(integrity_family_, integrity_, "stage", stage);
+}
+
 prometheus::Counter& Metrics::errors(std::string_view type) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = errors_.find(type);
@@ -193,6 +220,7 @@ std::vector<std::string> metric_names() {
           "kvfleet_kv_transfer_seconds",
           "kvfleet_kv_transfer_bytes_total",
           "kvfleet_kv_transfer_failures_total",
+          "kvfleet_kv_integrity_failures_total",
           "kvfleet_prompt_tokens_total",
           "kvfleet_generation_tokens_total",
           "kvfleet_requests_total",

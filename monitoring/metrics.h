@@ -68,8 +68,13 @@ class Metrics {
   prometheus::Counter& swap_in_bytes;
   // Transfer.
   prometheus::Histogram& kv_transfer_seconds;
-  prometheus::Counter& kv_transfer_bytes;
+  // By the transport that carried the bytes (transfer::TransferInfo::transport: shm, tcp,
+  // rdma, cuda_ipc, nccl, loopback; "modelled" for a sim backend's hand-offs).
+  prometheus::Counter& kv_transfer_bytes(std::string_view transport);
   prometheus::Counter& kv_transfer_failures;
+  // KV whose checksum did not match: stage "transfer" (a pulled hand-off) or "restore" (a block
+  // back from the host store).
+  prometheus::Counter& kv_integrity_failures(std::string_view stage);
   // Totals.
   prometheus::Counter& prompt_tokens;
   prometheus::Counter& generation_tokens;
@@ -81,10 +86,18 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* phase_family_ = nullptr;
   prometheus::Family<prometheus::Counter>* requests_family_ = nullptr;
   prometheus::Family<prometheus::Counter>* errors_family_ = nullptr;
+  prometheus::Family<prometheus::Counter>* transfer_bytes_family_ = nullptr;
+  prometheus::Family<prometheus::Counter>* integrity_family_ = nullptr;
+  // One series per label value of a counter family, created on first use.
+  prometheus::Counter& labelled(prometheus::Family<prometheus::Counter>* family,
+                                std::map<std::string, prometheus::Counter*, std::less<>>& series,
+                                std::string_view label, std::string_view value);
   std::mutex mu_;
   std::map<std::string, prometheus::Histogram*, std::less<>> phases_;
   std::map<std::string, prometheus::Counter*, std::less<>> requests_;
   std::map<std::string, prometheus::Counter*, std::less<>> errors_;
+  std::map<std::string, prometheus::Counter*, std::less<>> transfer_bytes_;
+  std::map<std::string, prometheus::Counter*, std::less<>> integrity_;
 };
 
 // Bucket boundaries (seconds).

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/checksum.h"
 #include "common/dtype.h"
 #include "common/internal_api.h"
 #include "common/log.h"
@@ -20,6 +21,7 @@
 #include "transfer/transfer.h"
 #include "worker/backend.h"
 #include "worker/engine.h"
+#include "worker/fault_injection.h"
 
 namespace kvfleet::worker {
 namespace {
@@ -75,14 +77,18 @@ struct ImportResult {
   double seconds = 0;
   std::uint64_t bytes = 0;
   std::int64_t operations = 0;
+  std::string transport;  // what carried it (transfer::TransferInfo::transport)
+  int pulls = 1;          // 2 when the first pull's checksums did not match
 };
 
 class Server final : public WorkerServer {
  public:
   // `agent` is null for a backend whose KV has no bytes (sim): its hand-offs are modelled.
   Server(const WorkerConfig& config, ModelSpec spec, std::unique_ptr<Engine> engine,
-         std::unique_ptr<transfer::Agent> agent, transfer::Region region, std::string id)
+         std::unique_ptr<transfer::Agent> agent, transfer::Region region, std::string id,
+         FaultInjection faults)
       : cfg_(config),
+        faults_(std::move(faults)),
         spec_(std::move(spec)),
         engine_(std::move(engine)),
         agent_(std::move(agent)),
@@ -268,7 +274,11 @@ class Server final : public WorkerServer {
       update_gauges();
       co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
     } else if (req.path == "/info") {
-      co_await w.send(200, api::encode(registration()));
+      // What the worker registers with, plus the transfer peers it pulled KV from and what
+      // carries their bytes.
+      nlohmann::json info = nlohmann::json::parse(api::encode(registration()));
+      info["kv_peers"] = kv_peers();
+      co_await w.send(200, info.dump());
     } else if (req.path == "/internal/generate" || req.path == "/internal/release") {
       if (req.method != "POST") {
         co_await w.send_error(405, "use POST for " + req.path);
@@ -507,7 +517,17 @@ class Server final : public WorkerServer {
         asio::co_spawn(io_, settle_import(box, reservation->id, *src), asio::detached);
         co_return;
       }
-      if (!result->is_ok()) {
+      if (!result->is_ok() && result->status().code() == StatusCode::kDataLoss) {
+        // The KV arrived but failed its checksums twice: never let it reach a sequence; run the
+        // request whole here instead, and free the prefill worker's copy.
+        engine_->cancel_reservation(reservation->id);
+        KVFLEET_LOG(kWarning) << "worker " << id_ << ": " << result->status().message()
+                              << "; recomputing the prompt locally";
+        metrics_.errors("kv_import_recomputed").Increment();
+        asio::co_spawn(io_, release_remote(*src), asio::detached);
+        mode = "full";
+        reservation.reset();
+      } else if (!result->is_ok()) {
         engine_->cancel_reservation(reservation->id);
         metrics_.kv_transfer_failures.Increment();
         metrics_.errors("kv_transfer").Increment();
@@ -518,12 +538,15 @@ class Server final : public WorkerServer {
             w, 502, "KV transfer from " + src->agent + " failed: " + result->status().message());
         co_return;
       }
-      imported = **result;
-      metrics_.kv_transfer_seconds.Observe(imported.seconds);
-      metrics_.kv_transfer_bytes.Increment(static_cast<double>(imported.bytes));
-      metrics_.ttft_phase("kv_transfer").Observe(imported.seconds);
-      request.kv_import = KvImport{reservation->id, prompt_len, src->tokens};
-      asio::co_spawn(io_, release_remote(*src), asio::detached);
+      if (reservation) {
+        imported = **result;
+        metrics_.kv_transfer_seconds.Observe(imported.seconds);
+        metrics_.kv_transfer_bytes(imported.transport)
+            .Increment(static_cast<double>(imported.bytes));
+        metrics_.ttft_phase("kv_transfer").Observe(imported.seconds);
+        request.kv_import = KvImport{reservation->id, prompt_len, src->tokens};
+        asio::co_spawn(io_, release_remote(*src), asio::detached);
+      }
     }
 
     // Without imported KV the engine sees prompt + tokens generated before (a re-run after a
@@ -608,6 +631,12 @@ class Server final : public WorkerServer {
         kv.tokens = out.held_tokens;
         kv.lease = add_lease(out.id);
         kv.worker_url = url_;
+        kv.checksums = block_checksums(kv.blocks, kv.block_bytes);
+        if (!kv.checksums.empty() && faults_.draw_corrupt_kv()) {
+          // Injected: one block's checksum no longer matches its bytes.
+          kv.checksums[faults_.pick(kv.checksums.size())] ^= 1ull << faults_.pick(64);
+          metrics_.errors("injected_fault").Increment();
+        }
         if (secret()) kv.sign(*secret());
         fin.kv = std::move(kv);
       }
@@ -672,9 +701,59 @@ class Server final : public WorkerServer {
     return s;
   }
 
-  // On the blocking pool: connects to the prefill worker's agent when new and reads its blocks.
+  // The checksums of blocks of this worker's KV pool, in order; empty when the KV is not in host
+  // memory (a sim backend's has no bytes; a GPU's would need a device kernel).
+  std::vector<std::uint64_t> block_checksums(const std::vector<std::int32_t>& blocks,
+                                             std::uint64_t block_bytes) const {
+    std::vector<std::uint64_t> out;
+    if (!agent_ || region_.kind != transfer::MemoryKind::kHost || region_.addr == nullptr) {
+      return out;
+    }
+    out.reserve(blocks.size());
+    for (std::int32_t b : blocks) {
+      out.push_back(
+          checksum64(region_.addr + static_cast<std::uint64_t>(b) * block_bytes, block_bytes));
+    }
+    return out;
+  }
+
+  // On the blocking pool: connects to the prefill worker's agent when new and reads its blocks,
+  // then checks every block against the hand-off's checksums. A mismatch pulls once more; a
+  // second one is data_loss (the caller recomputes the prompt), and each counts as an integrity
+  // failure. The blocks join a sequence only after they verified.
   Result<ImportResult> import_kv(const KvSource& src, const Reservation& res) {
     const auto t0 = std::chrono::steady_clock::now();
+    ImportResult r;
+    for (int pull = 1;; ++pull) {
+      KVFLEET_RETURN_IF_ERROR(pull_kv(src, res, r));
+      r.pulls = pull;
+      if (src.checksums.empty()) break;  // a sender without host KV: nothing to verify against
+      if (faults_.draw_corrupt_kv()) {
+        // Injected: a byte of the received KV flipped, as a bad link would.
+        const std::int32_t b = res.blocks[faults_.pick(res.blocks.size())];
+        region_.addr[static_cast<std::uint64_t>(b) * src.block_bytes +
+                     faults_.pick(src.block_bytes)] ^= std::byte{0x40};
+        metrics_.errors("injected_fault").Increment();
+      }
+      const std::vector<std::uint64_t> got = block_checksums(res.blocks, src.block_bytes);
+      std::size_t bad = 0;
+      while (bad < got.size() && got[bad] == src.checksums[bad]) ++bad;
+      if (bad == got.size()) break;
+      metrics_.kv_integrity_failures("transfer").Increment();
+      KVFLEET_LOG(kWarning) << "worker " << id_ << ": KV from " << src.agent << " failed its check"
+                            << " (block " << src.blocks[bad] << ", pull " << pull << " of 2)";
+      if (pull == 2) {
+        return Status(StatusCode::kDataLoss, "KV from " + src.agent +
+                                                 " failed its checksum twice (block " +
+                                                 std::to_string(src.blocks[bad]) + ")");
+      }
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+  }
+
+  // One read of the hand-off's blocks into the reserved ones.
+  Status pull_kv(const KvSource& src, const Reservation& res, ImportResult& r) {
     {
       std::lock_guard<std::mutex> lock(peers_mu_);
       auto it = peers_.find(src.agent);
@@ -707,11 +786,10 @@ class Server final : public WorkerServer {
       forget_peer(src.agent);
       return st;
     }
-    ImportResult r;
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    r.bytes = info.bytes;
-    r.operations = info.operations;
-    return r;
+    r.bytes += info.bytes;
+    r.operations += info.operations;
+    r.transport = info.transport;
+    return Status::ok();
   }
 
   // A sim worker's hand-off: no bytes move; it lasts what the backend models for the bytes over
@@ -730,7 +808,22 @@ class Server final : public WorkerServer {
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.bytes = bytes;
     r.operations = 1;
+    r.transport = "modelled";
     box->push(r);
+  }
+
+  nlohmann::json kv_peers() {
+    nlohmann::json out = nlohmann::json::array();
+    std::lock_guard<std::mutex> lock(peers_mu_);
+    for (const auto& [name, address] : peers_) {
+      nlohmann::json p = {{"agent", name}};
+      if (auto t = agent_->peer_transport(name); t.is_ok()) {
+        p["transport"] = t->transport;
+        p["detail"] = t->detail;
+      }
+      out.push_back(std::move(p));
+    }
+    return out;
   }
 
   void forget_peer(const std::string& agent) {
@@ -806,6 +899,7 @@ class Server final : public WorkerServer {
   };
 
   WorkerConfig cfg_;
+  FaultInjection faults_;
   ModelSpec spec_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<transfer::Agent> agent_;
@@ -853,6 +947,10 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
                             "or KVFLEET_CLUSTER_SECRET_FILE), or anyone who reaches this worker "
                             "can run requests on it and read its KV");
   }
+  const std::uint64_t fault_seed =
+      (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  KVFLEET_ASSIGN_OR_RETURN(FaultInjection faults,
+                           FaultInjection::parse(config.inject_faults, fault_seed));
   KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
   BackendOptions bo;
   bo.spec = spec;
@@ -911,8 +1009,13 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
     if (*raw_slot) (*raw_slot)->on_step(r);
   };
   KVFLEET_ASSIGN_OR_RETURN(auto engine, Engine::create(ec, std::move(backend)));
-  auto server =
-      std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region, id);
+  if (faults.any()) {
+    KVFLEET_LOG(kWarning) << "worker " << id
+                          << ": injecting faults on purpose: " << faults.describe() << " (seed "
+                          << fault_seed << ")";
+  }
+  auto server = std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region,
+                                         id, std::move(faults));
   *raw_slot = server.get();
   KVFLEET_RETURN_IF_ERROR(server->start());
   return std::unique_ptr<WorkerServer>(std::move(server));

@@ -51,6 +51,8 @@ struct WorkerConfig {
   // Signs this worker's calls and KV hand-offs and authenticates the calls it serves (see
   // common/cluster_secret.h). Required when the worker listens off loopback.
   std::optional<ClusterSecret> secret;
+  // Faults to inject on purpose (worker/fault_injection.h), e.g. "corrupt-kv=0.3"; empty: none.
+  std::string inject_faults;
 };
 
 class WorkerServer {

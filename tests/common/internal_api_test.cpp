@@ -84,9 +84,18 @@ TEST(InternalApi, EveryMessageRoundTrips) {
   f.kv->block_bytes = 64;
   f.kv->tokens = 20;
   f.kv->lease = random_hex(16);
+  f.kv->checksums = {0xfedcba9876543210ull, 7};  // above 2^53 too
   auto f2 = api::decode_text<api::FinishLine>(api::encode(f), "fin", api::decode_FinishLine);
   ASSERT_TRUE(f2.is_ok()) << f2.status().to_string();
   EXPECT_EQ(api::encode(*f2), api::encode(f));
+  EXPECT_EQ(f2->kv->checksums, f.kv->checksums);
+  // Checksums: one per block, each 16 hex digits.
+  for (const char* bad : {R"(["fedcba9876543210"])", R"(["fedcba987654321"])",
+                          R"(["fedcba987654321g","0000000000000007"])", R"([1,2])", R"("x")"}) {
+    json j = json::parse(api::encode(*f.kv));
+    j["checksums"] = json::parse(bad);
+    EXPECT_FALSE(api::decode_KvHandoff(j).is_ok()) << bad;
+  }
 
   api::KvTransferLine k{0.5, 1ull << 40, 3};
   auto k2 = api::decode_KvTransferLine(json::parse(api::encode(k)));
@@ -106,6 +115,7 @@ TEST(InternalApi, TheHandoffMacCoversEveryFieldAndNeedsTheSecret) {
   h.tokens = 40;
   h.lease = random_hex(16);
   h.worker_url = "http://127.0.0.1:9";
+  h.checksums = {1, 2, 3};
   EXPECT_EQ(h.verify(&key).code(), StatusCode::kPermissionDenied);  // unsigned
   EXPECT_TRUE(h.verify(nullptr).is_ok());                           // a cluster without a secret
   h.sign(key);
@@ -121,6 +131,7 @@ TEST(InternalApi, TheHandoffMacCoversEveryFieldAndNeedsTheSecret) {
       [](api::KvHandoff& x) { x.tokens += 1; },
       [](api::KvHandoff& x) { x.lease[0] ^= 1; },
       [](api::KvHandoff& x) { x.worker_url += "/"; },
+      [](api::KvHandoff& x) { x.checksums[2] ^= 1; },
       [](api::KvHandoff& x) { x.modelled = true; }};
   for (size_t i = 0; i < edits.size(); ++i) {
     api::KvHandoff e = h;

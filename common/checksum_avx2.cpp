@@ -1,0 +1,15 @@
+// XXH3 compiled for AVX2 (this file only gets -mavx2); called only on CPUs that have it.
+#include <cstddef>
+#include <cstdint>
+
+#define XXH_INLINE_ALL
+#define XXH_VECTOR XXH_AVX2
+#include <xxhash.h>
+
+namespace kvfleet {
+
+std::uint64_t checksum64_avx2(const void* data, std::size_t size) {
+  return XXH3_64bits(data, size);
+}
+
+}  // namespace kvfleet

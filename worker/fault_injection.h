@@ -1,0 +1,53 @@
+#pragma once
+// Faults a worker injects on purpose (`--inject-faults`), off by default: for tests, and for
+// users who want to watch the defences work. Each fault has a probability per event:
+//
+//   corrupt-kv=P  On a worker that hands KV off (prefill), a fraction P of hand-offs advertise a
+//                 checksum that does not match one block's bytes: for the reader, the same as KV
+//                 damaged after the checksum was taken, which a second pull cannot repair (it
+//                 recomputes). On a worker that pulls KV (decode), a fraction P of pulls get a
+//                 byte of the received KV flipped after the pull, as a bad link or DMA would; a
+//                 second pull repairs it.
+//
+// Spec: comma-separated NAME=P with P in [0, 1], e.g. "corrupt-kv=0.3". Thread-safe.
+
+#include <cstdint>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace kvfleet::worker {
+
+class FaultInjection {
+ public:
+  FaultInjection() = default;
+  // Empty spec: no faults.
+  static Result<FaultInjection> parse(std::string_view spec, std::uint64_t seed);
+
+  bool any() const { return corrupt_kv_ > 0; }
+  double corrupt_kv() const { return corrupt_kv_; }
+  // One draw for one event: true with the fault's probability.
+  bool draw_corrupt_kv() { return draw(corrupt_kv_); }
+  // A uniform number in [0, n), for choosing what to damage.
+  std::uint64_t pick(std::uint64_t n);
+  std::string describe() const;
+
+  FaultInjection(const FaultInjection& o) : corrupt_kv_(o.corrupt_kv_), rng_(o.rng_) {}
+  FaultInjection& operator=(const FaultInjection& o) {
+    corrupt_kv_ = o.corrupt_kv_;
+    rng_ = o.rng_;
+    return *this;
+  }
+
+ private:
+  bool draw(double p);
+
+  double corrupt_kv_ = 0;
+  std::mutex mu_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace kvfleet::worker
