@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <ostream>
 #include <thread>
 #include <vector>
@@ -266,7 +267,12 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   }
   // A Hugging Face folder is checked whole (config, tokenizer, template, weights) before
   // anything starts; the coordinator serves it under the name the workers register.
-  const bool folder = hfmodel::is_model_folder(o.model);
+  // (A sim cluster may take a folder with only config.json, as a sim worker does.)
+  std::error_code fs_error;
+  const bool folder =
+      hfmodel::is_model_folder(o.model) &&
+      (o.backend != "sim" ||
+       std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json", fs_error));
   if (folder) {
     hfmodel::LoadFolderOptions fo;
     fo.weights = o.weights.empty() && o.backend != "sim";

@@ -234,7 +234,7 @@ TEST(TokenizeCliTest, TextChatDecodeAndBadInput) {
       {"tokenize --model /no/such/dir --text a", "/no/such/dir"},
       {"tokenize --model " + dir.string() + " --decode 1,x", "'x' is not a token id"},
       {"tokenize --model " + dir.string() + " --decode 99999999", "outside the vocabulary"},
-      {"tokenize --model " + dir.string() + " --decode -3", "'-3' is not a token id"},
+      {"tokenize --model " + dir.string() + " --decode=-3", "'-3' is not a token id"},
       {"tokenize --model " + dir.string() + " --chat /no/such.json", "cannot read"},
       {"tokenize --model " + dir.string() + " --chat " + not_json, "is not JSON"},
       {"tokenize --model " + dir.string() + " --chat " + bad_role, "wizard"},
