@@ -22,6 +22,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
       libopenblas0-pthread libprometheus-cpp-core1.0 libucx0 libyaml-cpp0.7 \
+      libpcre2-8-0 libicu72 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/kvfleet /usr/local/bin/kvfleet

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <ostream>
 #include <thread>
 #include <vector>
@@ -20,7 +21,9 @@
 #include "common/cluster_secret.h"
 #include "common/log.h"
 #include "common/units.h"
+#include "hfmodel/model_folder.h"
 #include "net/http.h"
+#include "worker/model.h"
 
 namespace kvfleet::apps {
 
@@ -28,8 +31,12 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   auto& c = o.config;
   CLI::App* w = root.add_subcommand("worker", "Run a prefill, decode or colocated worker");
   w->add_option("--role", c.role, "prefill | decode | both")->capture_default_str();
-  w->add_option("--model", c.model, "built-in model name or HF config.json")->capture_default_str();
-  w->add_option("--weights", c.weights, "safetensors weights (default: seeded random)");
+  w->add_option("--model", c.model,
+                "built-in model name, HF config.json, or a Hugging Face model folder (config, "
+                "tokenizer, .safetensors; served under the folder's path as given)")
+      ->capture_default_str();
+  w->add_option("--weights", c.weights,
+                "safetensors weights (default: the folder's, else seeded random)");
   w->add_option("--seed", c.seed, "seed of random weights (all workers of a cluster must agree)")
       ->capture_default_str();
   w->add_option("--backend", c.backend, "engine backend: cpu | sim")->capture_default_str();
@@ -113,6 +120,11 @@ CLI::App* add_serve_command(CLI::App& root, ServeOptions& o) {
   s->add_option("--cluster-secret-file", o.secret_file,
                 "the cluster secret (default: $KVFLEET_CLUSTER_SECRET_FILE, "
                 "$KVFLEET_CLUSTER_SECRET); required when --internal-host is not loopback");
+  s->add_option("--model", o.models,
+                "[NAME=]DIR: serve NAME (default: DIR as given) from a Hugging Face folder's "
+                "tokenizer and chat template; its workers must load the same tokenizer files "
+                "(repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   s->add_option("--mode", c.mode, "disaggregated | colocated | auto")->capture_default_str();
   s->add_option("--lease-seconds", c.lease_seconds, "worker lease (missed heartbeats)")
       ->capture_default_str();
@@ -149,6 +161,17 @@ int run_serve(const ServeOptions& o, std::ostream& out, std::ostream& err) {
   } else {
     c.internal_port = c.port == 0 || c.port == 65535 ? 0 : static_cast<std::uint16_t>(c.port + 1);
   }
+  for (const std::string& m : o.models) {
+    const auto eq = m.find('=');
+    const std::string dir = eq == std::string::npos ? m : m.substr(eq + 1);
+    const std::string name =
+        eq == std::string::npos ? hfmodel::folder_model_name(dir) : m.substr(0, eq);
+    if (name.empty() || dir.empty()) {
+      return finish_command("serve", invalid_argument("--model '" + m + "': expected [NAME=]DIR"),
+                            err);
+    }
+    c.model_folders[name] = dir;
+  }
   auto secret = ClusterSecret::resolve(o.secret_file);
   if (!secret.is_ok()) return finish_command("serve", secret.status(), err);
   c.secret = *secret;
@@ -162,8 +185,12 @@ int run_serve(const ServeOptions& o, std::ostream& out, std::ostream& err) {
 
 CLI::App* add_up_command(CLI::App& root, UpOptions& o) {
   CLI::App* u = root.add_subcommand("up", "Start a local cluster: coordinator + workers");
-  u->add_option("--model", o.model, "model for every worker")->capture_default_str();
-  u->add_option("--weights", o.weights, "safetensors weights (default: seeded random)");
+  u->add_option("--model", o.model,
+                "model for every worker: a built-in name, a config.json, or a Hugging Face "
+                "folder (the coordinator then uses its tokenizer and chat template)")
+      ->capture_default_str();
+  u->add_option("--weights", o.weights,
+                "safetensors weights (default: the folder's, else seeded random)");
   u->add_option("--seed", o.seed, "seed of random weights")->capture_default_str();
   u->add_option("--host", o.host, "listen address of every process")->capture_default_str();
   u->add_option("--port", o.port, "coordinator port (0: any free)")->capture_default_str();
@@ -241,6 +268,24 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
   if (!(o.time_scale > 0)) {
     return finish_command("up", invalid_argument("--time-scale must be > 0"), err);
   }
+  // A Hugging Face folder is checked whole (config, tokenizer, template, weights) before
+  // anything starts; the coordinator serves it under the name the workers register.
+  // (A sim cluster may take a folder with only config.json, as a sim worker does.)
+  std::error_code fs_error;
+  const bool folder =
+      hfmodel::is_model_folder(o.model) &&
+      (o.backend != "sim" ||
+       std::filesystem::exists(std::filesystem::path(o.model) / "tokenizer.json", fs_error));
+  if (folder) {
+    hfmodel::LoadFolderOptions fo;
+    fo.weights = o.weights.empty() && o.backend != "sim";
+    auto f = hfmodel::load_model_folder(o.model, fo);
+    if (!f.is_ok()) return finish_command("up", f.status(), err);
+    if (o.backend == "cpu") {
+      if (Status st = worker::Model::check_supported(f->spec); !st.is_ok())
+        return finish_command("up", st, err);
+    }
+  }
   const std::string mode = !o.mode.empty()                     ? o.mode
                            : o.colocated > 0 && o.prefill == 0 ? "colocated"
                                                                : "disaggregated";
@@ -268,6 +313,10 @@ int run_up(const UpOptions& o, std::ostream& out, std::ostream& err) {
       !o.host_kv_bytes.empty() ? o.host_kv_bytes : (o.backend == "sim" ? "0" : "64MiB");
   std::vector<std::string> serve = {"kvfleet", "serve", "--mode", mode, "--backend", o.backend};
   for (const std::string& a : (*plan)->serve_args(o.host)) serve.push_back(a);
+  if (folder) {
+    serve.push_back("--model");
+    serve.push_back(o.model);
+  }
   pids.push_back(spawn(serve));
   auto add_workers = [&](const char* role, int n) {
     for (int i = 0; i < n; ++i) {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <vector>
 
 #include "coordinator/server.h"
 #include "worker/server.h"
@@ -27,6 +28,7 @@ struct ServeOptions {
   coordinator::CoordinatorConfig config;
   std::string secret_file;  // --cluster-secret-file
   int internal_port = -1;   // -1: --port + 1 (any free port when --port is 0)
+  std::vector<std::string> models;  // --model [NAME=]DIR: Hugging Face folders served
 };
 CLI::App* add_serve_command(CLI::App& root, ServeOptions& opts);
 int run_serve(const ServeOptions& opts, std::ostream& out, std::ostream& err);

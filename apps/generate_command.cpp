@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "apps/exit_code.h"
 #include "common/tokenizer.h"
 #include "common/units.h"
+#include "hfmodel/model_folder.h"
 #include "worker/engine.h"
 
 namespace kvfleet::apps {
@@ -26,12 +28,15 @@ double mean(const std::vector<double>& v) {
   return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
 }
 
-json output_to_json(const RequestOutput& o, const ByteTokenizer& tok) {
+// Text of tokens: the byte tokenizer's, or a model folder's (without special tokens).
+using DecodeFn = std::function<std::string(const std::vector<std::int32_t>&)>;
+
+json output_to_json(const RequestOutput& o, const DecodeFn& decode) {
   const RequestTimings& t = o.timings;
   return {{"id", o.id},
           {"prompt_tokens", t.prompt_tokens},
           {"tokens", o.tokens},
-          {"text", tok.decode(o.tokens)},
+          {"text", decode(o.tokens)},
           {"finish_reason", finish_reason_name(o.finish)},
           {"queue_seconds", t.queue_seconds},
           {"prefill_seconds", t.prefill_seconds},
@@ -65,14 +70,40 @@ Status generate(const GenerateOptions& o, std::ostream& out, std::ostream& err) 
   if (!host_bytes.is_ok()) return host_bytes.status().with_context("--host-kv-bytes");
   auto kv_dtype = parse_dtype(o.kv_dtype);
   if (!kv_dtype.is_ok()) return kv_dtype.status().with_context("--kv-dtype");
-  KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(o.model));
-  KVFLEET_ASSIGN_OR_RETURN(ByteTokenizer tok, ByteTokenizer::for_model(spec));
+  // A Hugging Face folder brings its config, weights and tokenizer; otherwise a built-in name
+  // or a config file with the byte tokenizer.
+  ModelSpec spec;
+  std::string weights = o.weights;
+  std::function<Result<std::vector<std::int32_t>>(const std::string&)> encode;
+  DecodeFn decode;
+  if (hfmodel::is_model_folder(o.model)) {
+    hfmodel::LoadFolderOptions fo;
+    fo.weights = o.weights.empty() && o.backend != "sim";
+    KVFLEET_ASSIGN_OR_RETURN(hfmodel::ModelFolder folder, hfmodel::load_model_folder(o.model, fo));
+    spec = folder.spec;
+    if (fo.weights) weights = o.model;
+    encode = [tok = folder.tokenizer](const std::string& text) {
+      return tok.encode(text, /*add_special_tokens=*/true);
+    };
+    decode = [tok = folder.tokenizer](const std::vector<std::int32_t>& ids) {
+      return tok.decode(ids, /*skip_special_tokens=*/true);
+    };
+  } else {
+    KVFLEET_ASSIGN_OR_RETURN(spec, load_model_spec(o.model));
+    KVFLEET_ASSIGN_OR_RETURN(ByteTokenizer tok, ByteTokenizer::for_model(spec));
+    encode = [tok](const std::string& text) -> Result<std::vector<std::int32_t>> {
+      return tok.encode(text, /*add_bos=*/true);
+    };
+    decode = [tok](const std::vector<std::int32_t>& ids) { return tok.decode(ids); };
+  }
 
   // Prompts: the text for every request, or seeded random bytes per request.
   std::vector<std::vector<std::int32_t>> prompts;
   for (std::int64_t i = 0; i < o.requests; ++i) {
     if (!o.prompt.empty()) {
-      prompts.push_back(tok.encode(o.prompt, true));
+      auto ids = encode(o.prompt);
+      if (!ids.is_ok()) return ids.status().with_context("--prompt");
+      prompts.push_back(std::move(ids).value());
     } else {
       std::mt19937_64 rng(o.seed * 1000003 + static_cast<std::uint64_t>(i));
       std::vector<std::int32_t> p(static_cast<size_t>(o.prompt_tokens));
@@ -90,7 +121,7 @@ Status generate(const GenerateOptions& o, std::ostream& out, std::ostream& err) 
 
   BackendOptions bo;
   bo.spec = spec;
-  bo.weights_path = o.weights;
+  bo.weights_path = weights;
   bo.seed = o.seed;
   bo.num_blocks = static_cast<std::int32_t>(blocks);
   bo.block_tokens = o.block_tokens;
@@ -139,7 +170,7 @@ Status generate(const GenerateOptions& o, std::ostream& out, std::ostream& err) 
     j["kv_blocks"] = blocks;
     j["block_tokens"] = o.block_tokens;
     j["requests"] = json::array();
-    for (RequestId id : ids) j["requests"].push_back(output_to_json(outputs.at(id), tok));
+    for (RequestId id : ids) j["requests"].push_back(output_to_json(outputs.at(id), decode));
     j["engine"] = {{"steps", stats.steps},
                    {"generated_tokens", stats.generated_tokens_total},
                    {"prompt_tokens_computed", stats.prompt_tokens_total},
@@ -168,11 +199,13 @@ Status generate(const GenerateOptions& o, std::ostream& out, std::ostream& err) 
 
 CLI::App* add_generate_command(CLI::App& root, GenerateOptions& o) {
   CLI::App* cmd = root.add_subcommand("generate", "Run the engine in-process on some requests");
-  cmd->add_option("--model", o.model, "Built-in model (tiny, small) or a config.json")
+  cmd->add_option("--model", o.model,
+                  "Built-in model (tiny, small), a config.json, or a Hugging Face model folder")
       ->capture_default_str();
   cmd->add_option("--weights", o.weights, "safetensors file or folder (default: seeded random)");
   cmd->add_option("--backend", o.backend, "Engine backend")->capture_default_str();
-  cmd->add_option("--prompt", o.prompt, "Prompt text (byte tokenizer)");
+  cmd->add_option("--prompt", o.prompt,
+                  "Prompt text (the folder's tokenizer, or the byte tokenizer)");
   cmd->add_option("--prompt-tokens", o.prompt_tokens, "Random prompt of N tokens per request");
   cmd->add_option("--max-tokens", o.max_tokens, "Tokens to generate per request")
       ->capture_default_str();

@@ -18,6 +18,7 @@
 #include "apps/invocation.h"
 #include "apps/plan_command.h"
 #include "apps/simulate_command.h"
+#include "apps/tokenize_command.h"
 #include "apps/version.h"
 #include "common/log.h"
 
@@ -77,6 +78,8 @@ int run(int argc, char** argv) {
   CLI::App* plan = kvfleet::apps::add_plan_command(app, plan_opts);
   kvfleet::apps::GenerateOptions generate_opts;
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
+  kvfleet::apps::TokenizeOptions tokenize_opts;
+  CLI::App* tokenize = kvfleet::apps::add_tokenize_command(app, tokenize_opts);
   CLI::App* bench = app.add_subcommand(
       "bench", "Benchmarks: serve (load generator), compare, engine, transfer, overhead");
   bench->require_subcommand(1);
@@ -153,6 +156,7 @@ int run(int argc, char** argv) {
   if (plan->parsed()) return kvfleet::apps::run_plan(plan_opts, std::cout, std::cerr);
   if (simulate->parsed()) return kvfleet::apps::run_simulate(simulate_opts, std::cout, std::cerr);
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
+  if (tokenize->parsed()) return kvfleet::apps::run_tokenize(tokenize_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
   }

@@ -205,6 +205,7 @@ json to_json(const Registration& m) {
   if (m.bos_token_id) j["bos_token_id"] = *m.bos_token_id;
   if (m.eos_token_id) j["eos_token_id"] = *m.eos_token_id;
   if (m.load) j["load"] = to_json(*m.load);
+  if (!m.tokenizer_id.empty()) j["tokenizer_id"] = m.tokenizer_id;
   return j;
 }
 Result<Registration> decode_Registration(const json& j) {
@@ -226,6 +227,7 @@ Result<Registration> decode_Registration(const json& j) {
   r.string("backend_detail", m.backend_detail);
   r.integer("prefix_hash_salt", m.prefix_hash_salt);
   r.integer("pid", m.pid);
+  r.string("tokenizer_id", m.tokenizer_id);
   r.object("load", m.load, decode_WorkerLoad);
   if (r.status().is_ok()) {
     if (m.worker_id.empty() || m.worker_id.size() > 256)

@@ -45,6 +45,9 @@ struct Registration {
   std::uint64_t prefix_hash_salt = 0;
   std::int64_t pid = 0;
   std::optional<WorkerLoad> load;  // its load now; absent: an empty worker
+  // A model served from a Hugging Face folder: the identity of its tokenizer files
+  // (hfmodel::ModelFolder::tokenizer_id); empty for the byte tokenizer of built-in models.
+  std::string tokenizer_id;
 };
 struct RegistrationReply {
   double lease_seconds = 0;

@@ -234,6 +234,9 @@ Result<ModelSpec> parse_hf_config(const json& config, const std::string& name) {
   if (f.has("sliding_window") && config.at("sliding_window").is_number()) {
     KVFLEET_ASSIGN_OR_RETURN(s.sliding_window, f.integer("sliding_window"));
   }
+  // Qwen2/3 configs name a window but switch it off with use_sliding_window: false.
+  KVFLEET_ASSIGN_OR_RETURN(bool use_window, f.boolean_or("use_sliding_window", true));
+  if (!use_window) s.sliding_window = 0;
   if (f.has("torch_dtype")) {
     KVFLEET_ASSIGN_OR_RETURN(std::string dt, f.string("torch_dtype"));
     auto parsed = parse_dtype(dt);

@@ -284,15 +284,32 @@ std::string Utf8Decoder::flush() {
   return out;
 }
 
+namespace {
+class ByteTokenDecoder final : public TokenDecoder {
+ public:
+  explicit ByteTokenDecoder(const ByteTokenizer& tok) : tok_(tok) {}
+  std::string add(std::int32_t token) override { return utf8_.feed(tok_.decode_token(token)); }
+  std::string finish() override { return utf8_.flush(); }
+
+ private:
+  ByteTokenizer tok_;
+  Utf8Decoder utf8_;
+};
+}  // namespace
+
+std::unique_ptr<TokenDecoder> byte_token_decoder(const ByteTokenizer& tokenizer) {
+  return std::make_unique<ByteTokenDecoder>(tokenizer);
+}
+
 std::string OutputText::append(std::int32_t token) {
   if (stopped_) return {};
-  text_ += utf8_.feed(tok_.decode_token(token));
+  text_ += decoder_->add(token);
   return take(false);
 }
 
 std::string OutputText::finish() {
   if (stopped_) return {};
-  text_ += utf8_.flush();
+  text_ += decoder_->finish();
   return take(true);
 }
 

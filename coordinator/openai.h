@@ -4,13 +4,14 @@
 // (complete UTF-8 characters only, stop strings held back until they cannot match), and the
 // JSON of responses and SSE chunks, shaped as vLLM emits them.
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/status.h"
 #include "common/tokenizer.h"
@@ -58,14 +59,27 @@ class Utf8Decoder {
   std::string pending_;
 };
 
+// The text of one output stream, token by token: each piece is whole UTF-8 characters, and the
+// pieces add up to the decoding of all the tokens. One per stream; not thread-safe.
+class TokenDecoder {
+ public:
+  virtual ~TokenDecoder() = default;
+  virtual std::string add(std::int32_t token) = 0;
+  virtual std::string finish() = 0;  // what is still held back, at the end
+};
+// The byte tokenizer's: token bytes through a Utf8Decoder (invalid bytes become U+FFFD).
+std::unique_ptr<TokenDecoder> byte_token_decoder(const ByteTokenizer& tokenizer);
+
 // Detokenises one output stream, applying stop strings. append() returns the text that may be
 // sent now; once a stop string matched, stopped() is true and nothing more is returned.
 class OutputText {
  public:
-  OutputText(const ByteTokenizer& tokenizer, std::vector<std::string> stop)
-      : tok_(tokenizer), stop_(std::move(stop)) {
+  OutputText(std::unique_ptr<TokenDecoder> decoder, std::vector<std::string> stop)
+      : decoder_(std::move(decoder)), stop_(std::move(stop)) {
     for (const auto& s : stop_) hold_ = std::max(hold_, s.empty() ? 0 : s.size() - 1);
   }
+  OutputText(const ByteTokenizer& tokenizer, std::vector<std::string> stop)
+      : OutputText(byte_token_decoder(tokenizer), std::move(stop)) {}
   std::string append(std::int32_t token);
   std::string finish();  // the held-back rest (unless stopped)
   bool stopped() const { return stopped_; }
@@ -73,10 +87,9 @@ class OutputText {
 
  private:
   std::string take(bool final);
-  const ByteTokenizer& tok_;
+  std::unique_ptr<TokenDecoder> decoder_;
   std::vector<std::string> stop_;
   std::size_t hold_ = 0;
-  Utf8Decoder utf8_;
   std::string text_;  // decoded, not yet returned
   std::string sent_;
   bool stopped_ = false;

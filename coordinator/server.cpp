@@ -15,6 +15,7 @@
 #include "common/model_spec.h"
 #include "common/tokenizer.h"
 #include "coordinator/admission.h"
+#include "coordinator/model_text.h"
 #include "coordinator/openai.h"
 #include "coordinator/registry.h"
 #include "coordinator/router.h"
@@ -374,6 +375,24 @@ class Server final : public Coordinator {
         error = "bad registration: worker backend '" + info.backend +
                 "' differs from this cluster's '" + cfg_.backend + "'";
       }
+      if (error.empty()) {
+        // A folder model needs the same tokenizer files here as on the worker.
+        auto folder = folders_.find(info.model);
+        if (folder != folders_.end() && reg->tokenizer_id != folder->second->tokenizer_id) {
+          error = "bad registration: the worker's tokenizer for model '" + info.model + "' (" +
+                  (reg->tokenizer_id.empty() ? std::string("the byte tokenizer")
+                                             : "id " + reg->tokenizer_id) +
+                  ") differs from the coordinator's folder '" + folder->second->dir.string() +
+                  "' (id " + folder->second->tokenizer_id + ")";
+          status = 409;
+        } else if (folder == folders_.end() && !reg->tokenizer_id.empty()) {
+          error = "bad registration: model '" + info.model +
+                  "' is served from a Hugging Face folder, but the coordinator has no tokenizer "
+                  "for it: start it with --model " +
+                  info.model + "=DIR";
+          status = 409;
+        }
+      }
     }
     if (error.empty()) {
       if (auto url = net::parse_url(info.url); !url.is_ok())
@@ -397,13 +416,17 @@ class Server final : public Coordinator {
       co_await w.send_error(status, error);
       co_return;
     }
-    ModelSpec spec;
-    spec.name = info.model;
-    spec.vocab_size = info.vocab_size;
-    if (info.bos_token_id >= 0) spec.bos_token_id = info.bos_token_id;
-    if (info.eos_token_id >= 0) spec.eos_token_id = info.eos_token_id;
-    auto tok = ByteTokenizer::for_model(spec);
-    if (tok.is_ok()) tokenizers_.insert_or_assign(info.model, *tok);
+    if (auto folder = folders_.find(info.model); folder != folders_.end()) {
+      tokenizers_.insert_or_assign(info.model, ModelText(folder->second, info.vocab_size));
+    } else {
+      ModelSpec spec;
+      spec.name = info.model;
+      spec.vocab_size = info.vocab_size;
+      if (info.bos_token_id >= 0) spec.bos_token_id = info.bos_token_id;
+      if (info.eos_token_id >= 0) spec.eos_token_id = info.eos_token_id;
+      auto tok = ByteTokenizer::for_model(spec);
+      if (tok.is_ok()) tokenizers_.insert_or_assign(info.model, ModelText(*tok));
+    }
     KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << info.id << " (" << info.role << ", "
                        << info.model << ") registered at " << info.url;
     api::RegistrationReply out;
@@ -452,9 +475,30 @@ class Server final : public Coordinator {
     AdmissionRequest ar;
     ar.model = req.model;
     ar.chat = chat;
+    std::string bad_prompt;
     if (tok_it != tokenizers_.end()) {
-      prompt = req.prompt_is_tokens ? req.prompt : tok_it->second.encode(req.prompt_text, true);
+      Result<std::vector<std::int32_t>> ids = req.prompt;
+      if (!req.prompt_is_tokens && chat) {
+        // Parsed again in order: the template may print the messages (key order matters).
+        ids = tok_it->second.encode_chat(
+            nlohmann::ordered_json::parse(http.body, nullptr, false)["messages"], req.prompt_text);
+      } else if (!req.prompt_is_tokens) {
+        ids = tok_it->second.encode_prompt(req.prompt_text);
+      }
+      if (ids.is_ok()) {
+        prompt = std::move(ids).value();
+      } else {
+        bad_prompt = ids.status().message();
+      }
       ar.vocab_size = tok_it->second.vocab_size();
+      if (!req.ignore_eos) {
+        // generation_config.json's other EOS ids stop generation too (vLLM's stop_token_ids).
+        for (std::int32_t id : tok_it->second.extra_eos_ids()) req.stop_token_ids.push_back(id);
+      }
+    }
+    if (!bad_prompt.empty()) {
+      co_await reject(w, 400, "invalid_request", bad_prompt);
+      co_return;
     }
     ar.prompt = prompt;
     ar.max_tokens = req.max_tokens;
@@ -467,7 +511,7 @@ class Server final : public Coordinator {
                       std::move(extra));
       co_return;
     }
-    const ByteTokenizer& tok = tok_it->second;
+    const ModelText& tok = tok_it->second;
     const auto len = static_cast<std::int64_t>(prompt.size());
     const std::int64_t max_tokens = admission.max_tokens;
     req.min_tokens = admission.min_tokens;
@@ -486,7 +530,7 @@ class Server final : public Coordinator {
     job.arrival = arrival;
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id();
     const auto created = static_cast<std::int64_t>(std::time(nullptr));
-    OutputText text(tok, req.stop);
+    OutputText text(tok.decoder(), req.stop);
     bool first_chunk = true;
     std::string full_text;
 
@@ -886,7 +930,13 @@ class Server final : public Coordinator {
   asio::io_context io_;
   std::shared_ptr<net::HttpServer> http_, internal_;
   std::string url_, internal_url_;
-  std::map<std::string, ByteTokenizer> tokenizers_;
+  std::map<std::string, ModelText> tokenizers_;
+
+ public:
+  // Hugging Face folders by served name, loaded by create() before start().
+  std::map<std::string, std::shared_ptr<const hfmodel::ModelFolder>> folders_;
+
+ private:
   // Runs in flight by worker id, to cancel when the worker's lease expires.
   std::map<std::string, std::vector<std::weak_ptr<net::CallCanceller>>> runs_;
   std::int64_t inflight_ = 0;
@@ -914,6 +964,13 @@ Result<std::unique_ptr<Coordinator>> Coordinator::create(const CoordinatorConfig
                             "register workers");
   }
   auto s = std::make_unique<Server>(config, mode);
+  for (const auto& [name, dir] : config.model_folders) {
+    hfmodel::LoadFolderOptions fo;
+    fo.weights = false;  // the workers load those
+    auto folder = hfmodel::load_model_folder(dir, fo);
+    if (!folder.is_ok()) return folder.status().with_context("--model " + name);
+    s->folders_[name] = std::make_shared<const hfmodel::ModelFolder>(std::move(folder).value());
+  }
   KVFLEET_RETURN_IF_ERROR(s->start());
   return std::unique_ptr<Coordinator>(std::move(s));
 }

@@ -4,6 +4,7 @@
 // worker failures, and the request-level metrics.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,6 +44,11 @@ struct CoordinatorConfig {
   // the coordinator's metrics, and workers of another backend are refused at registration (a sim
   // worker's modelled numbers must not mix with real ones). Empty: any backend, label empty.
   std::string backend;
+  // Models served from Hugging Face folders: served name -> folder on this host (`serve --model
+  // NAME=DIR`). The coordinator tokenizes with the folder's tokenizer and chat template, and
+  // refuses a worker registering that name whose tokenizer files differ (tokenizer_id), or a
+  // worker registering a folder model it has no folder for.
+  std::map<std::string, std::string> model_folders;
 };
 
 class Coordinator {

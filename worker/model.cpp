@@ -92,6 +92,12 @@ Status Model::check_supported(const ModelSpec& s) {
       s.rope_scaling->original_max_position <= 0) {
     return invalid_argument(where + ": llama3 rope_scaling needs original_max_position_embeddings");
   }
+  if (s.sliding_window > 0 &&
+      (s.max_position_embeddings == 0 || s.sliding_window < s.max_position_embeddings)) {
+    return invalid_argument(where + ": sliding_window " + std::to_string(s.sliding_window) +
+                            " is not supported by the cpu engine (it attends to the whole "
+                            "context)");
+  }
   if (s.vocab_size < 258) {
     return invalid_argument(where + ": vocab_size " + std::to_string(s.vocab_size) +
                             " cannot hold the byte-level tokenizer (256 bytes + BOS + EOS)");

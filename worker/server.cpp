@@ -6,6 +6,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -15,6 +16,7 @@
 #include "common/internal_api.h"
 #include "common/log.h"
 #include "common/model_spec.h"
+#include "hfmodel/model_folder.h"
 #include "monitoring/metrics.h"
 #include "net/auth.h"
 #include "net/http.h"
@@ -204,6 +206,7 @@ class Server final : public WorkerServer {
     j.backend = backend_name_;
     j.backend_detail = engine_->backend().describe();
     j.prefix_hash_salt = engine_->prefix_hash_salt();
+    j.tokenizer_id = tokenizer_id_;
     j.pid = static_cast<std::int64_t>(::getpid());
     j.load = load();  // routing sees this worker's room before its first heartbeat
     return j;
@@ -901,6 +904,11 @@ class Server final : public WorkerServer {
   WorkerConfig cfg_;
   FaultInjection faults_;
   ModelSpec spec_;
+
+ public:
+  std::string tokenizer_id_;  // set by create() before start(); registered with the model
+
+ private:
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<transfer::Agent> agent_;
   transfer::Region region_;
@@ -951,10 +959,27 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
       (std::uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
   KVFLEET_ASSIGN_OR_RETURN(FaultInjection faults,
                            FaultInjection::parse(config.inject_faults, fault_seed));
-  KVFLEET_ASSIGN_OR_RETURN(ModelSpec spec, load_model_spec(config.model));
+  ModelSpec spec;
+  std::string weights = config.weights, tokenizer_id;
+  // (A sim worker only needs a config: a folder without tokenizer.json is read as one.)
+  std::error_code fs_error;
+  if (hfmodel::is_model_folder(config.model) &&
+      (config.backend != "sim" ||
+       std::filesystem::exists(std::filesystem::path(config.model) / "tokenizer.json", fs_error))) {
+    // A Hugging Face folder: its weights (unless --weights says otherwise) and tokenizer ids.
+    hfmodel::LoadFolderOptions fo;
+    fo.weights = config.weights.empty() && config.backend != "sim";
+    KVFLEET_ASSIGN_OR_RETURN(hfmodel::ModelFolder folder,
+                             hfmodel::load_model_folder(config.model, fo));
+    spec = folder.spec;
+    tokenizer_id = folder.tokenizer_id;
+    if (fo.weights) weights = config.model;
+  } else {
+    KVFLEET_ASSIGN_OR_RETURN(spec, load_model_spec(config.model));
+  }
   BackendOptions bo;
   bo.spec = spec;
-  bo.weights_path = config.weights;
+  bo.weights_path = weights;
   bo.seed = config.seed;
   bo.num_blocks = config.kv_blocks;
   bo.block_tokens = config.block_tokens;
@@ -1017,6 +1042,7 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   auto server = std::make_unique<Server>(config, spec, std::move(engine), std::move(agent), region,
                                          id, std::move(faults));
   *raw_slot = server.get();
+  server->tokenizer_id_ = tokenizer_id;
   KVFLEET_RETURN_IF_ERROR(server->start());
   return std::unique_ptr<WorkerServer>(std::move(server));
 }
