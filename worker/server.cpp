@@ -43,6 +43,11 @@ SamplingParams to_params(const api::SamplingParams& m) {
   if (m.seed) p.seed = *m.seed;
   p.ignore_eos = m.ignore_eos;
   p.stop_token_ids = m.stop_token_ids;
+  p.presence_penalty = m.presence_penalty;
+  p.frequency_penalty = m.frequency_penalty;
+  p.repetition_penalty = m.repetition_penalty;
+  p.logit_bias = m.logit_bias;
+  p.logprobs = m.logprobs;
   return p;
 }
 
@@ -66,6 +71,7 @@ api::RunTimings to_timings(const RequestTimings& t) {
 struct Event {
   bool finished = false;
   std::int32_t token = 0;
+  std::optional<TokenLogprobs> logprobs;
   RequestOutput output;
 };
 
@@ -539,9 +545,16 @@ class Server final : public WorkerServer {
       }
     }
     auto box = std::make_shared<net::Mailbox<Event>>(co_await asio::this_coro::executor);
-    request.on_token = [box](RequestId, std::int32_t t) {
+    // Both callbacks run on the engine thread, the logprobs just before their token.
+    auto pending = std::make_shared<std::optional<TokenLogprobs>>();
+    if (request.params.logprobs) {
+      request.on_logprobs = [pending](RequestId, const TokenLogprobs& lp) { *pending = lp; };
+    }
+    request.on_token = [box, pending](RequestId, std::int32_t t) {
       Event e;
       e.token = t;
+      e.logprobs = std::move(*pending);
+      pending->reset();
       box->push(std::move(e));
     };
     const std::string m = mode;
@@ -581,6 +594,10 @@ class Server final : public WorkerServer {
       if (!ev->finished) {
         api::TokenLine t;
         t.token = ev->token;
+        if (ev->logprobs) {
+          t.logprob = ev->logprobs->chosen.logprob;
+          for (const TokenLogprob& x : ev->logprobs->top) t.top.push_back({x.token, x.logprob});
+        }
         if (!co_await w.write(api::encode(t) + "\n")) {
           abandon(*id);
           co_return;
