@@ -30,6 +30,14 @@ using nlohmann::json;
 namespace asio = boost::asio;
 namespace api = internal_api;
 
+// The seed of choice `index` > 0 of a request with n > 1 (choice 0 uses the request's seed).
+std::uint64_t choice_seed(std::uint64_t seed, std::int64_t index) {
+  std::uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(index));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -56,6 +64,7 @@ struct Job {
   // failure included) samples with it, so a re-run continues as the lost run would have.
   std::uint64_t seed = 0;
   std::vector<std::int32_t> generated;
+  std::vector<TokenLogprobs> logprobs;  // one per generated token, when asked for
   // Set by the sink: false when the client is gone or a stop string matched.
   std::function<Task<bool>(std::int32_t)> on_token;
   // True once the client has gone (checked at each line a worker sends, keep-alives included,
@@ -196,19 +205,19 @@ class Server final : public Coordinator {
       co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
     } else if (p == "/v1/models") {
       json data = json::array();
-      for (const std::string& m : registry_.models()) {
-        json e;
-        e["id"] = m;
-        e["object"] = "model";
-        e["created"] = started_;
-        e["owned_by"] = "kvfleet";
-        e["max_model_len"] = registry_.max_model_len(m);
-        data.push_back(e);
-      }
+      for (const std::string& m : registry_.models()) data.push_back(model_json(m));
       json j;
       j["object"] = "list";
       j["data"] = data;
       co_await w.send(200, json_text(j));
+    } else if (p.rfind("/v1/models/", 0) == 0) {
+      const std::string model = p.substr(std::string_view("/v1/models/").size());
+      const auto models = registry_.models();
+      if (std::find(models.begin(), models.end(), model) == models.end()) {
+        co_await w.send_error(404, "The model '" + model + "' does not exist.");
+        co_return;
+      }
+      co_await w.send(200, json_text(model_json(model)));
     } else if (p.rfind("/internal/", 0) == 0) {
       co_await w.send_error(404,
                             "internal routes are served on the coordinator's internal "
@@ -216,6 +225,18 @@ class Server final : public Coordinator {
     } else {
       co_await w.send_error(404, "no route for " + req.method + " " + p);
     }
+  }
+
+  json model_json(const std::string& m) const {
+    json e;
+    e["id"] = m;
+    e["object"] = "model";
+    e["created"] = started_;
+    e["owned_by"] = "kvfleet";
+    e["root"] = m;
+    e["parent"] = nullptr;
+    e["max_model_len"] = registry_.max_model_len(m);
+    return e;
   }
 
   const ClusterSecret* secret() const { return cfg_.secret ? &*cfg_.secret : nullptr; }
@@ -442,7 +463,11 @@ class Server final : public Coordinator {
     ApiError api;
     auto parsed = parse_completion_request(http.body, chat, api);
     if (!parsed.is_ok()) {
-      co_await reject(w, api.status, "invalid_request", api.message);
+      // The error names the parameter in `param` too, as OpenAI's do.
+      metrics_.errors("invalid_request").Increment();
+      json body = json::parse(net::error_body(api.status, api.message, ""));
+      if (!api.param.empty()) body["error"]["param"] = api.param;
+      co_await w.send(api.status, json_text(body));
       co_return;
     }
     CompletionRequest req = std::move(parsed).value();
@@ -468,6 +493,15 @@ class Server final : public Coordinator {
       co_return;
     }
     const ByteTokenizer& tok = tok_it->second;
+    for (const auto& [token, bias] : req.logit_bias) {
+      if (token >= ar.vocab_size) {
+        co_await reject(w, 400, "invalid_request",
+                        "'logit_bias' names token " + std::to_string(token) +
+                            ", outside the model's vocabulary of " + std::to_string(ar.vocab_size) +
+                            " tokens");
+        co_return;
+      }
+    }
     const auto len = static_cast<std::int64_t>(prompt.size());
     const std::int64_t max_tokens = admission.max_tokens;
     req.min_tokens = admission.min_tokens;
@@ -478,107 +512,165 @@ class Server final : public Coordinator {
       ~Inflight() { --n; }
     } counted{inflight_};
 
-    Job job;
-    job.req = req;
-    job.prompt = prompt;
-    job.max_tokens = max_tokens;
-    job.seed = req.seed ? *req.seed : seeds_();
-    job.arrival = arrival;
-    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id();
-    const auto created = static_cast<std::int64_t>(std::time(nullptr));
-    OutputText text(tok, req.stop);
-    bool first_chunk = true;
-    std::string full_text;
+    const ResponseHead head{(chat ? "chatcmpl-" : "cmpl-") + request_id(),
+                            static_cast<std::int64_t>(std::time(nullptr)),
+                            system_fingerprint(req.model, cfg_.backend)};
+    const TokenBytesFn token_bytes = token_bytes_fn(tok);
+    const std::uint64_t base_seed = req.seed ? *req.seed : seeds_();
+    // Completions' echo: the prompt's text before each choice's text.
+    std::string echo;
+    if (req.echo) {
+      Utf8Decoder clean;
+      echo =
+          req.prompt_is_tokens ? clean.feed(tok.decode(prompt)) + clean.flush() : req.prompt_text;
+    }
+    std::vector<Choice> choices;
+    std::vector<json> choice_logprobs;
+    std::int64_t generated_total = 0;
+    bool failed = false, gone = false;
+    int error_status = 0;
+    std::string error, error_type;
 
-    job.client_left = [&w] { return w.client_closed(); };
-    job.on_token = [&](std::int32_t token) -> Task<bool> {
-      const double t = now_seconds();
-      if (job.first_token < 0) {
-        job.first_token = t;
-        metrics_.time_to_first_token.Observe(t - job.arrival);
-      } else {
-        metrics_.inter_token_latency.Observe(t - job.last_token);
+    // n > 1: the choices run one after another with the same prompt, so every choice after the
+    // first finds the prompt's full KV blocks in the worker's prefix cache (routing prefers the
+    // worker that holds them) and computes only the last, partial block again. Choice i > 0
+    // samples with a seed derived from (seed, i), so choices differ and a seed reproduces all.
+    for (std::int64_t index = 0; index < req.n && !failed && !gone; ++index) {
+      Job job;
+      job.req = req;
+      job.prompt = prompt;
+      job.max_tokens = max_tokens;
+      job.seed = index == 0 ? base_seed : choice_seed(base_seed, index);
+      job.arrival = arrival;
+      OutputText text(tok, req.stop);
+      bool first_chunk = true;
+      std::string full_text = echo;
+      auto offset = static_cast<std::int64_t>(echo.size());  // text_offset of the next token
+
+      job.client_left = [&w] { return w.client_closed(); };
+      job.on_token = [&](std::int32_t token) -> Task<bool> {
+        const double t = now_seconds();
+        if (job.first_token < 0) {
+          job.first_token = t;
+          if (index == 0) metrics_.time_to_first_token.Observe(t - job.arrival);
+        } else {
+          metrics_.inter_token_latency.Observe(t - job.last_token);
+        }
+        job.last_token = t;
+        std::string piece = text.append(token);
+        if (req.stream) {
+          if (!w.started() && !co_await w.start_stream(200, "text/event-stream")) {
+            job.client_gone = true;
+            co_return false;
+          }
+          json lp = nullptr;
+          if (req.logprobs && !job.logprobs.empty()) {
+            lp = logprobs_json(req, {job.logprobs.back()}, token_bytes, offset);
+            if (!req.chat)
+              offset += static_cast<std::int64_t>(lp["tokens"][0].get<std::string>().size());
+          }
+          std::vector<std::int32_t> ids(1, token);
+          if (first_chunk) piece = echo + piece;
+          const json chunk = stream_chunk(req, head, index, piece, "", ids, first_chunk, lp);
+          first_chunk = false;
+          if (!co_await w.write(sse(chunk))) {
+            job.client_gone = true;
+            co_return false;
+          }
+        } else {
+          full_text += piece;
+        }
+        if (text.stopped()) {
+          job.stop_matched = true;
+          co_return false;
+        }
+        co_return true;
+      };
+
+      co_await execute(job);
+
+      generated_total += static_cast<std::int64_t>(job.generated.size());
+      if (job.stop_matched) job.finish = "stop";
+      // A client that went away ended the request: `abort`, as vLLM counts it.
+      if (job.client_gone) job.finish = "abort";
+      if (!job.error.empty()) {
+        failed = true;
+        error_status = job.error_status;
+        error = job.error;
+        error_type = job.error_type;
+        break;
       }
-      job.last_token = t;
-      std::string piece = text.append(token);
+      metrics_.requests(job.finish).Increment();
+      if (job.client_gone) {
+        gone = true;
+        break;
+      }
+      const std::string rest = text.finish();
       if (req.stream) {
         if (!w.started() && !co_await w.start_stream(200, "text/event-stream")) {
-          job.client_gone = true;
-          co_return false;
+          gone = true;
+          break;
         }
-        std::vector<std::int32_t> ids(1, token);
-        const json chunk = stream_chunk(req, id, created, piece, "", ids, first_chunk);
-        first_chunk = false;
-        if (!co_await w.write(sse(chunk))) {
-          job.client_gone = true;
-          co_return false;
-        }
+        const std::string last_text = first_chunk ? echo + rest : rest;
+        co_await w.write(
+            sse(stream_chunk(req, head, index, last_text, job.finish, {}, first_chunk)));
       } else {
-        full_text += piece;
+        Choice c;
+        c.text = full_text + rest;
+        c.finish_reason = job.finish;
+        c.tokens = job.generated;
+        choice_logprobs.push_back(
+            logprobs_json(req, job.logprobs, token_bytes, static_cast<std::int64_t>(echo.size())));
+        choices.push_back(std::move(c));
       }
-      if (text.stopped()) {
-        job.stop_matched = true;
-        co_return false;
-      }
-      co_return true;
-    };
+    }
 
-    co_await execute(job);
-
-    // Finish the response.
-    const Usage usage{len, static_cast<std::int64_t>(job.generated.size())};
-    if (job.stop_matched) job.finish = "stop";
-    const bool failed = !job.error.empty();
+    // Finish the response. The prompt counts once: its choices share it.
+    const Usage usage{len, generated_total};
     if (!failed) {
-      metrics_.requests(job.finish).Increment();
       metrics_.prompt_tokens.Increment(static_cast<double>(len));
-      metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
-      metrics_.e2e_latency.Observe(now_seconds() - job.arrival);
+      metrics_.generation_tokens.Increment(static_cast<double>(generated_total));
+      metrics_.e2e_latency.Observe(now_seconds() - arrival);
     } else {
       metrics_.requests("error").Increment();
-      metrics_.errors(job.error_type.empty() ? "worker_failure" : job.error_type).Increment();
-      if (!job.generated.empty())
-        metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
+      metrics_.errors(error_type.empty() ? "worker_failure" : error_type).Increment();
+      if (generated_total > 0)
+        metrics_.generation_tokens.Increment(static_cast<double>(generated_total));
     }
-    if (job.client_gone) {
+    if (gone) {
       metrics_.errors("client_disconnect").Increment();
       co_return;
     }
-    const std::string rest = failed ? std::string() : text.finish();
     if (req.stream) {
       if (!w.started()) {
         if (failed) {
-          co_await send_job_error(w, job);
+          co_await send_error_status(w, error_status, error);
           co_return;
         }
         if (!co_await w.start_stream(200, "text/event-stream")) co_return;
       }
       if (failed) {
-        json err =
-            json::parse(net::error_body(job.error_status ? job.error_status : 500, job.error, ""));
+        json err = json::parse(net::error_body(error_status ? error_status : 500, error, ""));
         co_await w.write(sse(err));
-      } else {
-        const json last = stream_chunk(req, id, created, rest, job.finish, {}, first_chunk);
-        co_await w.write(sse(last));
-        if (req.include_usage) co_await w.write(sse(usage_chunk(req, id, created, usage)));
+      } else if (req.include_usage) {
+        co_await w.write(sse(usage_chunk(req, head, usage)));
       }
       co_await w.write("data: [DONE]\n\n");
       co_await w.finish();
       co_return;
     }
     if (failed) {
-      co_await send_job_error(w, job);
+      co_await send_error_status(w, error_status, error);
       co_return;
     }
-    full_text += rest;
-    co_await w.send(200, json_text(completion_response(req, id, created, full_text, job.finish,
-                                                       job.generated, usage)));
+    co_await w.send(200,
+                    json_text(completion_response(req, head, choices, choice_logprobs, usage)));
   }
 
-  Task<void> send_job_error(net::ResponseWriter& w, const Job& job) {
+  Task<void> send_error_status(net::ResponseWriter& w, int status, const std::string& error) {
     std::vector<net::Header> extra;
-    if (job.error_status == 503) extra = retry_after(2);
-    return w.send_error(job.error_status ? job.error_status : 500, job.error, std::move(extra));
+    if (status == 503) extra = retry_after(2);
+    return w.send_error(status ? status : 500, error, std::move(extra));
   }
 
   std::string request_id() {
@@ -748,6 +840,11 @@ class Server final : public Coordinator {
     params.seed = job.seed;
     params.ignore_eos = job.req.ignore_eos;
     params.stop_token_ids = job.req.stop_token_ids;
+    params.presence_penalty = job.req.presence_penalty;
+    params.frequency_penalty = job.req.frequency_penalty;
+    params.repetition_penalty = job.req.repetition_penalty;
+    params.logit_bias = job.req.logit_bias;
+    params.logprobs = job.req.logprobs;
     body.kv = kv;
 
     bool finished = false, stopped = false;
@@ -790,6 +887,17 @@ class Server final : public Coordinator {
         if (!t.is_ok()) {
           error_message = "bad token line: " + t.status().message();
           co_return false;
+        }
+        if (job.req.logprobs) {
+          if (!t->logprob) {
+            error_message = "the worker sent a token without the logprobs asked for";
+            co_return false;
+          }
+          TokenLogprobs lp;
+          lp.token = t->token;
+          lp.logprob = *t->logprob;
+          for (const api::TopLogprob& x : t->top) lp.top.emplace_back(x.token, x.logprob);
+          job.logprobs.push_back(std::move(lp));
         }
         job.generated.push_back(t->token);
         if (!co_await job.on_token(job.generated.back()) || client_left()) {
