@@ -182,14 +182,14 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
       }
       const std::string role = m["role"].get<std::string>();
       if (role == "tool" || role == "function") {
-        return fail(
-            e, 400, "messages",
-            "messages with role '" + role + "' need tool calling, which kvfleet does not support");
+        return fail(e, 400, "messages",
+                    "'messages' with role '" + role +
+                        "' need tool calling, which kvfleet does not support");
       }
       if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
-        return fail(
-            e, 400, "messages",
-            "unknown message role '" + role + "': expected system, developer, user or assistant");
+        return fail(e, 400, "messages",
+                    "'messages' has an unknown role '" + role +
+                        "': expected system, developer, user or assistant");
       }
     }
     r.prompt_text = apply_chat_template(j["messages"]);
@@ -495,7 +495,8 @@ namespace {
 // bytes are in `bytes`, chat format).
 std::string token_text(const std::string& bytes) {
   Utf8Decoder d;
-  return d.feed(bytes) + d.flush();
+  std::string out = d.feed(bytes);
+  return out + d.flush();  // after feed: the order of operands of + is unspecified
 }
 json byte_list(const std::string& bytes) {
   json out = json::array();

@@ -333,18 +333,45 @@ class Server final : public Coordinator {
   }
 
   void update_gauges() {
-    std::int64_t waiting = 0, swapped = 0, used = 0, total = 0;
+    struct Sums {
+      std::int64_t waiting = 0, swapped = 0, used = 0, total = 0;
+    };
+    std::map<std::string, Sums> by_model;
     for (const auto& [id, w] : registry_.workers()) {
-      waiting += w.load.waiting;
-      swapped += w.load.swapped;
-      used += w.load.total_blocks - w.load.free_blocks;
-      total += w.load.total_blocks;
+      Sums& x = by_model[w.model];
+      x.waiting += w.load.waiting;
+      x.swapped += w.load.swapped;
+      x.used += w.load.total_blocks - w.load.free_blocks;
+      x.total += w.load.total_blocks;
     }
-    metrics_.requests_running.Set(static_cast<double>(inflight_));
-    metrics_.requests_waiting.Set(static_cast<double>(waiting));
-    metrics_.requests_swapped.Set(static_cast<double>(swapped));
-    metrics_.kv_usage_device.Set(total > 0 ? static_cast<double>(used) / static_cast<double>(total)
-                                           : 0.0);
+    for (const auto& [model, m] : model_metrics_) by_model.try_emplace(model);
+    for (const auto& [model, x] : by_model) {
+      monitoring::Metrics& m = metrics_for(model);
+      const auto running = inflight_by_model_.find(model);
+      m.requests_running.Set(
+          running == inflight_by_model_.end() ? 0.0 : static_cast<double>(running->second));
+      m.requests_waiting.Set(static_cast<double>(x.waiting));
+      m.requests_swapped.Set(static_cast<double>(x.swapped));
+      m.kv_usage_device.Set(x.total > 0 ? static_cast<double>(x.used) / static_cast<double>(x.total)
+                                        : 0.0);
+    }
+  }
+
+  // The metrics of one served model (its `model` label), in the process's one registry.
+  // `metrics_` (model "") counts only what names no served model: unparseable requests,
+  // unknown models, registrations and leases.
+  monitoring::Metrics& metrics_for(const std::string& model) {
+    auto it = model_metrics_.find(model);
+    if (it == model_metrics_.end()) {
+      it =
+          model_metrics_
+              .emplace(model,
+                       std::make_unique<monitoring::Metrics>(
+                           monitoring::ProcessLabels{"coordinator", cfg_.name, model, cfg_.backend},
+                           metrics_.registry()))
+              .first;
+    }
+    return *it->second;
   }
 
   static WorkerLoad to_load(const api::WorkerLoad& m) {
@@ -425,6 +452,7 @@ class Server final : public Coordinator {
     if (info.eos_token_id >= 0) spec.eos_token_id = info.eos_token_id;
     auto tok = ByteTokenizer::for_model(spec);
     if (tok.is_ok()) tokenizers_.insert_or_assign(info.model, *tok);
+    metrics_for(info.model);  // its series exist (at 0) from its first worker on
     KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << info.id << " (" << info.role << ", "
                        << info.model << ") registered at " << info.url;
     api::RegistrationReply out;
@@ -447,10 +475,12 @@ class Server final : public Coordinator {
 
   // --- completions --------------------------------------------------------------------------
 
-  // Counts the error and sends it (a plain function: see net/http.h on GCC 12 coroutines).
+  // Counts the error and sends it (a plain function: see net/http.h on GCC 12 coroutines):
+  // under the request's model when it is served, else under the coordinator's own series.
   Task<void> reject(net::ResponseWriter& w, int status, std::string_view type, std::string message,
-                    std::vector<net::Header> extra = {}) {
-    metrics_.errors(type).Increment();
+                    std::vector<net::Header> extra = {}, const std::string& model = "") {
+    auto served = model_metrics_.find(model);
+    (served != model_metrics_.end() ? *served->second : metrics_).errors(type).Increment();
     return w.send_error(status, std::move(message), std::move(extra));
   }
 
@@ -465,9 +495,7 @@ class Server final : public Coordinator {
     if (!parsed.is_ok()) {
       // The error names the parameter in `param` too, as OpenAI's do.
       metrics_.errors("invalid_request").Increment();
-      json body = json::parse(net::error_body(api.status, api.message, ""));
-      if (!api.param.empty()) body["error"]["param"] = api.param;
-      co_await w.send(api.status, json_text(body));
+      co_await send_param_error(w, api.status, api.message, api.param);
       co_return;
     }
     CompletionRequest req = std::move(parsed).value();
@@ -489,16 +517,18 @@ class Server final : public Coordinator {
       std::vector<net::Header> extra;
       if (admission.retry_after_seconds > 0) extra = retry_after(admission.retry_after_seconds);
       co_await reject(w, admission.status, admission.error_type, admission.message,
-                      std::move(extra));
+                      std::move(extra), req.model);
       co_return;
     }
     const ByteTokenizer& tok = tok_it->second;
     for (const auto& [token, bias] : req.logit_bias) {
       if (token >= ar.vocab_size) {
-        co_await reject(w, 400, "invalid_request",
-                        "'logit_bias' names token " + std::to_string(token) +
-                            ", outside the model's vocabulary of " + std::to_string(ar.vocab_size) +
-                            " tokens");
+        metrics_for(req.model).errors("invalid_request").Increment();
+        co_await send_param_error(w, 400,
+                                  "'logit_bias' names token " + std::to_string(token) +
+                                      ", outside the model's vocabulary of " +
+                                      std::to_string(ar.vocab_size) + " tokens",
+                                  "logit_bias");
         co_return;
       }
     }
@@ -509,8 +539,13 @@ class Server final : public Coordinator {
     ++inflight_;
     struct Inflight {
       std::int64_t& n;
-      ~Inflight() { --n; }
-    } counted{inflight_};
+      std::int64_t& of_model;
+      ~Inflight() {
+        --n;
+        --of_model;
+      }
+    } counted{inflight_, ++inflight_by_model_[req.model]};
+    monitoring::Metrics& metrics = metrics_for(req.model);
 
     const ResponseHead head{(chat ? "chatcmpl-" : "cmpl-") + request_id(),
                             static_cast<std::int64_t>(std::time(nullptr)),
@@ -521,8 +556,8 @@ class Server final : public Coordinator {
     std::string echo;
     if (req.echo) {
       Utf8Decoder clean;
-      echo =
-          req.prompt_is_tokens ? clean.feed(tok.decode(prompt)) + clean.flush() : req.prompt_text;
+      echo = req.prompt_is_tokens ? clean.feed(tok.decode(prompt)) : req.prompt_text;
+      echo += clean.flush();  // after feed: the order of operands of + is unspecified
     }
     std::vector<Choice> choices;
     std::vector<json> choice_logprobs;
@@ -552,9 +587,9 @@ class Server final : public Coordinator {
         const double t = now_seconds();
         if (job.first_token < 0) {
           job.first_token = t;
-          if (index == 0) metrics_.time_to_first_token.Observe(t - job.arrival);
+          if (index == 0) metrics.time_to_first_token.Observe(t - job.arrival);
         } else {
-          metrics_.inter_token_latency.Observe(t - job.last_token);
+          metrics.inter_token_latency.Observe(t - job.last_token);
         }
         job.last_token = t;
         std::string piece = text.append(token);
@@ -600,7 +635,8 @@ class Server final : public Coordinator {
         error_type = job.error_type;
         break;
       }
-      metrics_.requests(job.finish).Increment();
+      metrics.requests(job.finish).Increment();
+      metrics.request_generation_tokens.Observe(static_cast<double>(job.generated.size()));
       if (job.client_gone) {
         gone = true;
         break;
@@ -628,17 +664,18 @@ class Server final : public Coordinator {
     // Finish the response. The prompt counts once: its choices share it.
     const Usage usage{len, generated_total};
     if (!failed) {
-      metrics_.prompt_tokens.Increment(static_cast<double>(len));
-      metrics_.generation_tokens.Increment(static_cast<double>(generated_total));
-      metrics_.e2e_latency.Observe(now_seconds() - arrival);
+      metrics.prompt_tokens.Increment(static_cast<double>(len));
+      metrics.request_prompt_tokens.Observe(static_cast<double>(len));
+      metrics.generation_tokens.Increment(static_cast<double>(generated_total));
+      metrics.e2e_latency.Observe(now_seconds() - arrival);
     } else {
-      metrics_.requests("error").Increment();
-      metrics_.errors(error_type.empty() ? "worker_failure" : error_type).Increment();
+      metrics.requests("error").Increment();
+      metrics.errors(error_type.empty() ? "worker_failure" : error_type).Increment();
       if (generated_total > 0)
-        metrics_.generation_tokens.Increment(static_cast<double>(generated_total));
+        metrics.generation_tokens.Increment(static_cast<double>(generated_total));
     }
     if (gone) {
-      metrics_.errors("client_disconnect").Increment();
+      metrics.errors("client_disconnect").Increment();
       co_return;
     }
     if (req.stream) {
@@ -665,6 +702,14 @@ class Server final : public Coordinator {
     }
     co_await w.send(200,
                     json_text(completion_response(req, head, choices, choice_logprobs, usage)));
+  }
+
+  // An error whose `param` names the parameter, as OpenAI's do (net's error bodies have null).
+  Task<void> send_param_error(net::ResponseWriter& w, int status, const std::string& message,
+                              const std::string& param) {
+    json body = json::parse(net::error_body(status, message, ""));
+    if (!param.empty()) body["error"]["param"] = param;
+    return w.send(status, json_text(body));
   }
 
   Task<void> send_error_status(net::ResponseWriter& w, int status, const std::string& error) {
@@ -775,21 +820,27 @@ class Server final : public Coordinator {
 
   void record_phases(Job& job) {
     if (!job.last_finish) return;
+    monitoring::Metrics& m = metrics_for(job.req.model);
     const api::RunTimings& t = job.last_finish->timings;
-    metrics_.ttft_phase("queue").Observe(t.queue_seconds);
-    metrics_.ttft_phase("prefill").Observe(t.prefill_seconds);
-    metrics_.prefill_seconds.Observe(t.prefill_seconds);
-    metrics_.prefix_cache_hit_tokens.Increment(static_cast<double>(t.prefix_hit_tokens));
+    m.ttft_phase("queue").Observe(t.queue_seconds);
+    m.ttft_phase("prefill").Observe(t.prefill_seconds);
+    m.prefill_seconds.Observe(t.prefill_seconds);
+    m.prefix_cache_hit_tokens.Increment(static_cast<double>(t.prefix_hit_tokens));
+    m.prefix_cache_query_tokens.Increment(static_cast<double>(t.prompt_tokens));
+    m.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
   }
 
   void record_decode_phases(Job& job, const std::optional<api::FinishLine>& decode_finish) {
+    monitoring::Metrics& m = metrics_for(job.req.model);
     if (job.kv_transfer_seconds >= 0) {
-      metrics_.ttft_phase("kv_transfer").Observe(job.kv_transfer_seconds);
-      metrics_.kv_transfer_seconds.Observe(job.kv_transfer_seconds);
+      m.ttft_phase("kv_transfer").Observe(job.kv_transfer_seconds);
+      m.kv_transfer_seconds.Observe(job.kv_transfer_seconds);
     }
     if (decode_finish) {
-      metrics_.ttft_phase("decode_queue").Observe(decode_finish->timings.queue_seconds);
-      metrics_.ttft_phase("first_decode_step").Observe(decode_finish->timings.prefill_seconds);
+      const api::RunTimings& t = decode_finish->timings;
+      m.ttft_phase("decode_queue").Observe(t.queue_seconds);
+      m.ttft_phase("first_decode_step").Observe(t.prefill_seconds);
+      m.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
     }
   }
 
@@ -944,7 +995,7 @@ class Server final : public Coordinator {
       if (WorkerInfo* x = registry_.find(worker_id)) x->suspect = true;
       job.exclude.insert(worker_id);
       job.last_error = "worker " + worker_id + ": " + status.status().message();
-      metrics_.errors("worker_failure").Increment();
+      metrics_for(job.req.model).errors("worker_failure").Increment();
       co_return RunEnd::kRetry;
     }
     if (*status != 200) {
@@ -959,7 +1010,7 @@ class Server final : public Coordinator {
       }
       if (*status == 502 && kv) {
         // The KV source (the prefill worker) failed, not this decode worker.
-        metrics_.kv_transfer_failures.Increment();
+        metrics_for(job.req.model).kv_transfer_failures.Increment();
         const std::string source = kv->agent;
         if (WorkerInfo* x = registry_.find(source)) x->suspect = true;
         job.exclude.insert(source);
@@ -998,6 +1049,8 @@ class Server final : public Coordinator {
   // Runs in flight by worker id, to cancel when the worker's lease expires.
   std::map<std::string, std::vector<std::weak_ptr<net::CallCanceller>>> runs_;
   std::int64_t inflight_ = 0;
+  std::map<std::string, std::int64_t> inflight_by_model_;
+  std::map<std::string, std::unique_ptr<monitoring::Metrics>> model_metrics_;
   std::uint64_t next_id_ = 1;
   std::int64_t started_ = static_cast<std::int64_t>(std::time(nullptr));
   bool stopping_ = false;

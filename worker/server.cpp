@@ -781,6 +781,7 @@ class Server final : public WorkerServer {
       metrics_.prompt_tokens.Increment(static_cast<double>(t.prompt_tokens));
       metrics_.prefix_cache_hit_tokens.Increment(
           static_cast<double>(t.prefix_hit_tokens + t.host_prefix_hit_tokens));
+      metrics_.prefix_cache_query_tokens.Increment(static_cast<double>(t.prompt_tokens));
       if (!out.tokens.empty()) {
         metrics_.time_to_first_token.Observe(t.time_to_first_token);
         metrics_.prefill_seconds.Observe(t.prefill_seconds);
@@ -797,6 +798,13 @@ class Server final : public WorkerServer {
       e2e += x;
     }
     if (mode != "prefill") metrics_.e2e_latency.Observe(e2e);
+    metrics_.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
+    // Per request as this worker ran it: a prefill's prompt, a decode's tokens.
+    if (mode != "decode")
+      metrics_.request_prompt_tokens.Observe(static_cast<double>(t.prompt_tokens));
+    if (mode != "prefill")
+      metrics_.request_generation_tokens.Observe(
+          static_cast<double>(std::max<std::int64_t>(generated, 0)));
     for (std::int64_t i = 0; i < t.swap_out_count; ++i) {
       metrics_.swap_out_seconds.Observe(t.swap_out_seconds / static_cast<double>(t.swap_out_count));
     }
