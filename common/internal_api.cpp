@@ -39,8 +39,11 @@ class Reader {
     if (!has(k)) return;
     if (auto v = to_integer<T>(j_[k], k)) out = *v;
   }
-  void number(const char* k, double& out) {
-    if (!has(k)) return;
+  void number(const char* k, double& out, bool required = false) {
+    if (!has(k)) {
+      if (required) fail(k, "is required");
+      return;
+    }
     if (!j_[k].is_number()) return fail(k, "must be a number");
     out = j_[k].get<double>();
   }
@@ -104,6 +107,18 @@ class Reader {
     std::optional<T> o;
     object(k, o, decode);
     if (o) out = std::move(*o);
+  }
+  // An array whose elements `each` decodes (an error names the field and the index).
+  template <typename F>
+  void list(const char* k, F each) {
+    if (!has(k)) return;
+    if (!j_[k].is_array()) return fail(k, "must be an array");
+    for (size_t i = 0; i < j_[k].size() && error_.is_ok(); ++i) {
+      Status st = each(j_[k][i]);
+      if (!st.is_ok()) {
+        error_ = st.with_context(std::string("field '") + k + "' [" + std::to_string(i) + "]");
+      }
+    }
   }
   const Status& status() const { return error_; }
 
@@ -377,8 +392,17 @@ json to_json(const SamplingParams& m) {
          {"top_p", m.top_p},
          {"top_k", m.top_k},
          {"ignore_eos", m.ignore_eos},
-         {"stop_token_ids", m.stop_token_ids}};
+         {"stop_token_ids", m.stop_token_ids},
+         {"presence_penalty", m.presence_penalty},
+         {"frequency_penalty", m.frequency_penalty},
+         {"repetition_penalty", m.repetition_penalty}};
   if (m.seed) j["seed"] = *m.seed;
+  if (!m.logit_bias.empty()) {
+    json bias = json::array();
+    for (const auto& [token, b] : m.logit_bias) bias.push_back({{"token", token}, {"bias", b}});
+    j["logit_bias"] = bias;
+  }
+  if (m.logprobs) j["logprobs"] = *m.logprobs;
   return j;
 }
 Result<SamplingParams> decode_SamplingParams(const json& j) {
@@ -392,6 +416,18 @@ Result<SamplingParams> decode_SamplingParams(const json& j) {
   r.integer("seed", m.seed);
   r.boolean("ignore_eos", m.ignore_eos);
   r.integers("stop_token_ids", m.stop_token_ids);
+  r.number("presence_penalty", m.presence_penalty);
+  r.number("frequency_penalty", m.frequency_penalty);
+  r.number("repetition_penalty", m.repetition_penalty);
+  r.integer("logprobs", m.logprobs);
+  r.list("logit_bias", [&](const json& e) -> Status {
+    Reader er(e);
+    std::pair<std::int32_t, double> b;
+    er.integer("token", b.first, true);
+    er.number("bias", b.second, true);
+    if (er.status().is_ok()) m.logit_bias.push_back(b);
+    return er.status();
+  });
   return done(r, std::move(m));
 }
 
@@ -446,13 +482,33 @@ Result<RunTimings> decode_RunTimings(const json& j) {
 }
 
 json to_json(const TokenLine& m) {
-  return json{{"token", m.token}};
+  json j{{"token", m.token}};
+  if (m.logprob) {
+    j["logprob"] = *m.logprob;
+    json top = json::array();
+    for (const TopLogprob& t : m.top) top.push_back({{"token", t.token}, {"logprob", t.logprob}});
+    j["top"] = top;
+  }
+  return j;
 }
 Result<TokenLine> decode_TokenLine(const json& j) {
   Reader r(j);
   TokenLine m;
   r.integer("token", m.token, true);
-  return done(r, m);
+  if (r.has("logprob")) {
+    double lp = 0;
+    r.number("logprob", lp, true);
+    m.logprob = lp;
+  }
+  r.list("top", [&](const json& e) -> Status {
+    Reader er(e);
+    TopLogprob t;
+    er.integer("token", t.token, true);
+    er.number("logprob", t.logprob, true);
+    if (er.status().is_ok()) m.top.push_back(t);
+    return er.status();
+  });
+  return done(r, std::move(m));
 }
 
 json to_json(const AliveLine& m) {

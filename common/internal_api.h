@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -100,6 +101,11 @@ struct SamplingParams {
   std::optional<std::uint64_t> seed;
   bool ignore_eos = false;
   std::vector<std::int32_t> stop_token_ids;
+  double presence_penalty = 0, frequency_penalty = 0, repetition_penalty = 1;
+  // On the wire: [{"token": id, "bias": b}, ...].
+  std::vector<std::pair<std::int32_t, double>> logit_bias;
+  // Absent: no logprobs. N: each token line carries its logprob and N alternatives.
+  std::optional<std::int64_t> logprobs;
 };
 
 // POST /internal/generate (worker).
@@ -127,8 +133,16 @@ struct RunTimings {
 // silent for longer is a frozen worker, and a reader that went away is noticed by the next
 // write. Failures after the stream began are an error line, {"error": {"message", "code"}},
 // with the status the answer would have had.
+struct TopLogprob {
+  std::int32_t token = 0;
+  double logprob = 0;
+};
 struct TokenLine {
   std::int32_t token = 0;
+  // With SamplingParams::logprobs: the token's logprob and the alternatives, best first
+  // (on the wire "logprob" and "top": [{"token", "logprob"}, ...]).
+  std::optional<double> logprob;
+  std::vector<TopLogprob> top;
 };
 struct AliveLine {
   bool alive = true;

@@ -48,6 +48,22 @@ std::unique_ptr<TokenDecoder> ModelText::decoder() const {
   return std::make_unique<HfTokenDecoder>(folder_->tokenizer);
 }
 
+TokenBytesFn token_bytes_fn(const tokenizer::HfTokenizer& tokenizer) {
+  return [tokenizer](std::int32_t id) { return tokenizer.token_bytes(id); };
+}
+
+TokenBytesFn ModelText::token_bytes() const {
+  if (!folder_) {
+    return [bytes = bytes_](std::int32_t id) { return bytes.decode_token(id); };
+  }
+  return token_bytes_fn(folder_->tokenizer);
+}
+
+std::string ModelText::decode(const std::vector<std::int32_t>& ids) const {
+  if (!folder_) return bytes_.decode(ids);
+  return folder_->tokenizer.decode(ids, /*skip_special_tokens=*/false);
+}
+
 std::vector<std::int32_t> ModelText::extra_eos_ids() const {
   std::vector<std::int32_t> out;
   if (!folder_) return out;

@@ -23,6 +23,9 @@
 
 namespace kvfleet::coordinator {
 
+// token_bytes_fn (openai.h) of a folder's tokenizer; the function holds a copy of it.
+TokenBytesFn token_bytes_fn(const tokenizer::HfTokenizer& tokenizer);
+
 class ModelText {
  public:
   explicit ModelText(ByteTokenizer bytes) : bytes_(bytes) {}
@@ -40,8 +43,15 @@ class ModelText {
   // (kvfleet's own format, see apply_chat_template) with BOS.
   Result<std::vector<std::int32_t>> encode_chat(const nlohmann::ordered_json& messages,
                                                 std::string_view builtin_text) const;
-  // A decoder for one output stream.
+  // A decoder for one output stream (each stream, e.g. each of n choices, needs its own).
   std::unique_ptr<TokenDecoder> decoder() const;
+  // The bytes of each token, for logprobs: the byte tokenizer's, or the folder tokenizer's
+  // token_bytes (byte-level and byte-fallback tokens as their bytes, added tokens as text).
+  // The function holds what it needs: it may outlive this ModelText.
+  TokenBytesFn token_bytes() const;
+  // Text of ids (echo of a prompt given as tokens): the byte tokenizer leaves out its special
+  // tokens; a folder's tokenizer keeps them, as vLLM's echo does.
+  std::string decode(const std::vector<std::int32_t>& ids) const;
   // Ids that also end generation besides the workers' EOS (the folder's spec.eos_token_id,
   // which workers of the same tokenizer_id stop on): generation_config.json's other
   // eos_token_id entries. Empty for built-in models.

@@ -46,6 +46,87 @@ Status token_ids(const json& arr, const char* field, std::vector<std::int32_t>& 
   return Status();
 }
 
+constexpr std::int64_t kMaxChoices = 128;  // OpenAI's limit on n
+constexpr std::uint64_t kMaxLogprobs = 20;
+
+// Parameters vLLM accepts that kvfleet does not implement: a 400 naming the parameter when
+// one asks for something (null, and values that ask for the default, pass), never a silent 200.
+// Unknown parameters are ignored, as vLLM does (it logs and ignores extra fields).
+Status check_unsupported(const json& j, bool chat, ApiError& e) {
+  auto given = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+  auto refuse = [&](const char* k, const std::string& why) {
+    return fail(
+        e, 400, k,
+        std::string("'") + k + "' is not supported by kvfleet" + (why.empty() ? "" : ": " + why));
+  };
+  auto non_empty = [&](const char* k) {
+    if (!given(k)) return false;
+    const json& v = j[k];
+    return !((v.is_array() || v.is_object() || v.is_string()) && v.empty());
+  };
+  for (const char* k : {"tools", "functions"}) {
+    if (non_empty(k)) return refuse(k, "kvfleet has no tool calling");
+  }
+  for (const char* k : {"tool_choice", "function_call"}) {
+    if (given(k) && !(j[k].is_string() && j[k].get<std::string>() == "none")) {
+      return refuse(k, "kvfleet has no tool calling (only \"none\" is accepted)");
+    }
+  }
+  if (given("response_format") &&
+      !(j["response_format"].is_object() && j["response_format"].value("type", "") == "text")) {
+    return refuse("response_format", "no structured output (only {\"type\": \"text\"})");
+  }
+  for (const char* k :
+       {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
+        "guided_whitespace_pattern", "structured_outputs", "prompt_logprobs",
+        "truncate_prompt_tokens", "logits_processors", "prediction", "audio", "reasoning_effort",
+        "chat_template", "documents", "mm_processor_kwargs", "web_search_options", "suffix"}) {
+    if (given(k)) return refuse(k, "");
+  }
+  for (const char* k : {"allowed_token_ids", "bad_words", "chat_template_kwargs"}) {
+    if (non_empty(k)) return refuse(k, "");
+  }
+  if (given("min_p") && !(j["min_p"].is_number() && j["min_p"].get<double>() == 0)) {
+    return refuse("min_p", "only 0");
+  }
+  if (given("length_penalty") &&
+      !(j["length_penalty"].is_number() && j["length_penalty"].get<double>() == 1)) {
+    return refuse("length_penalty", "no beam search");
+  }
+  auto refuse_unless = [&](const char* k, bool accepted, const char* why) -> Status {
+    if (given(k) && !(j[k].is_boolean() && j[k].get<bool>() == accepted)) return refuse(k, why);
+    return Status();
+  };
+  KVFLEET_RETURN_IF_ERROR(refuse_unless("use_beam_search", false, "no beam search"));
+  KVFLEET_RETURN_IF_ERROR(
+      refuse_unless("include_stop_str_in_output", false, "the stop string is always left out"));
+  KVFLEET_RETURN_IF_ERROR(
+      refuse_unless("skip_special_tokens", true, "special tokens are always left out of the text"));
+  if (given("priority") &&
+      !(j["priority"].is_number_integer() && j["priority"].get<std::int64_t>() == 0)) {
+    return refuse("priority", "requests are served first come, first served");
+  }
+  if (given("modalities") && !(j["modalities"].is_array() && j["modalities"].size() == 1 &&
+                               j["modalities"][0] == "text")) {
+    return refuse("modalities", "text only");
+  }
+  if (given("stream_options") && j["stream_options"].is_object()) {
+    for (const auto& [k, v] : j["stream_options"].items()) {
+      if (k == "include_usage" || v.is_null()) continue;
+      if (k == "continuous_usage_stats" && v.is_boolean() && !v.get<bool>()) continue;
+      return fail(e, 400, "stream_options",
+                  "'stream_options." + k + "' is not supported by kvfleet (only include_usage)");
+    }
+  }
+  if (chat) {
+    KVFLEET_RETURN_IF_ERROR(refuse_unless("echo", false, "chat echo is not implemented"));
+    KVFLEET_RETURN_IF_ERROR(refuse_unless("continue_final_message", false, ""));
+    KVFLEET_RETURN_IF_ERROR(
+        refuse_unless("add_generation_prompt", true, "the built-in template always adds it"));
+  }
+  return Status();
+}
+
 }  // namespace
 
 std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -98,6 +179,17 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
           !(m["content"].is_string() || m["content"].is_array())) {
         return fail(e, 400, "messages",
                     "each message needs a string 'role' and a string or array 'content'");
+      }
+      const std::string role = m["role"].get<std::string>();
+      if (role == "tool" || role == "function") {
+        return fail(e, 400, "messages",
+                    "'messages' with role '" + role +
+                        "' need tool calling, which kvfleet does not support");
+      }
+      if (role != "system" && role != "developer" && role != "user" && role != "assistant") {
+        return fail(e, 400, "messages",
+                    "'messages' has an unknown role '" + role +
+                        "': expected system, developer, user or assistant");
       }
     }
     r.prompt_text = apply_chat_template(j["messages"]);
@@ -190,27 +282,99 @@ Result<CompletionRequest> parse_completion_request(std::string_view body, bool c
     }
     KVFLEET_RETURN_IF_ERROR(boolean(j["stream_options"], "include_usage", r.include_usage));
   }
+  KVFLEET_RETURN_IF_ERROR(check_unsupported(j, chat, e));
   if (j.contains("n") && !j["n"].is_null()) {
     const json& n = j["n"];
-    if (!n.is_number_integer()) return fail(e, 400, "n", "'n' must be an integer");
-    if (!(n.is_number_unsigned() ? n.get<std::uint64_t>() == 1 : n.get<std::int64_t>() == 1)) {
-      return fail(e, 400, "n", "only n = 1 is supported; got " + n.dump());
+    const bool ok = n.is_number_integer() &&
+                    !(n.is_number_unsigned()
+                          ? n.get<std::uint64_t>() > kMaxChoices
+                          : n.get<std::int64_t>() < 1 || n.get<std::int64_t>() > kMaxChoices);
+    if (!ok) {
+      return fail(
+          e, 400, "n",
+          "'n' must be an integer in [1, " + std::to_string(kMaxChoices) + "]; got " + n.dump());
+    }
+    r.n = n.get<std::int64_t>();
+    if (r.n < 1) return fail(e, 400, "n", "'n' must be at least 1");
+  }
+  if (j.contains("best_of") && !j["best_of"].is_null()) {
+    const json& b = j["best_of"];
+    if (!b.is_number_integer()) return fail(e, 400, "best_of", "'best_of' must be an integer");
+    if (!(b.is_number_unsigned() ? b.get<std::uint64_t>() == static_cast<std::uint64_t>(r.n)
+                                 : b.get<std::int64_t>() == r.n)) {
+      return fail(e, 400, "best_of",
+                  "'best_of' other than n is not supported (kvfleet returns every choice it "
+                  "generates); got " +
+                      b.dump() + " with n = " + std::to_string(r.n));
     }
   }
-  // Logprobs are not returned ("logprobs": null); the fields are still type-checked as vLLM's
-  // schema has them (completions: an integer; chat: a boolean plus top_logprobs).
-  if (j.contains("logprobs") && !j["logprobs"].is_null()) {
-    const json& l = j["logprobs"];
-    if (chat && !l.is_boolean()) return fail(e, 400, "logprobs", "'logprobs' must be a boolean");
-    if (!chat &&
-        !(l.is_number_unsigned() || (l.is_number_integer() && l.get<std::int64_t>() >= 0))) {
-      return fail(e, 400, "logprobs", "'logprobs' must be a non-negative integer");
+  KVFLEET_RETURN_IF_ERROR(number("presence_penalty", r.presence_penalty, false));
+  KVFLEET_RETURN_IF_ERROR(number("frequency_penalty", r.frequency_penalty, false));
+  KVFLEET_RETURN_IF_ERROR(number("repetition_penalty", r.repetition_penalty, false));
+  if (!(r.presence_penalty >= -2 && r.presence_penalty <= 2)) {
+    return fail(e, 400, "presence_penalty", "'presence_penalty' must be in [-2, 2]");
+  }
+  if (!(r.frequency_penalty >= -2 && r.frequency_penalty <= 2)) {
+    return fail(e, 400, "frequency_penalty", "'frequency_penalty' must be in [-2, 2]");
+  }
+  if (!(r.repetition_penalty > 0 && r.repetition_penalty <= 1e6)) {
+    return fail(e, 400, "repetition_penalty", "'repetition_penalty' must be > 0");
+  }
+  if (j.contains("logit_bias") && !j["logit_bias"].is_null()) {
+    const json& b = j["logit_bias"];
+    if (!b.is_object()) {
+      return fail(e, 400, "logit_bias", "'logit_bias' must be an object of token id -> bias");
+    }
+    for (const auto& [key, value] : b.items()) {
+      std::int32_t id = 0;
+      const json parsed = json::parse(key, nullptr, false);
+      if (parsed.is_discarded() || !token_id(parsed, id) || parsed.dump() != key) {
+        return fail(e, 400, "logit_bias",
+                    "'logit_bias' keys must be token ids (decimal integers in [0, " +
+                        std::to_string(kMaxInt32) + "]); got \"" + key + "\"");
+      }
+      if (!value.is_number() || !(value.get<double>() >= -100 && value.get<double>() <= 100)) {
+        return fail(e, 400, "logit_bias",
+                    "'logit_bias' values must be numbers in [-100, 100]; got " + value.dump() +
+                        " for token " + key);
+      }
+      r.logit_bias.emplace_back(id, value.get<double>());
     }
   }
-  if (j.contains("top_logprobs") && !j["top_logprobs"].is_null()) {
-    const json& l = j["top_logprobs"];
-    if (!(l.is_number_unsigned() || (l.is_number_integer() && l.get<std::int64_t>() >= 0))) {
-      return fail(e, 400, "top_logprobs", "'top_logprobs' must be a non-negative integer");
+  // Logprobs: completions take `logprobs` as the number of alternatives; chat takes a boolean
+  // plus `top_logprobs`. vLLM's limit (max_logprobs) is 20.
+  auto alternatives = [&](const char* name, const json& l) -> Status {
+    const bool ok = l.is_number_integer() &&
+                    (l.is_number_unsigned()
+                         ? l.get<std::uint64_t>() <= kMaxLogprobs
+                         : l.get<std::int64_t>() >= 0 &&
+                               l.get<std::int64_t>() <= static_cast<std::int64_t>(kMaxLogprobs));
+    if (!ok) {
+      return fail(e, 400, name,
+                  std::string("'") + name + "' must be an integer in [0, " +
+                      std::to_string(kMaxLogprobs) + "]; got " + l.dump());
+    }
+    r.logprobs = l.get<std::int64_t>();
+    return Status();
+  };
+  const bool has_top = j.contains("top_logprobs") && !j["top_logprobs"].is_null();
+  if (chat) {
+    bool want = false;
+    KVFLEET_RETURN_IF_ERROR(boolean(j, "logprobs", want));
+    if (has_top && !want) {
+      return fail(e, 400, "top_logprobs", "'top_logprobs' needs 'logprobs' set to true");
+    }
+    if (want) r.logprobs = 0;
+    if (has_top) KVFLEET_RETURN_IF_ERROR(alternatives("top_logprobs", j["top_logprobs"]));
+  } else {
+    if (j.contains("logprobs") && !j["logprobs"].is_null()) {
+      KVFLEET_RETURN_IF_ERROR(alternatives("logprobs", j["logprobs"]));
+    }
+    KVFLEET_RETURN_IF_ERROR(boolean(j, "echo", r.echo));
+    if (r.echo && r.logprobs) {
+      return fail(e, 400, "echo",
+                  "'echo' with 'logprobs' would need the prompt's logprobs, which kvfleet does "
+                  "not compute: send one or the other");
     }
   }
   if (j.contains("stop") && !j["stop"].is_null()) {
@@ -339,6 +503,77 @@ std::string OutputText::take(bool final) {
   return out;
 }
 
+TokenBytesFn token_bytes_fn(const ByteTokenizer& tokenizer) {
+  return [&tokenizer](std::int32_t id) { return tokenizer.decode_token(id); };
+}
+
+namespace {
+// A token's text in a logprobs entry: its bytes as UTF-8, invalid bytes as U+FFFD (the raw
+// bytes are in `bytes`, chat format).
+std::string token_text(const std::string& bytes) {
+  Utf8Decoder d;
+  std::string out = d.feed(bytes);
+  return out + d.flush();  // after feed: the order of operands of + is unspecified
+}
+json byte_list(const std::string& bytes) {
+  json out = json::array();
+  for (char c : bytes) out.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  return out;
+}
+}  // namespace
+
+json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprobs>& lps,
+                   const TokenBytesFn& bytes, std::int64_t text_offset) {
+  if (!r.logprobs) return nullptr;
+  if (r.chat) {
+    json content = json::array();
+    for (const TokenLogprobs& t : lps) {
+      const std::string b = bytes(t.token);
+      json e{{"token", token_text(b)}, {"logprob", t.logprob}, {"bytes", byte_list(b)}};
+      json top = json::array();
+      for (const auto& [id, lp] : t.top) {
+        const std::string tb = bytes(id);
+        top.push_back({{"token", token_text(tb)}, {"logprob", lp}, {"bytes", byte_list(tb)}});
+      }
+      e["top_logprobs"] = top;
+      content.push_back(e);
+    }
+    return json{{"content", content}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+       offsets = json::array();
+  for (const TokenLogprobs& t : lps) {
+    const std::string text = token_text(bytes(t.token));
+    tokens.push_back(text);
+    token_logprobs.push_back(t.logprob);
+    // As vLLM: the sampled token and the alternatives, by text.
+    json top = json::object();
+    top[text] = t.logprob;
+    for (const auto& [id, lp] : t.top) {
+      const std::string alt = token_text(bytes(id));
+      if (!top.contains(alt)) top[alt] = lp;
+    }
+    top_logprobs.push_back(top);
+    offsets.push_back(text_offset);
+    text_offset += static_cast<std::int64_t>(text.size());
+  }
+  return json{{"tokens", tokens},
+              {"token_logprobs", token_logprobs},
+              {"top_logprobs", top_logprobs},
+              {"text_offset", offsets}};
+}
+
+std::string system_fingerprint(std::string_view model, std::string_view backend) {
+  std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (std::string_view part : {model, std::string_view("\n"), backend}) {
+    for (char c : part) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  }
+  static const char* hex = "0123456789abcdef";
+  std::string s = "fp_";
+  for (int i = 0; i < 10; ++i, h >>= 4) s += hex[h & 15];
+  return s;
+}
+
 json usage_json(const Usage& u) {
   json j;
   j["prompt_tokens"] = u.prompt_tokens;
@@ -347,37 +582,50 @@ json usage_json(const Usage& u) {
   return j;
 }
 
-json completion_response(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                         const std::string& text, const std::string& finish_reason,
-                         const std::vector<std::int32_t>& tokens, const Usage& usage) {
-  json choice;
-  choice["index"] = 0;
-  if (r.chat) {
-    json msg;
-    msg["role"] = "assistant";
-    msg["content"] = text;
-    choice["message"] = msg;
-  } else {
-    choice["text"] = text;
-  }
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = finish_reason;
-  if (r.return_token_ids) choice["token_ids"] = tokens;
+namespace {
+json head_json(const CompletionRequest& r, const ResponseHead& head, const char* object) {
   json j;
-  j["id"] = id;
-  j["object"] = r.chat ? "chat.completion" : "text_completion";
-  j["created"] = created;
+  j["id"] = head.id;
+  j["object"] = object;
+  j["created"] = head.created;
   j["model"] = r.model;
-  j["choices"] = json::array({choice});
+  j["system_fingerprint"] = head.fingerprint;
+  return j;
+}
+}  // namespace
+
+json completion_response(const CompletionRequest& r, const ResponseHead& head,
+                         const std::vector<Choice>& choices, const std::vector<json>& logprobs,
+                         const Usage& usage) {
+  json out = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const Choice& c = choices[i];
+    json choice;
+    choice["index"] = i;
+    if (r.chat) {
+      json msg;
+      msg["role"] = "assistant";
+      msg["content"] = c.text;
+      choice["message"] = msg;
+    } else {
+      choice["text"] = c.text;
+    }
+    choice["logprobs"] = i < logprobs.size() ? logprobs[i] : json(nullptr);
+    choice["finish_reason"] = c.finish_reason;
+    if (r.return_token_ids) choice["token_ids"] = c.tokens;
+    out.push_back(choice);
+  }
+  json j = head_json(r, head, r.chat ? "chat.completion" : "text_completion");
+  j["choices"] = out;
   j["usage"] = usage_json(usage);
   return j;
 }
 
-json stream_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
+json stream_chunk(const CompletionRequest& r, const ResponseHead& head, std::int64_t index,
                   const std::string& text, const std::string& finish_reason,
-                  const std::vector<std::int32_t>& tokens, bool first) {
+                  const std::vector<std::int32_t>& tokens, bool first, json logprobs) {
   json choice;
-  choice["index"] = 0;
+  choice["index"] = index;
   if (r.chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -386,26 +634,17 @@ json stream_chunk(const CompletionRequest& r, const std::string& id, std::int64_
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = std::move(logprobs);
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(finish_reason);
   if (r.return_token_ids) choice["token_ids"] = tokens;
-  json j;
-  j["id"] = id;
-  j["object"] = r.chat ? "chat.completion.chunk" : "text_completion";
-  j["created"] = created;
-  j["model"] = r.model;
+  json j = head_json(r, head, r.chat ? "chat.completion.chunk" : "text_completion");
   j["choices"] = json::array({choice});
   if (r.include_usage) j["usage"] = nullptr;
   return j;
 }
 
-json usage_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                 const Usage& usage) {
-  json j;
-  j["id"] = id;
-  j["object"] = r.chat ? "chat.completion.chunk" : "text_completion";
-  j["created"] = created;
-  j["model"] = r.model;
+json usage_chunk(const CompletionRequest& r, const ResponseHead& head, const Usage& usage) {
+  json j = head_json(r, head, r.chat ? "chat.completion.chunk" : "text_completion");
   j["choices"] = json::array();
   j["usage"] = usage_json(usage);
   return j;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -42,7 +43,46 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;
   bool return_token_ids = false;  // extension (as vLLM's): token ids in choices
+  std::int64_t n = 1;             // choices, sharing the prompt
+  double presence_penalty = 0, frequency_penalty = 0, repetition_penalty = 1;
+  std::vector<std::pair<std::int32_t, double>> logit_bias;
+  // Alternatives per token when logprobs are asked for (completions: `logprobs`; chat:
+  // `top_logprobs` with `logprobs: true`); unset: no logprobs.
+  std::optional<std::int64_t> logprobs;
+  bool echo = false;  // completions: the prompt's text before the choice's text
 };
+
+// One generated token's logprobs as a worker reported them (raw model output, see
+// worker/sampler.h): the token's and its alternatives, best first.
+struct TokenLogprobs {
+  std::int32_t token = 0;
+  double logprob = 0;
+  std::vector<std::pair<std::int32_t, double>> top;
+};
+
+// The bytes of one token, from whichever tokenizer serves the model. Logprobs show tokens
+// through this alone, so another tokenizer needs only its own overload of token_bytes_fn.
+using TokenBytesFn = std::function<std::string(std::int32_t)>;
+TokenBytesFn token_bytes_fn(const ByteTokenizer& tokenizer);
+
+// One choice of a response.
+struct Choice {
+  std::string text;
+  std::string finish_reason;
+  std::vector<std::int32_t> tokens;
+  std::vector<TokenLogprobs> logprobs;  // one per token when asked for
+};
+
+// The `logprobs` object of a choice or chunk (null unless asked for). Completions: `tokens`,
+// `token_logprobs`, `top_logprobs` (the token and its alternatives, by token text) and
+// `text_offset` (from `text_offset`); chat: {"content": [{token, logprob, bytes,
+// top_logprobs}]}.
+nlohmann::json logprobs_json(const CompletionRequest& r, const std::vector<TokenLogprobs>& lps,
+                             const TokenBytesFn& bytes, std::int64_t text_offset);
+
+// vLLM's system fingerprint is null; kvfleet names the model and the cluster's backend, so a
+// client can tell a change of what serves it.
+std::string system_fingerprint(std::string_view model, std::string_view backend);
 
 // Parses and checks a body; `chat` selects the chat schema. Errors name the field.
 Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat, ApiError& error);
@@ -99,16 +139,25 @@ struct Usage {
   std::int64_t prompt_tokens = 0, completion_tokens = 0;
 };
 
-// Response bodies.
-nlohmann::json completion_response(const CompletionRequest& r, const std::string& id,
-                                   std::int64_t created, const std::string& text,
-                                   const std::string& finish_reason,
-                                   const std::vector<std::int32_t>& tokens, const Usage& usage);
-// One streamed chunk: `text` (may be empty), `finish_reason` (empty: null).
-nlohmann::json stream_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
-                            const std::string& text, const std::string& finish_reason,
-                            const std::vector<std::int32_t>& tokens, bool first);
-nlohmann::json usage_chunk(const CompletionRequest& r, const std::string& id, std::int64_t created,
+// The identity every response and chunk of one request carries.
+struct ResponseHead {
+  std::string id;
+  std::int64_t created = 0;
+  std::string fingerprint;  // system_fingerprint
+};
+
+// Response bodies. `logprobs` per choice: logprobs_json's (null when not asked for).
+nlohmann::json completion_response(const CompletionRequest& r, const ResponseHead& head,
+                                   const std::vector<Choice>& choices,
+                                   const std::vector<nlohmann::json>& logprobs, const Usage& usage);
+// One streamed chunk of choice `index`: `text` (may be empty), `finish_reason` (empty: null),
+// `logprobs` (null when not asked for).
+nlohmann::json stream_chunk(const CompletionRequest& r, const ResponseHead& head,
+                            std::int64_t index, const std::string& text,
+                            const std::string& finish_reason,
+                            const std::vector<std::int32_t>& tokens, bool first,
+                            nlohmann::json logprobs = nullptr);
+nlohmann::json usage_chunk(const CompletionRequest& r, const ResponseHead& head,
                            const Usage& usage);
 nlohmann::json usage_json(const Usage& u);
 std::string sse(const nlohmann::json& j);  // "data: {...}\n\n"

@@ -31,6 +31,14 @@ using nlohmann::json;
 namespace asio = boost::asio;
 namespace api = internal_api;
 
+// The seed of choice `index` > 0 of a request with n > 1 (choice 0 uses the request's seed).
+std::uint64_t choice_seed(std::uint64_t seed, std::int64_t index) {
+  std::uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * static_cast<std::uint64_t>(index));
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -57,6 +65,7 @@ struct Job {
   // failure included) samples with it, so a re-run continues as the lost run would have.
   std::uint64_t seed = 0;
   std::vector<std::int32_t> generated;
+  std::vector<TokenLogprobs> logprobs;  // one per generated token, when asked for
   // Set by the sink: false when the client is gone or a stop string matched.
   std::function<Task<bool>(std::int32_t)> on_token;
   // True once the client has gone (checked at each line a worker sends, keep-alives included,
@@ -197,19 +206,19 @@ class Server final : public Coordinator {
       co_await w.send(200, metrics_.serialize(), "text/plain; version=0.0.4; charset=utf-8");
     } else if (p == "/v1/models") {
       json data = json::array();
-      for (const std::string& m : registry_.models()) {
-        json e;
-        e["id"] = m;
-        e["object"] = "model";
-        e["created"] = started_;
-        e["owned_by"] = "kvfleet";
-        e["max_model_len"] = registry_.max_model_len(m);
-        data.push_back(e);
-      }
+      for (const std::string& m : registry_.models()) data.push_back(model_json(m));
       json j;
       j["object"] = "list";
       j["data"] = data;
       co_await w.send(200, json_text(j));
+    } else if (p.rfind("/v1/models/", 0) == 0) {
+      const std::string model = p.substr(std::string_view("/v1/models/").size());
+      const auto models = registry_.models();
+      if (std::find(models.begin(), models.end(), model) == models.end()) {
+        co_await w.send_error(404, "The model '" + model + "' does not exist.");
+        co_return;
+      }
+      co_await w.send(200, json_text(model_json(model)));
     } else if (p.rfind("/internal/", 0) == 0) {
       co_await w.send_error(404,
                             "internal routes are served on the coordinator's internal "
@@ -217,6 +226,18 @@ class Server final : public Coordinator {
     } else {
       co_await w.send_error(404, "no route for " + req.method + " " + p);
     }
+  }
+
+  json model_json(const std::string& m) const {
+    json e;
+    e["id"] = m;
+    e["object"] = "model";
+    e["created"] = started_;
+    e["owned_by"] = "kvfleet";
+    e["root"] = m;
+    e["parent"] = nullptr;
+    e["max_model_len"] = registry_.max_model_len(m);
+    return e;
   }
 
   const ClusterSecret* secret() const { return cfg_.secret ? &*cfg_.secret : nullptr; }
@@ -313,18 +334,45 @@ class Server final : public Coordinator {
   }
 
   void update_gauges() {
-    std::int64_t waiting = 0, swapped = 0, used = 0, total = 0;
+    struct Sums {
+      std::int64_t waiting = 0, swapped = 0, used = 0, total = 0;
+    };
+    std::map<std::string, Sums> by_model;
     for (const auto& [id, w] : registry_.workers()) {
-      waiting += w.load.waiting;
-      swapped += w.load.swapped;
-      used += w.load.total_blocks - w.load.free_blocks;
-      total += w.load.total_blocks;
+      Sums& x = by_model[w.model];
+      x.waiting += w.load.waiting;
+      x.swapped += w.load.swapped;
+      x.used += w.load.total_blocks - w.load.free_blocks;
+      x.total += w.load.total_blocks;
     }
-    metrics_.requests_running.Set(static_cast<double>(inflight_));
-    metrics_.requests_waiting.Set(static_cast<double>(waiting));
-    metrics_.requests_swapped.Set(static_cast<double>(swapped));
-    metrics_.kv_usage_device.Set(total > 0 ? static_cast<double>(used) / static_cast<double>(total)
-                                           : 0.0);
+    for (const auto& [model, m] : model_metrics_) by_model.try_emplace(model);
+    for (const auto& [model, x] : by_model) {
+      monitoring::Metrics& m = metrics_for(model);
+      const auto running = inflight_by_model_.find(model);
+      m.requests_running.Set(
+          running == inflight_by_model_.end() ? 0.0 : static_cast<double>(running->second));
+      m.requests_waiting.Set(static_cast<double>(x.waiting));
+      m.requests_swapped.Set(static_cast<double>(x.swapped));
+      m.kv_usage_device.Set(x.total > 0 ? static_cast<double>(x.used) / static_cast<double>(x.total)
+                                        : 0.0);
+    }
+  }
+
+  // The metrics of one served model (its `model` label), in the process's one registry.
+  // `metrics_` (model "") counts only what names no served model: unparseable requests,
+  // unknown models, registrations and leases.
+  monitoring::Metrics& metrics_for(const std::string& model) {
+    auto it = model_metrics_.find(model);
+    if (it == model_metrics_.end()) {
+      it =
+          model_metrics_
+              .emplace(model,
+                       std::make_unique<monitoring::Metrics>(
+                           monitoring::ProcessLabels{"coordinator", cfg_.name, model, cfg_.backend},
+                           metrics_.registry()))
+              .first;
+    }
+    return *it->second;
   }
 
   static WorkerLoad to_load(const api::WorkerLoad& m) {
@@ -427,6 +475,7 @@ class Server final : public Coordinator {
       auto tok = ByteTokenizer::for_model(spec);
       if (tok.is_ok()) tokenizers_.insert_or_assign(info.model, ModelText(*tok));
     }
+    metrics_for(info.model);  // its series exist (at 0) from its first worker on
     KVFLEET_LOG(kInfo) << cfg_.name << ": worker " << info.id << " (" << info.role << ", "
                        << info.model << ") registered at " << info.url;
     api::RegistrationReply out;
@@ -449,10 +498,12 @@ class Server final : public Coordinator {
 
   // --- completions --------------------------------------------------------------------------
 
-  // Counts the error and sends it (a plain function: see net/http.h on GCC 12 coroutines).
+  // Counts the error and sends it (a plain function: see net/http.h on GCC 12 coroutines):
+  // under the request's model when it is served, else under the coordinator's own series.
   Task<void> reject(net::ResponseWriter& w, int status, std::string_view type, std::string message,
-                    std::vector<net::Header> extra = {}) {
-    metrics_.errors(type).Increment();
+                    std::vector<net::Header> extra = {}, const std::string& model = "") {
+    auto served = model_metrics_.find(model);
+    (served != model_metrics_.end() ? *served->second : metrics_).errors(type).Increment();
     return w.send_error(status, std::move(message), std::move(extra));
   }
 
@@ -465,7 +516,9 @@ class Server final : public Coordinator {
     ApiError api;
     auto parsed = parse_completion_request(http.body, chat, api);
     if (!parsed.is_ok()) {
-      co_await reject(w, api.status, "invalid_request", api.message);
+      // The error names the parameter in `param` too, as OpenAI's do.
+      metrics_.errors("invalid_request").Increment();
+      co_await send_param_error(w, api.status, api.message, api.param);
       co_return;
     }
     CompletionRequest req = std::move(parsed).value();
@@ -497,7 +550,8 @@ class Server final : public Coordinator {
       }
     }
     if (!bad_prompt.empty()) {
-      co_await reject(w, 400, "invalid_request", bad_prompt);
+      metrics_.errors("invalid_request").Increment();
+      co_await send_param_error(w, 400, bad_prompt, chat ? "messages" : "prompt");
       co_return;
     }
     ar.prompt = prompt;
@@ -508,10 +562,21 @@ class Server final : public Coordinator {
       std::vector<net::Header> extra;
       if (admission.retry_after_seconds > 0) extra = retry_after(admission.retry_after_seconds);
       co_await reject(w, admission.status, admission.error_type, admission.message,
-                      std::move(extra));
+                      std::move(extra), req.model);
       co_return;
     }
     const ModelText& tok = tok_it->second;
+    for (const auto& [token, bias] : req.logit_bias) {
+      if (token >= ar.vocab_size) {
+        metrics_for(req.model).errors("invalid_request").Increment();
+        co_await send_param_error(w, 400,
+                                  "'logit_bias' names token " + std::to_string(token) +
+                                      ", outside the model's vocabulary of " +
+                                      std::to_string(ar.vocab_size) + " tokens",
+                                  "logit_bias");
+        co_return;
+      }
+    }
     const auto len = static_cast<std::int64_t>(prompt.size());
     const std::int64_t max_tokens = admission.max_tokens;
     req.min_tokens = admission.min_tokens;
@@ -519,110 +584,183 @@ class Server final : public Coordinator {
     ++inflight_;
     struct Inflight {
       std::int64_t& n;
-      ~Inflight() { --n; }
-    } counted{inflight_};
-
-    Job job;
-    job.req = req;
-    job.prompt = prompt;
-    job.max_tokens = max_tokens;
-    job.seed = req.seed ? *req.seed : seeds_();
-    job.arrival = arrival;
-    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id();
-    const auto created = static_cast<std::int64_t>(std::time(nullptr));
-    OutputText text(tok.decoder(), req.stop);
-    bool first_chunk = true;
-    std::string full_text;
-
-    job.client_left = [&w] { return w.client_closed(); };
-    job.on_token = [&](std::int32_t token) -> Task<bool> {
-      const double t = now_seconds();
-      if (job.first_token < 0) {
-        job.first_token = t;
-        metrics_.time_to_first_token.Observe(t - job.arrival);
-      } else {
-        metrics_.inter_token_latency.Observe(t - job.last_token);
+      std::int64_t& of_model;
+      ~Inflight() {
+        --n;
+        --of_model;
       }
-      job.last_token = t;
-      std::string piece = text.append(token);
+    } counted{inflight_, ++inflight_by_model_[req.model]};
+    monitoring::Metrics& metrics = metrics_for(req.model);
+
+    const ResponseHead head{(chat ? "chatcmpl-" : "cmpl-") + request_id(),
+                            static_cast<std::int64_t>(std::time(nullptr)),
+                            system_fingerprint(req.model, cfg_.backend)};
+    const TokenBytesFn token_bytes = tok.token_bytes();
+    const std::uint64_t base_seed = req.seed ? *req.seed : seeds_();
+    // Completions' echo: the prompt's text before each choice's text.
+    std::string echo;
+    if (req.echo) {
+      Utf8Decoder clean;
+      echo = req.prompt_is_tokens ? clean.feed(tok.decode(prompt)) : req.prompt_text;
+      echo += clean.flush();  // after feed: the order of operands of + is unspecified
+    }
+    std::vector<Choice> choices;
+    std::vector<json> choice_logprobs;
+    std::int64_t generated_total = 0;
+    bool failed = false, gone = false;
+    int error_status = 0;
+    std::string error, error_type;
+
+    // n > 1: the choices run one after another with the same prompt, so every choice after the
+    // first finds the prompt's full KV blocks in the worker's prefix cache (routing prefers the
+    // worker that holds them) and computes only the last, partial block again. Choice i > 0
+    // samples with a seed derived from (seed, i), so choices differ and a seed reproduces all.
+    for (std::int64_t index = 0; index < req.n && !failed && !gone; ++index) {
+      Job job;
+      job.req = req;
+      job.prompt = prompt;
+      job.max_tokens = max_tokens;
+      job.seed = index == 0 ? base_seed : choice_seed(base_seed, index);
+      job.arrival = arrival;
+      OutputText text(tok.decoder(), req.stop);  // a decoder of its own per choice
+      bool first_chunk = true;
+      std::string full_text = echo;
+      auto offset = static_cast<std::int64_t>(echo.size());  // text_offset of the next token
+
+      job.client_left = [&w] { return w.client_closed(); };
+      job.on_token = [&](std::int32_t token) -> Task<bool> {
+        const double t = now_seconds();
+        if (job.first_token < 0) {
+          job.first_token = t;
+          if (index == 0) metrics.time_to_first_token.Observe(t - job.arrival);
+        } else {
+          metrics.inter_token_latency.Observe(t - job.last_token);
+        }
+        job.last_token = t;
+        std::string piece = text.append(token);
+        if (req.stream) {
+          if (!w.started() && !co_await w.start_stream(200, "text/event-stream")) {
+            job.client_gone = true;
+            co_return false;
+          }
+          json lp = nullptr;
+          if (req.logprobs && !job.logprobs.empty()) {
+            lp = logprobs_json(req, {job.logprobs.back()}, token_bytes, offset);
+            if (!req.chat)
+              offset += static_cast<std::int64_t>(lp["tokens"][0].get<std::string>().size());
+          }
+          std::vector<std::int32_t> ids(1, token);
+          if (first_chunk) piece = echo + piece;
+          const json chunk = stream_chunk(req, head, index, piece, "", ids, first_chunk, lp);
+          first_chunk = false;
+          if (!co_await w.write(sse(chunk))) {
+            job.client_gone = true;
+            co_return false;
+          }
+        } else {
+          full_text += piece;
+        }
+        if (text.stopped()) {
+          job.stop_matched = true;
+          co_return false;
+        }
+        co_return true;
+      };
+
+      co_await execute(job);
+
+      generated_total += static_cast<std::int64_t>(job.generated.size());
+      if (job.stop_matched) job.finish = "stop";
+      // A client that went away ended the request: `abort`, as vLLM counts it.
+      if (job.client_gone) job.finish = "abort";
+      if (!job.error.empty()) {
+        failed = true;
+        error_status = job.error_status;
+        error = job.error;
+        error_type = job.error_type;
+        break;
+      }
+      metrics.requests(job.finish).Increment();
+      metrics.request_generation_tokens.Observe(static_cast<double>(job.generated.size()));
+      if (job.client_gone) {
+        gone = true;
+        break;
+      }
+      const std::string rest = text.finish();
       if (req.stream) {
         if (!w.started() && !co_await w.start_stream(200, "text/event-stream")) {
-          job.client_gone = true;
-          co_return false;
+          gone = true;
+          break;
         }
-        std::vector<std::int32_t> ids(1, token);
-        const json chunk = stream_chunk(req, id, created, piece, "", ids, first_chunk);
-        first_chunk = false;
-        if (!co_await w.write(sse(chunk))) {
-          job.client_gone = true;
-          co_return false;
-        }
+        const std::string last_text = first_chunk ? echo + rest : rest;
+        co_await w.write(
+            sse(stream_chunk(req, head, index, last_text, job.finish, {}, first_chunk)));
       } else {
-        full_text += piece;
+        Choice c;
+        c.text = full_text + rest;
+        c.finish_reason = job.finish;
+        c.tokens = job.generated;
+        choice_logprobs.push_back(
+            logprobs_json(req, job.logprobs, token_bytes, static_cast<std::int64_t>(echo.size())));
+        choices.push_back(std::move(c));
       }
-      if (text.stopped()) {
-        job.stop_matched = true;
-        co_return false;
-      }
-      co_return true;
-    };
-
-    co_await execute(job);
-
-    // Finish the response.
-    const Usage usage{len, static_cast<std::int64_t>(job.generated.size())};
-    if (job.stop_matched) job.finish = "stop";
-    const bool failed = !job.error.empty();
-    if (!failed) {
-      metrics_.requests(job.finish).Increment();
-      metrics_.prompt_tokens.Increment(static_cast<double>(len));
-      metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
-      metrics_.e2e_latency.Observe(now_seconds() - job.arrival);
-    } else {
-      metrics_.requests("error").Increment();
-      metrics_.errors(job.error_type.empty() ? "worker_failure" : job.error_type).Increment();
-      if (!job.generated.empty())
-        metrics_.generation_tokens.Increment(static_cast<double>(job.generated.size()));
     }
-    if (job.client_gone) {
-      metrics_.errors("client_disconnect").Increment();
+
+    // Finish the response. The prompt counts once: its choices share it.
+    const Usage usage{len, generated_total};
+    if (!failed) {
+      metrics.prompt_tokens.Increment(static_cast<double>(len));
+      metrics.request_prompt_tokens.Observe(static_cast<double>(len));
+      metrics.generation_tokens.Increment(static_cast<double>(generated_total));
+      metrics.e2e_latency.Observe(now_seconds() - arrival);
+    } else {
+      metrics.requests("error").Increment();
+      metrics.errors(error_type.empty() ? "worker_failure" : error_type).Increment();
+      if (generated_total > 0)
+        metrics.generation_tokens.Increment(static_cast<double>(generated_total));
+    }
+    if (gone) {
+      metrics.errors("client_disconnect").Increment();
       co_return;
     }
-    const std::string rest = failed ? std::string() : text.finish();
     if (req.stream) {
       if (!w.started()) {
         if (failed) {
-          co_await send_job_error(w, job);
+          co_await send_error_status(w, error_status, error);
           co_return;
         }
         if (!co_await w.start_stream(200, "text/event-stream")) co_return;
       }
       if (failed) {
-        json err =
-            json::parse(net::error_body(job.error_status ? job.error_status : 500, job.error, ""));
+        json err = json::parse(net::error_body(error_status ? error_status : 500, error, ""));
         co_await w.write(sse(err));
-      } else {
-        const json last = stream_chunk(req, id, created, rest, job.finish, {}, first_chunk);
-        co_await w.write(sse(last));
-        if (req.include_usage) co_await w.write(sse(usage_chunk(req, id, created, usage)));
+      } else if (req.include_usage) {
+        co_await w.write(sse(usage_chunk(req, head, usage)));
       }
       co_await w.write("data: [DONE]\n\n");
       co_await w.finish();
       co_return;
     }
     if (failed) {
-      co_await send_job_error(w, job);
+      co_await send_error_status(w, error_status, error);
       co_return;
     }
-    full_text += rest;
-    co_await w.send(200, json_text(completion_response(req, id, created, full_text, job.finish,
-                                                       job.generated, usage)));
+    co_await w.send(200,
+                    json_text(completion_response(req, head, choices, choice_logprobs, usage)));
   }
 
-  Task<void> send_job_error(net::ResponseWriter& w, const Job& job) {
+  // An error whose `param` names the parameter, as OpenAI's do (net's error bodies have null).
+  Task<void> send_param_error(net::ResponseWriter& w, int status, const std::string& message,
+                              const std::string& param) {
+    json body = json::parse(net::error_body(status, message, ""));
+    if (!param.empty()) body["error"]["param"] = param;
+    return w.send(status, json_text(body));
+  }
+
+  Task<void> send_error_status(net::ResponseWriter& w, int status, const std::string& error) {
     std::vector<net::Header> extra;
-    if (job.error_status == 503) extra = retry_after(2);
-    return w.send_error(job.error_status ? job.error_status : 500, job.error, std::move(extra));
+    if (status == 503) extra = retry_after(2);
+    return w.send_error(status ? status : 500, error, std::move(extra));
   }
 
   std::string request_id() {
@@ -727,21 +865,27 @@ class Server final : public Coordinator {
 
   void record_phases(Job& job) {
     if (!job.last_finish) return;
+    monitoring::Metrics& m = metrics_for(job.req.model);
     const api::RunTimings& t = job.last_finish->timings;
-    metrics_.ttft_phase("queue").Observe(t.queue_seconds);
-    metrics_.ttft_phase("prefill").Observe(t.prefill_seconds);
-    metrics_.prefill_seconds.Observe(t.prefill_seconds);
-    metrics_.prefix_cache_hit_tokens.Increment(static_cast<double>(t.prefix_hit_tokens));
+    m.ttft_phase("queue").Observe(t.queue_seconds);
+    m.ttft_phase("prefill").Observe(t.prefill_seconds);
+    m.prefill_seconds.Observe(t.prefill_seconds);
+    m.prefix_cache_hit_tokens.Increment(static_cast<double>(t.prefix_hit_tokens));
+    m.prefix_cache_query_tokens.Increment(static_cast<double>(t.prompt_tokens));
+    m.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
   }
 
   void record_decode_phases(Job& job, const std::optional<api::FinishLine>& decode_finish) {
+    monitoring::Metrics& m = metrics_for(job.req.model);
     if (job.kv_transfer_seconds >= 0) {
-      metrics_.ttft_phase("kv_transfer").Observe(job.kv_transfer_seconds);
-      metrics_.kv_transfer_seconds.Observe(job.kv_transfer_seconds);
+      m.ttft_phase("kv_transfer").Observe(job.kv_transfer_seconds);
+      m.kv_transfer_seconds.Observe(job.kv_transfer_seconds);
     }
     if (decode_finish) {
-      metrics_.ttft_phase("decode_queue").Observe(decode_finish->timings.queue_seconds);
-      metrics_.ttft_phase("first_decode_step").Observe(decode_finish->timings.prefill_seconds);
+      const api::RunTimings& t = decode_finish->timings;
+      m.ttft_phase("decode_queue").Observe(t.queue_seconds);
+      m.ttft_phase("first_decode_step").Observe(t.prefill_seconds);
+      m.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
     }
   }
 
@@ -792,6 +936,11 @@ class Server final : public Coordinator {
     params.seed = job.seed;
     params.ignore_eos = job.req.ignore_eos;
     params.stop_token_ids = job.req.stop_token_ids;
+    params.presence_penalty = job.req.presence_penalty;
+    params.frequency_penalty = job.req.frequency_penalty;
+    params.repetition_penalty = job.req.repetition_penalty;
+    params.logit_bias = job.req.logit_bias;
+    params.logprobs = job.req.logprobs;
     body.kv = kv;
 
     bool finished = false, stopped = false;
@@ -834,6 +983,17 @@ class Server final : public Coordinator {
         if (!t.is_ok()) {
           error_message = "bad token line: " + t.status().message();
           co_return false;
+        }
+        if (job.req.logprobs) {
+          if (!t->logprob) {
+            error_message = "the worker sent a token without the logprobs asked for";
+            co_return false;
+          }
+          TokenLogprobs lp;
+          lp.token = t->token;
+          lp.logprob = *t->logprob;
+          for (const api::TopLogprob& x : t->top) lp.top.emplace_back(x.token, x.logprob);
+          job.logprobs.push_back(std::move(lp));
         }
         job.generated.push_back(t->token);
         if (!co_await job.on_token(job.generated.back()) || client_left()) {
@@ -880,7 +1040,7 @@ class Server final : public Coordinator {
       if (WorkerInfo* x = registry_.find(worker_id)) x->suspect = true;
       job.exclude.insert(worker_id);
       job.last_error = "worker " + worker_id + ": " + status.status().message();
-      metrics_.errors("worker_failure").Increment();
+      metrics_for(job.req.model).errors("worker_failure").Increment();
       co_return RunEnd::kRetry;
     }
     if (*status != 200) {
@@ -895,7 +1055,7 @@ class Server final : public Coordinator {
       }
       if (*status == 502 && kv) {
         // The KV source (the prefill worker) failed, not this decode worker.
-        metrics_.kv_transfer_failures.Increment();
+        metrics_for(job.req.model).kv_transfer_failures.Increment();
         const std::string source = kv->agent;
         if (WorkerInfo* x = registry_.find(source)) x->suspect = true;
         job.exclude.insert(source);
@@ -940,6 +1100,8 @@ class Server final : public Coordinator {
   // Runs in flight by worker id, to cancel when the worker's lease expires.
   std::map<std::string, std::vector<std::weak_ptr<net::CallCanceller>>> runs_;
   std::int64_t inflight_ = 0;
+  std::map<std::string, std::int64_t> inflight_by_model_;
+  std::map<std::string, std::unique_ptr<monitoring::Metrics>> model_metrics_;
   std::uint64_t next_id_ = 1;
   std::int64_t started_ = static_cast<std::int64_t>(std::time(nullptr));
   bool stopping_ = false;

@@ -71,13 +71,24 @@ const std::vector<double>& transfer_buckets() {
   return b;
 }
 
+const std::vector<double>& token_count_buckets() {
+  static const std::vector<double> b = [] {
+    std::vector<double> out;
+    for (double x = 1; x <= 5e6; x *= 10) {
+      for (double m : {1.0, 2.0, 5.0}) out.push_back(x * m);
+    }
+    return out;
+  }();
+  return b;
+}
+
 #define KVFLEET_B      \
   Builder {            \
     registry_, labels_ \
   }
-Metrics::Metrics(ProcessLabels labels)
+Metrics::Metrics(ProcessLabels labels, std::shared_ptr<prometheus::Registry> registry)
     : labels_(std::move(labels)),
-      registry_(std::make_shared<prometheus::Registry>()),
+      registry_(registry ? std::move(registry) : std::make_shared<prometheus::Registry>()),
       requests_running(KVFLEET_B.gauge("kvfleet_requests_running",
                                        "Requests in the running batch (for the coordinator: "
                                        "requests in flight)")),
@@ -123,7 +134,19 @@ Metrics::Metrics(ProcessLabels labels)
       generation_tokens(KVFLEET_B.counter("kvfleet_generation_tokens_total", "Tokens generated")),
       prefix_cache_hit_tokens(KVFLEET_B.counter("kvfleet_prefix_cache_hit_tokens_total",
                                                 "Prompt tokens whose KV came from the prefix "
-                                                "cache (device or host)")) {
+                                                "cache (device or host)")),
+      prefix_cache_query_tokens(KVFLEET_B.counter("kvfleet_prefix_cache_query_tokens_total",
+                                                  "Prompt tokens looked up in the prefix cache "
+                                                  "(the denominator of the hit rate)")),
+      preemptions(KVFLEET_B.counter("kvfleet_preemptions_total",
+                                    "Sequences preempted (swapped out or dropped for "
+                                    "recomputation)")),
+      request_prompt_tokens(KVFLEET_B.histogram("kvfleet_request_prompt_tokens",
+                                                "Prompt tokens per finished request",
+                                                token_count_buckets())),
+      request_generation_tokens(KVFLEET_B.histogram("kvfleet_request_generation_tokens",
+                                                    "Generated tokens per finished request",
+                                                    token_count_buckets())) {
   phase_family_ =
       &KVFLEET_B.histogram_family("kvfleet_ttft_phase_seconds", "Time to first token by phase");
   requests_family_ = &prometheus::BuildCounter()
@@ -225,7 +248,11 @@ std::vector<std::string> metric_names() {
           "kvfleet_generation_tokens_total",
           "kvfleet_requests_total",
           "kvfleet_errors_total",
-          "kvfleet_prefix_cache_hit_tokens_total"};
+          "kvfleet_prefix_cache_hit_tokens_total",
+          "kvfleet_prefix_cache_query_tokens_total",
+          "kvfleet_preemptions_total",
+          "kvfleet_request_prompt_tokens",
+          "kvfleet_request_generation_tokens"};
 }
 
 }  // namespace kvfleet::monitoring

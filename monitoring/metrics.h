@@ -38,7 +38,9 @@ class Metrics {
   std::shared_ptr<prometheus::Registry> registry_;
 
  public:
-  explicit Metrics(ProcessLabels labels);
+  // `registry`: shared with other Metrics of the same process whose labels differ (the
+  // coordinator has one per model); families of the same name merge. Null: a new registry.
+  explicit Metrics(ProcessLabels labels, std::shared_ptr<prometheus::Registry> registry = nullptr);
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
@@ -79,6 +81,11 @@ class Metrics {
   prometheus::Counter& prompt_tokens;
   prometheus::Counter& generation_tokens;
   prometheus::Counter& prefix_cache_hit_tokens;
+  // vLLM's families under kvfleet's names (monitoring/README.md maps them).
+  prometheus::Counter& prefix_cache_query_tokens;  // prompt tokens looked up in the prefix cache
+  prometheus::Counter& preemptions;                // swaps out and recompute preemptions
+  prometheus::Histogram& request_prompt_tokens;    // per finished request
+  prometheus::Histogram& request_generation_tokens;
   prometheus::Counter& requests(std::string_view finish_reason);
   prometheus::Counter& errors(std::string_view type);
 
@@ -105,6 +112,8 @@ const std::vector<double>& ttft_buckets();
 const std::vector<double>& inter_token_buckets();
 const std::vector<double>& request_buckets();
 const std::vector<double>& transfer_buckets();
+// Token counts: 1, 2, 5, 10, ... 5,000,000 (vLLM's 1-2-5 series).
+const std::vector<double>& token_count_buckets();
 
 // Every metric name this module defines (without _bucket/_sum/_count suffixes).
 std::vector<std::string> metric_names();

@@ -100,6 +100,31 @@ Result<std::unique_ptr<Sequence>> EngineCore::make_sequence(Request request) con
   if (!(p.top_p > 0 && p.top_p <= 1)) return invalid_argument("top_p must be in (0, 1]");
   if (p.top_k < 0) return invalid_argument("top_k must be >= 0");
   if (p.sample_offset < 0) return invalid_argument("sample_offset must be >= 0");
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2)) {
+    return invalid_argument("presence_penalty must be in [-2, 2]");
+  }
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2)) {
+    return invalid_argument("frequency_penalty must be in [-2, 2]");
+  }
+  if (!(p.repetition_penalty > 0 && std::isfinite(p.repetition_penalty))) {
+    return invalid_argument("repetition_penalty must be a finite number > 0");
+  }
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token < 0 || token >= spec.vocab_size) {
+      return invalid_argument("logit_bias: token " + std::to_string(token) +
+                              " is outside the vocabulary [0, " + std::to_string(spec.vocab_size) +
+                              ")");
+    }
+    if (!(bias >= -100 && bias <= 100))
+      return invalid_argument("logit_bias values must be in [-100, 100]");
+  }
+  if (p.logprobs) {
+    if (*p.logprobs < 0 || *p.logprobs > 20) return invalid_argument("logprobs must be in [0, 20]");
+    if (!backend_->capabilities().computes) {
+      return invalid_argument("logprobs: the " + std::string(backend_->name()) +
+                              " backend models tokens without logits, so it has no logprobs");
+    }
+  }
   const KvImport* import = request.kv_import ? &*request.kv_import : nullptr;
   const auto len = import ? import->prompt_len : static_cast<std::int64_t>(prompt.size());
   if (import) {
@@ -145,6 +170,7 @@ Result<std::unique_ptr<Sequence>> EngineCore::make_sequence(Request request) con
   seq->params = p;
   seq->sample_seed = p.seed ? *p.seed : unseeded_base_ ^ (0x9e3779b97f4a7c15ull * seq->id);
   seq->on_token = std::move(request.on_token);
+  seq->on_logprobs = std::move(request.on_logprobs);
   seq->on_finish = std::move(request.on_finish);
   seq->output.id = seq->id;
   seq->output.timings.prompt_tokens = len;
@@ -459,8 +485,18 @@ StepReport EngineCore::step() {
     if (logits) {
       KVFLEET_CHECK(static_cast<std::int64_t>(output_.logits.size()) >= (row + 1) * vocab,
                     "the backend returned too few logits rows");
-      token = sample_token(output_.logits.data() + row * vocab, vocab, s->params,
+      const float* raw = output_.logits.data() + row * vocab;
+      const float* use = raw;
+      if (needs_processing(s->params)) {
+        processed_.assign(raw, raw + vocab);
+        process_logits(processed_.data(), vocab, s->params, s->tokens, s->prompt_len);
+        use = processed_.data();
+      }
+      token = sample_token(use, vocab, s->params,
                            sample_uniform(s->sample_seed, batch_[i].sample_index));
+      if (s->params.logprobs && s->on_logprobs) {
+        s->on_logprobs(s->id, compute_logprobs(raw, vocab, token, *s->params.logprobs));
+      }
     } else {
       KVFLEET_CHECK(static_cast<std::int64_t>(output_.tokens.size()) > row,
                     "the backend returned too few tokens");

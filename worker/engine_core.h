@@ -155,6 +155,7 @@ class EngineCore {
   std::unordered_map<RequestId, std::unique_ptr<Sequence>> sequences_;
   std::uint64_t next_arrival_ = 0;
   StepOutput output_;
+  std::vector<float> processed_;  // one logits row after bias and penalties
   std::vector<StepSequence> batch_;
   EngineStats totals_;
   std::int64_t finished_ = 0;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -59,6 +61,68 @@ std::int32_t sample_token(const float* logits, std::int64_t vocab, const Samplin
     if (r <= 0) return order[static_cast<size_t>(i)];
   }
   return order[static_cast<size_t>(keep - 1)];
+}
+
+bool needs_processing(const SamplingParams& p) {
+  return !p.logit_bias.empty() || p.presence_penalty != 0 || p.frequency_penalty != 0 ||
+         p.repetition_penalty != 1;
+}
+
+void process_logits(float* logits, std::int64_t vocab, const SamplingParams& p,
+                    std::span<const std::int32_t> tokens, std::int64_t prompt_len) {
+  for (const auto& [token, bias] : p.logit_bias) {
+    if (token >= 0 && token < vocab) logits[token] += static_cast<float>(bias);
+  }
+  if (p.repetition_penalty != 1) {
+    std::vector<bool> seen(static_cast<size_t>(vocab), false);
+    for (std::int32_t t : tokens) {
+      if (t < 0 || t >= vocab || seen[static_cast<size_t>(t)]) continue;
+      seen[static_cast<size_t>(t)] = true;
+      float& x = logits[t];
+      x = x > 0 ? static_cast<float>(x / p.repetition_penalty)
+                : static_cast<float>(x * p.repetition_penalty);
+    }
+  }
+  if (p.presence_penalty != 0 || p.frequency_penalty != 0) {
+    std::unordered_map<std::int32_t, std::int64_t> counts;
+    const auto start = static_cast<size_t>(
+        std::clamp<std::int64_t>(prompt_len, 0, static_cast<std::int64_t>(tokens.size())));
+    for (size_t i = start; i < tokens.size(); ++i) {
+      if (tokens[i] >= 0 && tokens[i] < vocab) ++counts[tokens[i]];
+    }
+    for (const auto& [t, n] : counts) {
+      logits[t] -=
+          static_cast<float>(p.frequency_penalty * static_cast<double>(n) + p.presence_penalty);
+    }
+  }
+}
+
+TokenLogprobs compute_logprobs(const float* logits, std::int64_t vocab, std::int32_t chosen,
+                               std::int64_t top) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (std::int64_t i = 0; i < vocab; ++i) mx = std::max(mx, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - mx);
+  const double log_z = mx + std::log(sum);
+  auto lp = [&](std::int32_t t) {
+    const double v = static_cast<double>(logits[t]) - log_z;
+    return std::isfinite(v) ? static_cast<float>(std::max(v, -9999.0)) : -9999.0f;
+  };
+  TokenLogprobs out;
+  out.chosen = {chosen, lp(chosen)};
+  top = std::clamp<std::int64_t>(top, 0, vocab);
+  if (top > 0) {
+    std::vector<std::int32_t> order(static_cast<size_t>(vocab));
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + top, order.end(),
+                      [&](std::int32_t a, std::int32_t b) {
+                        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                      });
+    for (std::int64_t i = 0; i < top; ++i) {
+      out.top.push_back({order[static_cast<size_t>(i)], lp(order[static_cast<size_t>(i)])});
+    }
+  }
+  return out;
 }
 
 }  // namespace kvfleet::worker

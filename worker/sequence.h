@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kvstore/block_pool.h"
@@ -30,6 +31,25 @@ struct SamplingParams {
   std::int64_t sample_offset = 0;
   bool ignore_eos = false;
   std::vector<std::int32_t> stop_token_ids;
+  // vLLM's penalties: presence and frequency (in [-2, 2]) subtract from the logits of tokens
+  // already generated (once, and once per occurrence); repetition (> 0; 1: none) divides the
+  // positive logits and multiplies the negative ones of tokens in the prompt or the output.
+  double presence_penalty = 0, frequency_penalty = 0, repetition_penalty = 1;
+  // Added to a token's logit before the penalties (vLLM's order), as (token, bias).
+  std::vector<std::pair<std::int32_t, double>> logit_bias;
+  // Unset: no logprobs. N >= 0: each token's logprob and the N most likely alternatives, from
+  // the raw logits (vLLM's default `logprobs_mode`: before bias, penalties and temperature).
+  std::optional<std::int64_t> logprobs;
+};
+
+// A sampled token's log-probability and the most likely alternatives (best first).
+struct TokenLogprob {
+  std::int32_t token = 0;
+  float logprob = 0;
+};
+struct TokenLogprobs {
+  TokenLogprob chosen;
+  std::vector<TokenLogprob> top;
 };
 
 enum class FinishReason { kStop, kLength, kAbort, kError };
@@ -70,6 +90,8 @@ struct RequestOutput {
 
 // Called on the engine thread: keep them short and never block.
 using TokenCallback = std::function<void(RequestId, std::int32_t token)>;
+// With SamplingParams::logprobs: called just before the token's TokenCallback.
+using LogprobsCallback = std::function<void(RequestId, const TokenLogprobs&)>;
 using FinishCallback = std::function<void(const RequestOutput&)>;
 
 // KV computed elsewhere (a prefill worker) and copied into blocks reserved with
@@ -85,6 +107,7 @@ struct Request {
   std::vector<std::int32_t> prompt;
   SamplingParams params;
   TokenCallback on_token;    // optional
+  LogprobsCallback on_logprobs;  // optional
   FinishCallback on_finish;  // optional
   // Keep the KV after a normal finish (a prefill worker hands it to a decode worker).
   bool hold_kv = false;
@@ -109,6 +132,7 @@ struct Sequence {
   SamplingParams params;
   std::uint64_t sample_seed = 0;  // params.seed, or the random one drawn for this request
   TokenCallback on_token;
+  LogprobsCallback on_logprobs;
   FinishCallback on_finish;
   RequestOutput output;
   double arrival_time = 0;

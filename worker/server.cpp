@@ -47,6 +47,11 @@ SamplingParams to_params(const api::SamplingParams& m) {
   if (m.seed) p.seed = *m.seed;
   p.ignore_eos = m.ignore_eos;
   p.stop_token_ids = m.stop_token_ids;
+  p.presence_penalty = m.presence_penalty;
+  p.frequency_penalty = m.frequency_penalty;
+  p.repetition_penalty = m.repetition_penalty;
+  p.logit_bias = m.logit_bias;
+  p.logprobs = m.logprobs;
   return p;
 }
 
@@ -70,6 +75,7 @@ api::RunTimings to_timings(const RequestTimings& t) {
 struct Event {
   bool finished = false;
   std::int32_t token = 0;
+  std::optional<TokenLogprobs> logprobs;
   RequestOutput output;
 };
 
@@ -565,9 +571,16 @@ class Server final : public WorkerServer {
       }
     }
     auto box = std::make_shared<net::Mailbox<Event>>(co_await asio::this_coro::executor);
-    request.on_token = [box](RequestId, std::int32_t t) {
+    // Both callbacks run on the engine thread, the logprobs just before their token.
+    auto pending = std::make_shared<std::optional<TokenLogprobs>>();
+    if (request.params.logprobs) {
+      request.on_logprobs = [pending](RequestId, const TokenLogprobs& lp) { *pending = lp; };
+    }
+    request.on_token = [box, pending](RequestId, std::int32_t t) {
       Event e;
       e.token = t;
+      e.logprobs = std::move(*pending);
+      pending->reset();
       box->push(std::move(e));
     };
     const std::string m = mode;
@@ -607,6 +620,10 @@ class Server final : public WorkerServer {
       if (!ev->finished) {
         api::TokenLine t;
         t.token = ev->token;
+        if (ev->logprobs) {
+          t.logprob = ev->logprobs->chosen.logprob;
+          for (const TokenLogprob& x : ev->logprobs->top) t.top.push_back({x.token, x.logprob});
+        }
         if (!co_await w.write(api::encode(t) + "\n")) {
           abandon(*id);
           co_return;
@@ -860,6 +877,7 @@ class Server final : public WorkerServer {
       metrics_.prompt_tokens.Increment(static_cast<double>(t.prompt_tokens));
       metrics_.prefix_cache_hit_tokens.Increment(
           static_cast<double>(t.prefix_hit_tokens + t.host_prefix_hit_tokens));
+      metrics_.prefix_cache_query_tokens.Increment(static_cast<double>(t.prompt_tokens));
       if (!out.tokens.empty()) {
         metrics_.time_to_first_token.Observe(t.time_to_first_token);
         metrics_.prefill_seconds.Observe(t.prefill_seconds);
@@ -876,6 +894,13 @@ class Server final : public WorkerServer {
       e2e += x;
     }
     if (mode != "prefill") metrics_.e2e_latency.Observe(e2e);
+    metrics_.preemptions.Increment(static_cast<double>(t.swap_out_count + t.recompute_preemptions));
+    // Per request as this worker ran it: a prefill's prompt, a decode's tokens.
+    if (mode != "decode")
+      metrics_.request_prompt_tokens.Observe(static_cast<double>(t.prompt_tokens));
+    if (mode != "prefill")
+      metrics_.request_generation_tokens.Observe(
+          static_cast<double>(std::max<std::int64_t>(generated, 0)));
     for (std::int64_t i = 0; i < t.swap_out_count; ++i) {
       metrics_.swap_out_seconds.Observe(t.swap_out_seconds / static_cast<double>(t.swap_out_count));
     }

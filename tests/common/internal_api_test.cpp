@@ -103,6 +103,48 @@ TEST(InternalApi, EveryMessageRoundTrips) {
   EXPECT_EQ(k2->bytes, 1ull << 40);
 }
 
+TEST(InternalApi, SamplingExtrasAndLogprobLinesRoundTripAndDecodeStrictly) {
+  api::GenerateRequest g;
+  g.tokens = {1, 2};
+  g.params.presence_penalty = -1.5;
+  g.params.frequency_penalty = 0.5;
+  g.params.repetition_penalty = 1.25;
+  g.params.logit_bias = {{65, 100.0}, {7, -3.5}};
+  g.params.logprobs = 20;
+  auto g2 = api::decode_text<api::GenerateRequest>(api::encode(g), "generate",
+                                                   api::decode_GenerateRequest);
+  ASSERT_TRUE(g2.is_ok()) << g2.status().to_string();
+  EXPECT_EQ(api::encode(*g2), api::encode(g));
+  EXPECT_EQ(g2->params.logit_bias, g.params.logit_bias);
+  EXPECT_EQ(*g2->params.logprobs, 20);
+
+  api::TokenLine t;
+  t.token = 5;
+  t.logprob = -0.75;
+  t.top = {{5, -0.75}, {9, -1.0}};
+  auto t2 = api::decode_TokenLine(json::parse(api::encode(t)));
+  ASSERT_TRUE(t2.is_ok()) << t2.status().to_string();
+  EXPECT_EQ(api::encode(*t2), api::encode(t));
+  // A plain token line stays {"token": t}.
+  EXPECT_EQ(api::encode(api::TokenLine{3, std::nullopt, {}}), R"({"token":3})");
+
+  // Strict: the error names the field (and the element).
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"tokens":[1],"params":{"logit_bias":[{"token":4294967361,"bias":1}]}})", "logit_bias"},
+      {R"({"tokens":[1],"params":{"logit_bias":[{"token":1}]}})", "bias"},
+      {R"({"tokens":[1],"params":{"logit_bias":{"1":2}}})", "logit_bias"},
+      {R"({"tokens":[1],"params":{"logprobs":1.5}})", "logprobs"},
+      {R"({"tokens":[1],"params":{"presence_penalty":"high"}})", "presence_penalty"},
+  };
+  for (const auto& [body, field] : bad) {
+    auto r = api::decode_text<api::GenerateRequest>(body, "generate", api::decode_GenerateRequest);
+    ASSERT_FALSE(r.is_ok()) << body;
+    EXPECT_NE(r.status().message().find(field), std::string::npos) << r.status().message();
+  }
+  EXPECT_FALSE(api::decode_TokenLine(json::parse(R"({"token":1,"top":[{"token":2}]})")).is_ok());
+  EXPECT_FALSE(api::decode_TokenLine(json::parse(R"({"token":1,"logprob":"x"})")).is_ok());
+}
+
 TEST(InternalApi, TheHandoffMacCoversEveryFieldAndNeedsTheSecret) {
   const ClusterSecret key = ClusterSecret::generate();
   const ClusterSecret other = ClusterSecret::generate();

@@ -44,7 +44,7 @@ TEST(OpenAiParse, RejectsWithTheFieldNamed) {
       {R"({"prompt":"x"})", "model"},
       {R"({"model":"m","prompt":"x","max_tokens":0})", "max_tokens"},
       {R"({"model":"m","prompt":"x","top_p":0})", "top_p"},
-      {R"({"model":"m","prompt":"x","n":2})", "n"},
+      {R"({"model":"m","prompt":"x","n":0})", "n"},
       {R"({"model":"m","prompt":["a","b"]})", "prompt"},
       {R"({"model":"m","prompt":"x","stop":[1]})", "stop"},
       {R"({"model":"m","prompt":"x","min_tokens":9,"max_tokens":2})", "min_tokens"},
@@ -82,13 +82,18 @@ TEST(OpenAiParse, IntegersOutsideTheirRangeOrOfTheWrongTypeAre400s) {
       {R"({"model":"m","prompt":"x","top_k":1.5})", false, "top_k", "an integer"},
       {R"({"model":"m","prompt":"x","seed":1.5})", false, "seed", "an integer"},
       {R"({"model":"m","prompt":"x","n":1.5})", false, "n", "an integer"},
-      {R"({"model":"m","prompt":"x","n":18446744073709551615})", false, "n", "only n = 1"},
+      {R"({"model":"m","prompt":"x","n":18446744073709551615})", false, "n", "in [1, 128]"},
+      {R"({"model":"m","prompt":"x","n":129})", false, "n", "in [1, 128]"},
+      {R"({"model":"m","prompt":"x","logprobs":21})", false, "logprobs", "[0, 20]"},
       {R"({"model":"m","prompt":"x","logprobs":1.5})", false, "logprobs", "integer"},
       {R"({"model":"m","prompt":"x","logprobs":-1})", false, "logprobs", "integer"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":3})", true, "logprobs",
        "boolean"},
-      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":0.5})", true,
-       "top_logprobs", "integer"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,
+           "top_logprobs":0.5})",
+       true, "top_logprobs", "integer"},
+      {R"({"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2})", true,
+       "top_logprobs", "needs 'logprobs'"},
       {R"({"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":2.0})",
        true, "max_completion_tokens", "an integer"},
   };
@@ -116,6 +121,109 @@ TEST(OpenAiParse, IntegersAtTheEdgesOfTheirRangesAreKept) {
       parse_completion_request(R"({"model":"m","prompt":"x","seed":-1})", false, e);
   ASSERT_TRUE(negative_seed.is_ok()) << e.message;
   EXPECT_EQ(*negative_seed->seed, std::numeric_limits<std::uint64_t>::max());
+}
+
+TEST(OpenAiParse, SamplingParametersOfVllmAreParsed) {
+  ApiError e;
+  auto r = parse_completion_request(
+      R"({"model":"m","prompt":"x","n":3,"best_of":3,"presence_penalty":-2,"frequency_penalty":2,
+          "repetition_penalty":1.3,"logit_bias":{"65":100,"7":-100.0},"logprobs":5,"echo":false,
+          "tools":[],"tool_choice":"none","response_format":{"type":"text"},"min_p":0,
+          "unknown_extension":{"ignored":true}})",
+      false, e);
+  ASSERT_TRUE(r.is_ok()) << e.message;
+  EXPECT_EQ(r->n, 3);
+  EXPECT_EQ(r->presence_penalty, -2);
+  EXPECT_EQ(r->frequency_penalty, 2);
+  EXPECT_EQ(r->repetition_penalty, 1.3);
+  EXPECT_EQ(r->logit_bias.size(), 2u);
+  EXPECT_EQ(*r->logprobs, 5);
+  auto chat = parse_completion_request(
+      R"({"model":"m","messages":[{"role":"system","content":"s"},{"role":"developer","content":"d"},
+          {"role":"user","content":"u"},{"role":"assistant","content":"a"}],
+          "logprobs":true,"top_logprobs":2})",
+      true, e);
+  ASSERT_TRUE(chat.is_ok()) << e.message;
+  EXPECT_EQ(*chat->logprobs, 2);
+  auto chat_no_top = parse_completion_request(
+      R"({"model":"m","messages":[{"role":"user","content":"u"}],"logprobs":true})", true, e);
+  ASSERT_TRUE(chat_no_top.is_ok()) << e.message;
+  EXPECT_EQ(*chat_no_top->logprobs, 0);
+  auto echo = parse_completion_request(R"({"model":"m","prompt":"x","echo":true})", false, e);
+  ASSERT_TRUE(echo.is_ok()) << e.message;
+  EXPECT_TRUE(echo->echo);
+}
+
+TEST(OpenAiParse, UnsupportedParametersAndUnknownRolesAre400sNamingThem) {
+  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+  // {body after "model", chat, the parameter named}
+  const std::tuple<std::string, bool, const char*> bad[] = {
+      {R"("prompt":"x","suffix":"end")", false, "suffix"},
+      {R"("prompt":"x","best_of":2)", false, "best_of"},
+      {R"("prompt":"x","echo":true,"logprobs":1)", false, "echo"},
+      {R"("prompt":"x","presence_penalty":2.5)", false, "presence_penalty"},
+      {R"("prompt":"x","frequency_penalty":-3)", false, "frequency_penalty"},
+      {R"("prompt":"x","repetition_penalty":0)", false, "repetition_penalty"},
+      {R"("prompt":"x","logit_bias":{"x":1})", false, "logit_bias"},
+      {R"("prompt":"x","logit_bias":{"01":1})", false, "logit_bias"},
+      {R"("prompt":"x","logit_bias":{"5":101})", false, "logit_bias"},
+      {R"("prompt":"x","logit_bias":[1])", false, "logit_bias"},
+      {R"("prompt":"x","prompt_logprobs":1)", false, "prompt_logprobs"},
+      {R"("prompt":"x","min_p":0.1)", false, "min_p"},
+      {R"("prompt":"x","use_beam_search":true)", false, "use_beam_search"},
+      {R"("prompt":"x","guided_json":{})", false, "guided_json"},
+      {R"("prompt":"x","stream_options":{"continuous_usage_stats":true})", false, "stream_options"},
+      {msgs + R"(,"tools":[{"type":"function","function":{"name":"f"}}])", true, "tools"},
+      {msgs + R"(,"tool_choice":"auto")", true, "tool_choice"},
+      {msgs + R"(,"functions":[{"name":"f"}])", true, "functions"},
+      {msgs + R"(,"response_format":{"type":"json_object"})", true, "response_format"},
+      {msgs + R"(,"echo":true)", true, "echo"},
+      {msgs + R"(,"add_generation_prompt":false)", true, "add_generation_prompt"},
+      {R"("messages":[{"role":"wizard","content":"x"}])", true, "messages"},
+      {R"("messages":[{"role":"tool","content":"x","tool_call_id":"1"}])", true, "messages"},
+  };
+  for (const auto& [rest, chat, param] : bad) {
+    const std::string body = R"({"model":"m",)" + rest + "}";
+    ApiError e;
+    EXPECT_FALSE(parse_completion_request(body, chat, e).is_ok()) << body;
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, param) << body << ": " << e.message;
+    EXPECT_NE(e.message.find(param), std::string::npos) << body << ": " << e.message;
+  }
+}
+
+TEST(OpenAiResponse, LogprobsInTheCompletionsAndChatFormats) {
+  const ByteTokenizer tok = tokenizer();
+  const TokenBytesFn bytes = token_bytes_fn(tok);
+  std::vector<TokenLogprobs> lps(2);
+  lps[0] = {'h', -0.5, {{'h', -0.5}, {'j', -1.5}}};
+  lps[1] = {0xC3, -2.0, {{'i', -0.25}}};  // a lone lead byte: U+FFFD in text, 195 in bytes
+  ApiError e;
+  CompletionRequest r =
+      *parse_completion_request(R"({"model":"m","prompt":"x","logprobs":1})", false, e);
+  const nlohmann::json c = logprobs_json(r, lps, bytes, 3);
+  EXPECT_EQ(c["tokens"], nlohmann::json({"h", "\xEF\xBF\xBD"}));
+  EXPECT_EQ(c["token_logprobs"], nlohmann::json({-0.5, -2.0}));
+  EXPECT_EQ(c["text_offset"], nlohmann::json({3, 4}));
+  EXPECT_EQ(c["top_logprobs"][0], nlohmann::json({{"h", -0.5}, {"j", -1.5}}));
+  EXPECT_EQ(c["top_logprobs"][1], nlohmann::json({{"\xEF\xBF\xBD", -2.0}, {"i", -0.25}}));
+
+  CompletionRequest chat = *parse_completion_request(
+      R"({"model":"m","messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":1})",
+      true, e);
+  const nlohmann::json m = logprobs_json(chat, lps, bytes, 0);
+  ASSERT_EQ(m["content"].size(), 2u);
+  EXPECT_EQ(m["content"][0]["token"], "h");
+  EXPECT_EQ(m["content"][0]["bytes"], nlohmann::json::array({104}));
+  EXPECT_EQ(m["content"][1]["bytes"], nlohmann::json::array({195}));
+  EXPECT_EQ(m["content"][1]["top_logprobs"][0],
+            nlohmann::json(
+                {{"token", "i"}, {"logprob", -0.25}, {"bytes", nlohmann::json::array({105})}}));
+
+  CompletionRequest none = *parse_completion_request(R"({"model":"m","prompt":"x"})", false, e);
+  EXPECT_TRUE(logprobs_json(none, lps, bytes, 0).is_null());
+  EXPECT_EQ(system_fingerprint("tiny", "cpu"), system_fingerprint("tiny", "cpu"));
+  EXPECT_NE(system_fingerprint("tiny", "cpu"), system_fingerprint("tiny", "sim"));
 }
 
 TEST(OpenAiParse, TheBodyMustBeExactlyOneJsonValue) {

@@ -51,6 +51,34 @@ for await (const chunk of chatStream) {
 if (role !== "assistant") fail(`chat stream role ${role}`);
 if (chatText !== chat.choices[0].message.content) fail(`chat stream ${JSON.stringify(chatText)} != ${JSON.stringify(chat.choices[0].message.content)}`);
 
+// logprobs (completions: an integer; chat: logprobs + top_logprobs) and n = 2.
+const lp = await client.completions.create({ ...params, max_tokens: 4, logprobs: 2 });
+const l = lp.choices[0].logprobs;
+if (!l || l.tokens.length !== 4 || l.token_logprobs.length !== 4 || l.top_logprobs.length !== 4) fail(`completion logprobs ${JSON.stringify(l)}`);
+if (l.tokens.join("") !== lp.choices[0].text) fail(`logprob tokens ${JSON.stringify(l.tokens)} != text ${JSON.stringify(lp.choices[0].text)}`);
+if (!l.token_logprobs.every((x) => x <= 0)) fail(`token_logprobs ${JSON.stringify(l.token_logprobs)}`);
+const chatLp = await client.chat.completions.create({ ...chatParams, max_tokens: 3, logprobs: true, top_logprobs: 2 });
+const content = chatLp.choices[0].logprobs?.content ?? [];
+if (content.length !== 3 || !content.every((c) => Array.isArray(c.bytes) && c.top_logprobs.length === 2)) fail(`chat logprobs ${JSON.stringify(chatLp.choices[0].logprobs)}`);
+const two = await client.completions.create({ ...params, max_tokens: 5, n: 2, temperature: 1, seed: 11 });
+if (two.choices.length !== 2 || two.choices[0].index !== 0 || two.choices[1].index !== 1) fail(`n=2 choices ${JSON.stringify(two.choices)}`);
+if (two.usage.completion_tokens !== 10) fail(`n=2 usage ${JSON.stringify(two.usage)}`);
+const twoChat = await client.chat.completions.create({ ...chatParams, max_tokens: 3, n: 2, temperature: 1, seed: 11, stream: true });
+const seen = new Set();
+for await (const chunk of twoChat) for (const c of chunk.choices) if (c.finish_reason) seen.add(c.index);
+if (seen.size !== 2) fail(`n=2 chat stream finished choices ${JSON.stringify([...seen])}`);
+if (!chatLp.system_fingerprint) fail("no system_fingerprint");
+const one = await client.models.retrieve("tiny");
+if (one.id !== "tiny") fail(`models.retrieve ${JSON.stringify(one)}`);
+
+// A parameter kvfleet does not implement is a 400 (the SDK's BadRequestError).
+try {
+  await client.chat.completions.create({ ...chatParams, tools: [{ type: "function", function: { name: "f", parameters: {} } }] });
+  fail("tools accepted");
+} catch (e) {
+  if (!(e instanceof OpenAI.BadRequestError)) fail(`tools: ${e}`);
+}
+
 // An error comes back as the SDK's typed error with the status.
 try {
   await client.completions.create({ ...params, model: "no-such-model" });

@@ -1,7 +1,10 @@
 // Drives a kvfleet cluster serving a Hugging Face model folder with the official `openai` npm
 // package: completions and chat completions, streamed and whole, greedy. The text must round-trip
 // through the folder's tokenizer (@huggingface/tokenizers, the reference): encoding the returned
-// text and decoding it gives it back, and streamed text equals the whole response's text.
+// text and decoding it gives it back, and streamed text equals the whole response's text. Chat
+// logprobs with n = 2: each token's `bytes` are the tokenizer's own for its id and its `token` is
+// their text, the bytes of a choice decode to the choice's text, and each streamed choice (its
+// own incremental decoder) gives the same text as the whole response.
 //   node openai_client_hf.mjs http://HOST:PORT MODEL_DIR
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -70,6 +73,63 @@ for await (const chunk of await client.chat.completions.create({ ...chatParams, 
 }
 if (chatStreamed !== chatText) fail(`chat stream ${JSON.stringify(chatStreamed)} != ${JSON.stringify(chatText)}`);
 
+// Chat logprobs and n = 2 (seeded, so the streamed choices are the same as the whole ones).
+const utf8 = new TextDecoder("utf-8", { fatal: false });
+const lpParams = {
+  ...chatParams, n: 2, temperature: 1, seed: 7, logprobs: true, top_logprobs: 2, return_token_ids: true,
+};
+const lpChat = await client.chat.completions.create(lpParams);
+if (lpChat.choices.length !== 2) fail(`n=2 gave ${lpChat.choices.length} choices`);
+let lpTokens = 0;
+const lpTexts = [];
+for (const [i, c] of lpChat.choices.entries()) {
+  if (c.index !== i) fail(`choice ${i} has index ${c.index}`);
+  const content = c.logprobs?.content;
+  const tokenIds = c.token_ids;
+  if (!Array.isArray(content) || !Array.isArray(tokenIds) || content.length !== tokenIds.length) {
+    fail(`choice ${i}: logprobs ${JSON.stringify(c.logprobs)} for ids ${JSON.stringify(tokenIds)}`);
+  }
+  lpTokens += content.length;
+  const bytes = [];
+  for (const [k, e] of content.entries()) {
+    const id = tokenIds[k];
+    const piece = Buffer.from(e.bytes);
+    // The real tokenizer's text of the token alone; a part of a character shows as U+FFFD.
+    const alone = tokenizer.decode([id], { skip_special_tokens: false });
+    if (!alone.includes("\uFFFD") && piece.toString("utf8") !== alone) {
+      fail(`choice ${i} token ${k} (id ${id}): bytes ${JSON.stringify(e.bytes)} are not ${JSON.stringify(alone)}`);
+    }
+    if (e.token !== utf8.decode(piece)) fail(`choice ${i} token ${k}: token ${JSON.stringify(e.token)} is not its bytes' text`);
+    if (!(e.logprob <= 0) || e.top_logprobs.length !== 2) fail(`choice ${i} token ${k}: ${JSON.stringify(e)}`);
+    if (e.top_logprobs[0].logprob < e.top_logprobs[1].logprob) fail(`top_logprobs not best first: ${JSON.stringify(e)}`);
+    // The content leaves special tokens out, as vLLM's does.
+    const special = tokenizer.decode([id], { skip_special_tokens: true }) === "" && alone !== "";
+    if (!special) bytes.push(...e.bytes);
+  }
+  const fromBytes = utf8.decode(Buffer.from(bytes));
+  if (fromBytes !== c.message.content) {
+    fail(`choice ${i}: its bytes give ${JSON.stringify(fromBytes)}, its text is ${JSON.stringify(c.message.content)}`);
+  }
+  const reference = tokenizer.decode(tokenIds, { skip_special_tokens: true });
+  if (reference !== c.message.content) {
+    fail(`choice ${i}: ${JSON.stringify(c.message.content)}, the tokenizer decodes ${JSON.stringify(reference)}`);
+  }
+  lpTexts.push(c.message.content);
+}
+if (lpChat.usage.completion_tokens !== lpTokens) fail(`n=2 usage ${JSON.stringify(lpChat.usage)}, ${lpTokens} tokens`);
+if (lpTexts[0] === lpTexts[1]) fail(`the two choices are the same: ${JSON.stringify(lpTexts[0])}`);
+const lpStreamed = ["", ""];
+for await (const chunk of await client.chat.completions.create({ ...lpParams, stream: true })) {
+  for (const c of chunk.choices) {
+    const piece = c.delta?.content ?? "";
+    if (/[\uD800-\uDBFF]$/.test(piece)) fail(`a streamed piece splits a character: ${JSON.stringify(piece)}`);
+    lpStreamed[c.index] += piece;
+  }
+}
+for (const i of [0, 1]) {
+  if (lpStreamed[i] !== lpTexts[i]) fail(`streamed choice ${i} ${JSON.stringify(lpStreamed[i])} != ${JSON.stringify(lpTexts[i])}`);
+}
+
 // An unknown chat role is a 400.
 try {
   await client.chat.completions.create({ ...chatParams, messages: [{ role: "wizard", content: "hi" }] });
@@ -77,4 +137,4 @@ try {
 } catch (e) {
   if (!(e instanceof OpenAI.BadRequestError)) fail(`unknown role: ${e}`);
 }
-console.log(`ok: completion ${JSON.stringify(text)}, chat ${JSON.stringify(chatText)}`);
+console.log(`ok: completion ${JSON.stringify(text)}, chat ${JSON.stringify(chatText)}, n=2 with logprobs ${JSON.stringify(lpTexts)}`);

@@ -505,8 +505,59 @@ TEST_F(EngineTest, BadRequestsGetClearErrors) {
   top_p.prompt = {65};
   top_p.params.top_p = 0;
   expect(top_p, StatusCode::kInvalidArgument, "top_p");
+  Request penalty;
+  penalty.prompt = {65};
+  penalty.params.frequency_penalty = 2.5;
+  expect(penalty, StatusCode::kInvalidArgument, "frequency_penalty");
+  Request repetition;
+  repetition.prompt = {65};
+  repetition.params.repetition_penalty = 0;
+  expect(repetition, StatusCode::kInvalidArgument, "repetition_penalty");
+  Request bias;
+  bias.prompt = {65};
+  bias.params.logit_bias = {{259, 1.0}};
+  expect(bias, StatusCode::kInvalidArgument, "logit_bias");
+  Request logprobs;
+  logprobs.prompt = {65};
+  logprobs.params.logprobs = 21;
+  expect(logprobs, StatusCode::kInvalidArgument, "logprobs");
   // The engine still serves good requests afterwards.
   EXPECT_EQ(generate(*engine, {{256, 65, 66}}, 3)[0].tokens.size(), 3u);
+}
+
+// The sim backend models tokens without logits: logprobs are refused, not made up.
+TEST(EngineCoreSim, ASimBackendRefusesLogprobs) {
+  auto sim = make_sim_core();
+  Request r;
+  r.prompt = {65, 66};
+  r.params.logprobs = 1;
+  auto seq = sim->core->make_sequence(std::move(r));
+  ASSERT_FALSE(seq.is_ok());
+  EXPECT_NE(seq.status().message().find("logprobs"), std::string::npos) << seq.status().message();
+}
+
+// Logprobs from the engine are the raw row's: greedy tokens are the top alternative.
+TEST_F(EngineTest, LogprobsComeWithEachTokenAndGreedyTokensAreTheBest) {
+  auto engine = make_engine({.blocks = 64});
+  std::vector<TokenLogprobs> seen;
+  std::vector<std::int32_t> tokens;
+  Request r;
+  r.prompt = {256, 72, 105};
+  r.params.max_tokens = 4;
+  r.params.ignore_eos = true;
+  r.params.logprobs = 3;
+  r.on_logprobs = [&](RequestId, const TokenLogprobs& lp) { seen.push_back(lp); };
+  r.on_token = [&](RequestId, std::int32_t t) { tokens.push_back(t); };
+  ASSERT_TRUE(engine->submit(std::move(r)).is_ok());
+  ASSERT_TRUE(engine->wait_idle(std::chrono::seconds(60)));
+  ASSERT_EQ(seen.size(), 4u);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].chosen.token, tokens[i]);
+    ASSERT_EQ(seen[i].top.size(), 3u);
+    EXPECT_EQ(seen[i].top[0].token, tokens[i]);
+    EXPECT_FLOAT_EQ(seen[i].top[0].logprob, seen[i].chosen.logprob);
+    EXPECT_LE(seen[i].chosen.logprob, 0.0f);
+  }
 }
 
 TEST(EngineBackends, UnknownBackendListsTheKnownOnes) {
