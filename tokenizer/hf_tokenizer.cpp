@@ -96,23 +96,31 @@ std::optional<std::string> token_text(const Json& config, const char* key) {
 
 // ---- pipeline pieces -------------------------------------------------------------------------
 
+// A "Sequence" of steps (normalizers, pre_tokenizers, decoders), flattened: each item of the
+// list under `key` parsed by `parse` (which may itself meet a nested Sequence).
+template <typename Step, typename Parse>
+Result<std::vector<Step>> flatten_sequence(const Json& j, const char* key, const std::string& where,
+                                           Parse parse) {
+  auto list = j.find(key);
+  if (list == j.end() || !list->is_array()) {
+    return invalid_argument(where + "." + key + ": expected a list");
+  }
+  std::vector<Step> steps;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    KVFLEET_ASSIGN_OR_RETURN(std::vector<Step> inner,
+                             parse((*list)[i], where + "." + key + "[" + std::to_string(i) + "]"));
+    steps.insert(steps.end(), inner.begin(), inner.end());
+  }
+  return steps;
+}
+
 Result<std::vector<detail::NormalizerStep>> parse_normalizer(const Json& j,
                                                              const std::string& where) {
   std::vector<detail::NormalizerStep> steps;
   KVFLEET_ASSIGN_OR_RETURN(std::string type, type_of(j, where));
   detail::NormalizerStep step;
   if (type == "Sequence") {
-    auto list = j.find("normalizers");
-    if (list == j.end() || !list->is_array()) {
-      return invalid_argument(where + ".normalizers: expected a list");
-    }
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      KVFLEET_ASSIGN_OR_RETURN(
-          auto inner,
-          parse_normalizer((*list)[i], where + ".normalizers[" + std::to_string(i) + "]"));
-      steps.insert(steps.end(), inner.begin(), inner.end());
-    }
-    return steps;
+    return flatten_sequence<detail::NormalizerStep>(j, "normalizers", where, parse_normalizer);
   }
   if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
     step.kind = detail::NormalizerStep::kUnicode;
@@ -147,17 +155,8 @@ Result<std::vector<detail::PreTokenizerStep>> parse_pre_tokenizer(const Json& j,
   KVFLEET_ASSIGN_OR_RETURN(std::string type, type_of(j, where));
   detail::PreTokenizerStep step;
   if (type == "Sequence") {
-    auto list = j.find("pretokenizers");
-    if (list == j.end() || !list->is_array()) {
-      return invalid_argument(where + ".pretokenizers: expected a list");
-    }
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      KVFLEET_ASSIGN_OR_RETURN(
-          auto inner,
-          parse_pre_tokenizer((*list)[i], where + ".pretokenizers[" + std::to_string(i) + "]"));
-      steps.insert(steps.end(), inner.begin(), inner.end());
-    }
-    return steps;
+    return flatten_sequence<detail::PreTokenizerStep>(j, "pretokenizers", where,
+                                                      parse_pre_tokenizer);
   }
   if (type == "Split") {
     step.kind = detail::PreTokenizerStep::kSplit;
@@ -225,16 +224,7 @@ Result<std::vector<detail::DecoderStep>> parse_decoder(const Json& j, const std:
   KVFLEET_ASSIGN_OR_RETURN(std::string type, type_of(j, where));
   detail::DecoderStep step;
   if (type == "Sequence") {
-    auto list = j.find("decoders");
-    if (list == j.end() || !list->is_array()) {
-      return invalid_argument(where + ".decoders: expected a list");
-    }
-    for (std::size_t i = 0; i < list->size(); ++i) {
-      KVFLEET_ASSIGN_OR_RETURN(
-          auto inner, parse_decoder((*list)[i], where + ".decoders[" + std::to_string(i) + "]"));
-      steps.insert(steps.end(), inner.begin(), inner.end());
-    }
-    return steps;
+    return flatten_sequence<detail::DecoderStep>(j, "decoders", where, parse_decoder);
   }
   if (type == "ByteLevel") {
     step.kind = detail::DecoderStep::kByteLevel;
