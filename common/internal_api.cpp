@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "common/cluster_secret.h"
+#include "common/json_text.h"
 
 namespace kvfleet::internal_api {
 namespace {
@@ -159,12 +160,12 @@ Result<T> done(Reader& r, T value) {
 }  // namespace
 
 Result<json> parse_object(std::string_view text, std::string_view what) {
-  // nlohmann's parser reads a C string up to a NUL: parse the exact bytes, and refuse NULs.
-  if (text.find('\0') != std::string_view::npos) {
-    return invalid_argument(std::string(what) + ": the body contains a NUL byte");
+  auto parsed = parse_json_text(text);
+  if (!parsed.is_ok()) {
+    return invalid_argument(std::string(what) +
+                            ": the body is not valid JSON: " + parsed.status().message());
   }
-  json j = json::parse(text.begin(), text.end(), nullptr, false);
-  if (j.is_discarded()) return invalid_argument(std::string(what) + ": the body is not valid JSON");
+  json j = std::move(parsed).value();
   if (!j.is_object())
     return invalid_argument(std::string(what) + ": the body is not a JSON object");
   return j;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "common/json_text.h"
+
 namespace kvfleet::coordinator {
 namespace {
 
@@ -154,14 +156,13 @@ std::string apply_chat_template(const json& messages) {
 }
 
 Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat, ApiError& e) {
-  // nlohmann's lexer takes a NUL byte for the end of the input, so `{...}\0garbage` would parse
-  // as `{...}`. A NUL can never be part of a JSON text (inside strings it must be escaped), so a
-  // body with one is not one JSON value.
-  if (body.find('\0') != std::string_view::npos) {
-    return fail(e, 400, "", "the request body is not valid JSON: it contains a NUL byte");
+  // A NUL can never be part of a JSON text (inside strings it must be escaped): a body with one
+  // (`{...}\0garbage`) is not one JSON value. Prompts that are not UTF-8 are refused here too.
+  auto parsed = parse_json_text(body);
+  if (!parsed.is_ok()) {
+    return fail(e, 400, "", "the request body is not valid JSON: " + parsed.status().message());
   }
-  json j = json::parse(body, nullptr, false);
-  if (j.is_discarded()) return fail(e, 400, "", "the request body is not valid JSON");
+  json j = std::move(parsed).value();
   if (!j.is_object()) return fail(e, 400, "", "the request body must be a JSON object");
   CompletionRequest r;
   r.chat = chat;

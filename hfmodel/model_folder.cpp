@@ -146,6 +146,14 @@ Result<ModelFolder> load_model_folder(const fs::path& dir, const LoadFolderOptio
   if (!tok->chat_template().empty()) {
     auto t = chat::ChatTemplate::create(tok->chat_template(), tok->bos_token(), tok->eos_token());
     if (!t.is_ok()) return t.status().with_context(where + ": chat template");
+    // A template that parses but cannot render the simplest conversation (it raises, or fails
+    // at run time) would fail every chat request: refuse it now, before anything serves.
+    auto probe = t->render(nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hello"}])"),
+                           /*add_generation_prompt=*/true);
+    if (!probe.is_ok()) {
+      return probe.status().with_context(
+          where + ": chat template: it cannot render a conversation of one user message");
+    }
     chat_template = std::move(t).value();
   }
   KVFLEET_ASSIGN_OR_RETURN(std::string id, tokenizer_identity(dir));

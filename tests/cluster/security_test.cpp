@@ -108,6 +108,10 @@ TEST(Security, ARegistrationCannotChangeAModelForEveryoneOrTakeALiveWorkersId) {
   json context = reg;
   context["max_model_len"] = 8;
   refused(context, "max_model_len");
+  // A tokenizer the coordinator does not have for a built-in model (its byte tokenizer).
+  json tokenizer = reg;
+  tokenizer["tokenizer_id"] = "0123456789abcdef";
+  refused(tokenizer, "served from a Hugging Face folder");
   // The live worker's id from another address.
   json steal = reg;
   steal["url"] = "http://127.0.0.1:1";

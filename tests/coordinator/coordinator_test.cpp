@@ -240,6 +240,19 @@ TEST(OpenAiParse, TheBodyMustBeExactlyOneJsonValue) {
     EXPECT_EQ(e.status, 400);
     EXPECT_NE(e.message.find("not valid JSON"), std::string::npos) << e.message;
   }
+  // Prompts that are not UTF-8: the error says why and where, in ASCII (never the raw bytes).
+  const std::pair<std::string, std::string> not_utf8[] = {
+      {"{\"model\":\"m\",\"prompt\":\"caf\xff\xfe\"}"s, "ill-formed UTF-8 byte at byte offset 26"},
+      {R"({"model":"m","prompt":"a\ud800b"})"s, "surrogate"},
+      {R"({"model":"m","prompt":"\udc00"})"s, "surrogate"},
+  };
+  for (const auto& [body, reason] : not_utf8) {
+    ApiError e;
+    EXPECT_FALSE(parse_completion_request(body, false, e).is_ok());
+    EXPECT_EQ(e.status, 400);
+    EXPECT_NE(e.message.find(reason), std::string::npos) << e.message;
+    for (char c : e.message) EXPECT_LT(static_cast<unsigned char>(c), 0x80) << e.message;
+  }
   ApiError e;
   EXPECT_TRUE(
       parse_completion_request("  {\"model\":\"m\",\"prompt\":\"x\\u0000\"}\n ", false, e).is_ok())

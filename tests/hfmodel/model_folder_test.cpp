@@ -1,6 +1,7 @@
 // Hugging Face model folders: loading (bf16 shards with an index, qwen2 biases, tied
-// embeddings), the errors for bad folders, `kvfleet generate` and `kvfleet tokenize` on them, and
-// the official openai npm client against `kvfleet up --model DIR`.
+// embeddings), the errors for bad folders, `kvfleet generate` and `kvfleet tokenize` on them, a
+// coordinator serving a folder (other tokenizers refused, prompts that are not UTF-8), and the
+// official openai npm client against `kvfleet up --model DIR`.
 #include "hfmodel/model_folder.h"
 
 #include <gmock/gmock.h>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/apps/cli_test_util.h"
+#include "tests/cluster/cluster_util.h"
 #include "tests/hfmodel/model_folder_util.h"
 #include "tests/test_util.h"
 #include "worker/model.h"
@@ -135,6 +137,12 @@ TEST(ModelFolderTest, BadFoldersAreClearErrors) {
             [](nlohmann::json& j) { j["chat_template"] = "{% for m in messages %}{{ m.content "; });
   expect_error(d, "chat template");
 
+  d = copy("raising-template");
+  edit_json(d / "tokenizer_config.json", [](nlohmann::json& j) {
+    j["chat_template"] = "{{ raise_exception('this template refuses every conversation') }}";
+  });
+  expect_error(d, "refuses every conversation");
+
   d = copy("missing-shard");
   fs::remove(d / "model-00002-of-00002.safetensors");
   expect_error(d, "model-00002-of-00002.safetensors");
@@ -190,6 +198,8 @@ TEST(ModelFolderTest, BadFoldersAreClearErrors) {
        "model-00002-of-00002.safetensors"},
       {"serve --port 0 --model " + (fs::path(tmp.path()) / "bad-template").string(),
        "chat template"},
+      {"serve --port 0 --model " + (fs::path(tmp.path()) / "raising-template").string(),
+       "cannot render a conversation of one user message"},
       {"worker --model " + (fs::path(tmp.path()) / "unigram").string(), "Unigram"},
   });
 }
@@ -255,6 +265,46 @@ TEST(ModelFolderClusterTest, OpenAiClientGetsTextFromAFolder) {
                        KVFLEET_BINARY + " " + dir.string());
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_THAT(r.out, HasSubstr("ok:"));
+}
+
+// A coordinator that serves a folder: a worker registering the model with another tokenizer (or
+// with the byte tokenizer) is refused with 409 naming the tokenizer, and prompts that are not
+// UTF-8 (raw bytes, an unpaired surrogate escape) are 400s; the cluster answers the next prompt.
+TEST(ModelFolderClusterTest, AnotherTokenizerIsRefusedAndPromptsThatAreNotUtf8Are400) {
+  REQUIRE_TOKENIZER("tokenizer-qwen3");
+  TempDir tmp;
+  const fs::path dir = fs::path(tmp.path()) / "qwen-tiny";
+  ASSERT_TRUE(write_tiny_model_folder(dir, {}));
+  const std::string name = hfmodel::folder_model_name(dir);
+  Cluster c("colocated", {{"--role", "both", "--model", dir.string()}}, {"--model", dir.string()});
+  const json info = json::parse(http(c.worker_url(0), "GET", "/info").body);
+  ASSERT_TRUE(info.contains("tokenizer_id")) << info.dump();
+  ASSERT_FALSE(info["tokenizer_id"].get<std::string>().empty());
+
+  auto refused = [&](const std::string& tokenizer_id, const std::string& needle) {
+    json r = info;
+    r["worker_id"] = "other-tokenizer";
+    r["url"] = "http://127.0.0.1:1";
+    r["tokenizer_id"] = tokenizer_id;
+    auto resp = signed_http(c.secret(), c.internal_url(), "POST", "/internal/register", r.dump());
+    EXPECT_EQ(resp.status, 409) << resp.body;
+    EXPECT_THAT(resp.body, HasSubstr(needle));
+  };
+  refused("0123456789abcdef", "tokenizer");
+  refused("", "the byte tokenizer");
+  auto workers = json::parse(http(c.internal_url(), "GET", "/internal/workers").body);
+  EXPECT_EQ(workers.dump().find("other-tokenizer"), std::string::npos) << workers.dump();
+
+  auto body = [&](const std::string& prompt_json) {
+    return R"({"model": ")" + name + R"(", "prompt": )" + prompt_json + R"(, "max_tokens": 3})";
+  };
+  auto raw = http(c.url(), "POST", "/v1/completions", body("\"caf\xff\xfe\""));
+  EXPECT_EQ(raw.status, 400) << raw.body;
+  EXPECT_THAT(raw.body, HasSubstr("UTF-8"));
+  auto surrogate = http(c.url(), "POST", "/v1/completions", body(R"("a\ud800b")"));
+  EXPECT_EQ(surrogate.status, 400) << surrogate.body;
+  auto ok = http(c.url(), "POST", "/v1/completions", body(R"("Hello, wörld")"));
+  EXPECT_EQ(ok.status, 200) << ok.body;
 }
 
 }  // namespace
