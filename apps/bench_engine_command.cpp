@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -12,6 +13,7 @@
 
 #include "apps/bench_engine_internal.h"
 #include "apps/exit_code.h"
+#include "common/checksum.h"
 #include "common/units.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/paged_attention.h"
@@ -308,30 +310,48 @@ Status bench(const BenchEngineOptions& o, std::ostream& out, std::ostream& err) 
         kvstore::HostBuffer device,
         kvstore::allocate_host_buffer(static_cast<std::size_t>(device_blocks) * bb));
     std::memset(device.data(), 3, static_cast<std::size_t>(device_blocks) * bb);
-    kvstore::HostKvStoreConfig hc;
-    hc.capacity_bytes = static_cast<std::size_t>(device_blocks) * bb;
-    hc.block_bytes = bb;
-    hc.high_watermark = 1.0;
-    hc.low_watermark = 1.0;
-    KVFLEET_ASSIGN_OR_RETURN(auto store, kvstore::HostKvStore::create(hc));
     // A fragmented sequence: every other device block (no two adjacent, one copy per block).
     std::vector<kvstore::BlockId> ids;
     for (std::int32_t b = 0; b < device_blocks; b += 2) ids.push_back(b);
     const double bytes = static_cast<double>(ids.size() * bb);
-    std::vector<kvstore::BlockId> host_ids;
-    const double t_out = median_seconds(o.repeats, [&] {
-      if (!host_ids.empty()) store->release(host_ids);
-      host_ids = *store->spill(device.data(), ids);
-    });
-    const double t_in =
-        median_seconds(o.repeats, [&] { (void)store->restore(host_ids, device.data(), ids); });
+    // Spill and restore times of a store with checksums (the default: each block hashed as it
+    // is copied, verified on restore) or without.
+    auto measure = [&](bool checksums) -> Result<std::pair<double, double>> {
+      kvstore::HostKvStoreConfig hc;
+      hc.capacity_bytes = static_cast<std::size_t>(device_blocks) * bb;
+      hc.block_bytes = bb;
+      hc.high_watermark = 1.0;
+      hc.low_watermark = 1.0;
+      hc.checksums = checksums;
+      KVFLEET_ASSIGN_OR_RETURN(auto store, kvstore::HostKvStore::create(hc));
+      std::vector<kvstore::BlockId> host_ids;
+      const double t_out = median_seconds(o.repeats, [&] {
+        if (!host_ids.empty()) store->release(host_ids);
+        host_ids = *store->spill(device.data(), ids);
+      });
+      Status restored;
+      const double t_in = median_seconds(
+          o.repeats, [&] { restored = store->restore(host_ids, device.data(), ids); });
+      KVFLEET_RETURN_IF_ERROR(restored.with_context("restore"));
+      store->release(host_ids);
+      return std::make_pair(t_out, t_in);
+    };
+    KVFLEET_ASSIGN_OR_RETURN(const auto plain, measure(false));
+    KVFLEET_ASSIGN_OR_RETURN(const auto checked, measure(true));
+    const auto [t_out, t_in] = checked;
     rows.push_back({"spill (device -> host) throughput", bytes / t_out, "B/s", "memcpy", memcpy_bw,
                     bytes / t_out / memcpy_bw, 0.7,
                     std::to_string(ids.size()) + " scattered blocks of " +
-                        format_bytes(static_cast<double>(bb))});
+                        format_bytes(static_cast<double>(bb)) + ", checksummed"});
     rows.push_back({"restore (host -> device) throughput", bytes / t_in, "B/s", "memcpy", memcpy_bw,
-                    bytes / t_in / memcpy_bw, 0.7, ""});
-    store->release(host_ids);
+                    bytes / t_in / memcpy_bw, 0.7, "checksums verified"});
+    const double t_plain = plain.first + plain.second, t_checked = t_out + t_in;
+    rows.push_back(
+        {"spill + restore with checksums", 2 * bytes / t_checked, "B/s",
+         "the same without checksums", 2 * bytes / t_plain, t_plain / t_checked, 0.95,
+         "checksums (" + std::string(checksum_implementation()) + ") add " +
+             std::to_string(static_cast<int>(std::lround(100 * (t_checked / t_plain - 1)))) +
+             "% to spill + restore time"});
   }
 
   // --- Decode tokens/s of small vs its roofline and the analytical model --------------------

@@ -87,7 +87,8 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   w->add_option("--drain-seconds", c.drain_seconds, "graceful stop time")->capture_default_str();
   w->add_option("--inject-faults", c.inject_faults,
                 "for tests: faults to inject on purpose, NAME=P,... (corrupt-kv=P: KV hand-offs "
-                "fail their checksum with probability P); default none");
+                "fail their checksum with probability P; corrupt-spill=P: spills to the host "
+                "store are damaged after their checksum); default none");
   return w;
 }
 

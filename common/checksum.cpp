@@ -4,10 +4,14 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "common/checksum_stream.h"
+
 namespace kvfleet {
 
 #if defined(KVFLEET_CHECKSUM_AVX2)
 std::uint64_t checksum64_avx2(const void* data, std::size_t size);  // checksum_avx2.cpp
+std::uint64_t copy_and_checksum64_avx2(std::byte* dst, const std::byte* src, std::size_t size,
+                                       CopyBytesFn copy);
 #endif
 
 namespace {
@@ -28,6 +32,14 @@ std::uint64_t checksum64(const void* data, std::size_t size) {
   if (use_avx2()) return checksum64_avx2(data, size);
 #endif
   return XXH3_64bits(data, size);
+}
+
+std::uint64_t copy_and_checksum64(std::byte* dst, const std::byte* src, std::size_t size,
+                                  CopyBytesFn copy) {
+#if defined(KVFLEET_CHECKSUM_AVX2)
+  if (use_avx2()) return copy_and_checksum64_avx2(dst, src, size, copy);
+#endif
+  return checksum_detail::copy_and_hash(dst, src, size, copy);
 }
 
 std::string_view checksum_implementation() {

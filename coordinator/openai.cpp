@@ -158,11 +158,11 @@ std::string apply_chat_template(const json& messages) {
 Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat, ApiError& e) {
   // A NUL can never be part of a JSON text (inside strings it must be escaped): a body with one
   // (`{...}\0garbage`) is not one JSON value. Prompts that are not UTF-8 are refused here too.
-  auto parsed = parse_json_text(body);
-  if (!parsed.is_ok()) {
-    return fail(e, 400, "", "the request body is not valid JSON: " + parsed.status().message());
+  auto body_json = parse_json_text(body);
+  if (!body_json.is_ok()) {
+    return fail(e, 400, "", "the request body is not valid JSON: " + body_json.status().message());
   }
-  json j = std::move(parsed).value();
+  json j = std::move(body_json).value();
   if (!j.is_object()) return fail(e, 400, "", "the request body must be a JSON object");
   CompletionRequest r;
   r.chat = chat;

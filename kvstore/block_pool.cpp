@@ -68,6 +68,19 @@ void BlockPool::set_hash(BlockId id, BlockHash hash) {
   if (index_.emplace(hash, id).second) ++index_version_;  // keeps an existing mapping
 }
 
+void BlockPool::unpublish(BlockId id) {
+  check_id(id);
+  const auto i = static_cast<size_t>(id);
+  KVFLEET_CHECK(ref_[i] > 0, "only a block in use can be unpublished");
+  if (!hash_[i].has_value()) return;
+  auto it = index_.find(*hash_[i]);
+  if (it != index_.end() && it->second == id) {
+    index_.erase(it);
+    ++index_version_;
+  }
+  hash_[i].reset();
+}
+
 std::optional<BlockId> BlockPool::lookup(BlockHash hash) const {
   auto it = index_.find(hash);
   if (it == index_.end()) return std::nullopt;

@@ -35,6 +35,9 @@ class BlockPool {
   // Publishes a full block's content hash. When another block already holds that hash, the
   // index keeps the existing one (this block stays unindexed and is freed when released).
   void set_hash(BlockId id, BlockHash hash);
+  // Takes a block in use out of the prefix index (its bytes are not what its hash says, e.g. a
+  // failed checksum): no lookup finds it again, and it is freed, not cached, when released.
+  void unpublish(BlockId id);
   // The block holding `hash`, if any (not retained: call retain() to use it).
   std::optional<BlockId> lookup(BlockHash hash) const;
   std::optional<BlockHash> hash_of(BlockId id) const;

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/check.h"
+#include "common/checksum.h"
 #include "kvstore/block_ranges.h"
 
 namespace kvfleet::kvstore {
@@ -18,8 +20,10 @@ bool has_avx() {
   return yes;
 }
 
+// Streaming stores are weakly ordered: with `fence` false the caller issues the _mm_sfence that
+// makes them visible (once after many pieces: a fence per small piece stalls on every one).
 __attribute__((target("avx"))) void stream_copy(std::byte* dst, const std::byte* src,
-                                                std::size_t bytes) {
+                                                std::size_t bytes, bool fence = true) {
   // Align the destination to 32 bytes with a plain copy, stream the middle, copy the tail.
   const std::size_t head = (32 - (reinterpret_cast<std::uintptr_t>(dst) & 31)) & 31;
   std::memcpy(dst, src, head);
@@ -37,7 +41,7 @@ __attribute__((target("avx"))) void stream_copy(std::byte* dst, const std::byte*
     _mm256_stream_ps(reinterpret_cast<float*>(dst + i + 64), c);
     _mm256_stream_ps(reinterpret_cast<float*>(dst + i + 96), d);
   }
-  _mm_sfence();  // streaming stores are weakly ordered: make them visible before returning
+  if (fence) _mm_sfence();
   std::memcpy(dst + body, src + body, bytes - body);
 }
 
@@ -60,6 +64,27 @@ std::int64_t copy_blocks(std::byte* dst, std::span<const BlockId> dst_ids, const
               static_cast<std::size_t>(r.count) * block_bytes);
   }
   return static_cast<std::int64_t>(runs.size());
+}
+
+std::int64_t copy_blocks_checksummed(std::byte* dst, std::span<const BlockId> dst_ids,
+                                     const std::byte* src, std::span<const BlockId> src_ids,
+                                     std::size_t block_bytes, std::span<std::uint64_t> checksums) {
+  KVFLEET_CHECK(checksums.size() == src_ids.size() && dst_ids.size() == src_ids.size(),
+                "copy_blocks_checksummed: one checksum per block");
+  // Block by block: a checksum is per block, so runs do not coalesce. Pieces of a block are
+  // streamed without a fence each (they are read back by nobody before the fence at the end);
+  // below the streaming size, or without AVX, plain copies.
+  const CopyBytesFn copy =
+      block_bytes >= kStreamingCopyMin && has_avx()
+          ? [](std::byte* d, const std::byte* s, std::size_t n) { stream_copy(d, s, n, false); }
+          : [](std::byte* d, const std::byte* s, std::size_t n) { std::memcpy(d, s, n); };
+  for (size_t i = 0; i < src_ids.size(); ++i) {
+    checksums[i] = copy_and_checksum64(dst + static_cast<std::size_t>(dst_ids[i]) * block_bytes,
+                                       src + static_cast<std::size_t>(src_ids[i]) * block_bytes,
+                                       block_bytes, copy);
+  }
+  if (block_bytes >= kStreamingCopyMin && has_avx()) _mm_sfence();
+  return static_cast<std::int64_t>(src_ids.size());
 }
 
 }  // namespace kvfleet::kvstore

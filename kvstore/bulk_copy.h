@@ -22,4 +22,11 @@ void bulk_copy(std::byte* dst, const std::byte* src, std::size_t bytes);
 std::int64_t copy_blocks(std::byte* dst, std::span<const BlockId> dst_ids, const std::byte* src,
                          std::span<const BlockId> src_ids, std::size_t block_bytes);
 
+// copy_blocks, and checksums[i] = checksum64 of source block src_ids[i] (common/checksum.h),
+// each piece hashed right after it was copied, while in cache. Copies block by block (a checksum
+// is per block): returns the number of blocks.
+std::int64_t copy_blocks_checksummed(std::byte* dst, std::span<const BlockId> dst_ids,
+                                     const std::byte* src, std::span<const BlockId> src_ids,
+                                     std::size_t block_bytes, std::span<std::uint64_t> checksums);
+
 }  // namespace kvfleet::kvstore

@@ -1,5 +1,6 @@
 #include "kvstore/host_index.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace kvfleet::kvstore {
@@ -19,7 +20,9 @@ Result<std::unique_ptr<HostKvIndex>> HostKvIndex::create(const HostKvIndexConfig
 }
 
 HostKvIndex::HostKvIndex(const HostKvIndexConfig& config)
-    : config_(config), pool_(config.capacity_blocks) {}
+    : config_(config),
+      pool_(config.capacity_blocks),
+      checksums_(static_cast<size_t>(std::max(config.capacity_blocks, 0))) {}
 
 Result<std::vector<BlockId>> HostKvIndex::allocate(std::size_t n) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -30,7 +33,10 @@ Result<std::vector<BlockId>> HostKvIndex::allocate(std::size_t n) {
   }
   std::vector<BlockId> ids;
   ids.reserve(n);
-  for (size_t i = 0; i < n; ++i) ids.push_back(*pool_.allocate());
+  for (size_t i = 0; i < n; ++i) {
+    ids.push_back(*pool_.allocate());
+    checksums_[static_cast<size_t>(ids.back())].reset();
+  }
   apply_watermarks_locked();
   return ids;
 }
@@ -75,6 +81,23 @@ void HostKvIndex::publish(BlockId id, BlockHash hash) {
   pool_.set_hash(id, hash);
 }
 
+void HostKvIndex::set_checksum(BlockId id, std::uint64_t checksum) {
+  std::lock_guard<std::mutex> lock(mu_);
+  checksums_.at(static_cast<size_t>(id)) = checksum;
+}
+
+std::optional<std::uint64_t> HostKvIndex::checksum(BlockId id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return checksums_.at(static_cast<size_t>(id));
+}
+
+void HostKvIndex::mark_corrupt(BlockId id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  pool_.unpublish(id);
+  checksums_.at(static_cast<size_t>(id)).reset();
+  ++counters_.corrupt_blocks_total;
+}
+
 bool HostKvIndex::contains(BlockHash hash) const {
   std::lock_guard<std::mutex> lock(mu_);
   return pool_.lookup(hash).has_value();
@@ -105,6 +128,23 @@ HostKvStoreStats HostKvIndex::stats() const {
   s.free_blocks = pool_.num_free();
   s.evicted_blocks_total = pool_.evicted_total();
   return s;
+}
+
+Status verify_host_checksums(HostKvIndex& index, std::span<const BlockId> ids,
+                             std::span<const std::uint64_t> read) {
+  std::int64_t bad = 0;
+  BlockId first = -1;
+  for (size_t i = 0; i < ids.size() && i < read.size(); ++i) {
+    const auto want = index.checksum(ids[i]);
+    if (!want || *want == read[i]) continue;
+    index.mark_corrupt(ids[i]);
+    if (bad++ == 0) first = ids[i];
+  }
+  if (bad == 0) return Status::ok();
+  return Status(StatusCode::kDataLoss, "host KV block " + std::to_string(first) +
+                                           " differs from what was spilled into it (checksum; " +
+                                           std::to_string(bad) + " of " +
+                                           std::to_string(ids.size()) + " blocks bad)");
 }
 
 void HostKvIndex::apply_watermarks_locked() {

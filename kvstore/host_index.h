@@ -39,10 +39,19 @@ struct HostKvStoreStats {
   std::int64_t restored_bytes_total = 0;
   std::int64_t copy_runs_total = 0;  // contiguous copies: fewer than blocks when runs coalesce
   std::int64_t evicted_blocks_total = 0;
+  std::int64_t corrupt_blocks_total = 0;  // restores refused: bytes unlike their spill checksum
   std::int64_t lookups_total = 0;
   std::int64_t lookup_hits_total = 0;
   bool pinned = false;  // the memory behind the index is CUDA-pinned
 };
+
+class HostKvIndex;
+
+// Compares the checksums of held host blocks `ids` as just read (`read[i]` for ids[i]) with the
+// ones taken when they were filled. Blocks without one pass. Each that differs is marked corrupt;
+// data_loss naming the first and the count when any differ.
+Status verify_host_checksums(HostKvIndex& index, std::span<const BlockId> ids,
+                             std::span<const std::uint64_t> read);
 
 class HostKvIndex {
  public:
@@ -62,6 +71,13 @@ class HostKvIndex {
   void release(std::span<const BlockId> ids);
   // Indexes a full block under its prefix hash (see prefix_hash.h).
   void publish(BlockId id, BlockHash hash);
+  // Checksums of blocks' bytes (common/checksum.h), taken by the owner of the bytes when it
+  // spills into a block and checked when it restores from it. A new block (allocate) has none.
+  void set_checksum(BlockId id, std::uint64_t checksum);
+  std::optional<std::uint64_t> checksum(BlockId id) const;
+  // A held block whose bytes failed their checksum: counted, taken out of the prefix index and
+  // stripped of its checksum, so that no lookup finds it and it is freed when released.
+  void mark_corrupt(BlockId id);
   // Whether a block holds `hash` (not counted as a lookup).
   bool contains(BlockHash hash) const;
   // The block holding `hash`, retained for the caller, or nullopt.
@@ -79,6 +95,7 @@ class HostKvIndex {
   const HostKvIndexConfig config_;
   mutable std::mutex mu_;
   BlockPool pool_;
+  std::vector<std::optional<std::uint64_t>> checksums_;  // by block id
   HostKvStoreStats counters_;
 };
 

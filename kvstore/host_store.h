@@ -26,6 +26,9 @@ struct HostKvStoreConfig {
   std::size_t block_bytes = 0;
   double high_watermark = 0.95;
   double low_watermark = 0.80;
+  // Checksum every spilled block and verify it on restore (on by default; off only to measure
+  // what it costs).
+  bool checksums = true;
 };
 
 class HostKvStore {
@@ -37,7 +40,9 @@ class HostKvStore {
   // resource_exhausted, with nothing changed, when fewer blocks can be had.
   Result<std::vector<BlockId>> spill(const std::byte* src_pool, std::span<const BlockId> src_ids);
   // Copies held host blocks `ids` into device blocks `dst_ids` of the pool at `dst_pool`.
-  // The host blocks keep their references; release them when done.
+  // The host blocks keep their references; release them when done. With checksums, a host block
+  // whose bytes differ from what was spilled into it is data_loss naming it (and marked corrupt,
+  // see HostKvIndex::mark_corrupt); the device blocks then hold no usable KV.
   Status restore(std::span<const BlockId> ids, std::byte* dst_pool,
                  std::span<const BlockId> dst_ids);
 
@@ -54,11 +59,12 @@ class HostKvStore {
   HostKvStoreStats stats() const { return index_->stats(); }
 
  private:
-  HostKvStore(std::unique_ptr<HostKvIndex> index, HostBuffer buffer)
-      : index_(std::move(index)), buffer_(std::move(buffer)) {}
+  HostKvStore(std::unique_ptr<HostKvIndex> index, HostBuffer buffer, bool checksums)
+      : index_(std::move(index)), buffer_(std::move(buffer)), checksums_(checksums) {}
 
   std::unique_ptr<HostKvIndex> index_;
   HostBuffer buffer_;
+  bool checksums_;
 };
 
 }  // namespace kvfleet::kvstore

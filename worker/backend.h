@@ -116,6 +116,16 @@ class EngineBackend {
                                            std::span<const kvstore::BlockId> device,
                                            std::span<const kvstore::BlockId> host) = 0;
   virtual Status sync() = 0;
+  // copy_blocks, and checksums[i] = checksum64 (common/checksum.h) of host block host[i]'s bytes
+  // as the copy wrote (kDeviceToHost) or read (kHostToDevice) them: the engine checksums every
+  // spill and verifies every restore with it. Returns when the bytes moved. The default copies,
+  // syncs, then hashes the host blocks in host_kv_memory() (a second pass over them); a backend
+  // whose copies run on the CPU hashes each piece as it copies it. Only for host memory of kind
+  // kHost (the engine does not call it on backends whose KV has no bytes).
+  virtual Result<std::int64_t> copy_blocks_checksummed(CopyDirection direction,
+                                                       std::span<const kvstore::BlockId> device,
+                                                       std::span<const kvstore::BlockId> host,
+                                                       std::span<std::uint64_t> checksums);
 
   // Modelled backends: how long a hand-off of `bytes` of KV to a peer takes over the configured
   // link, in modelled seconds (wait time_scale() times that in wall time). nullopt: the bytes

@@ -77,6 +77,36 @@ class CpuBackend final : public EngineBackend {
   Result<std::int64_t> copy_blocks(CopyDirection direction,
                                    std::span<const kvstore::BlockId> device,
                                    std::span<const kvstore::BlockId> host) override {
+    KVFLEET_RETURN_IF_ERROR(check_copy(device, host));
+    const std::size_t bb = layout_.block_bytes();
+    if (direction == CopyDirection::kDeviceToHost) {
+      return kvstore::copy_blocks(host_.data(), host, pool_.data(), device, bb);
+    }
+    return kvstore::copy_blocks(pool_.data(), device, host_.data(), host, bb);
+  }
+  Status sync() override { return Status::ok(); }
+  Result<std::int64_t> copy_blocks_checksummed(CopyDirection direction,
+                                               std::span<const kvstore::BlockId> device,
+                                               std::span<const kvstore::BlockId> host,
+                                               std::span<std::uint64_t> checksums) override {
+    KVFLEET_RETURN_IF_ERROR(check_copy(device, host));
+    if (checksums.size() != host.size()) {
+      return invalid_argument("copy_blocks_checksummed: one checksum per block");
+    }
+    // Each piece is hashed as it is copied (kvstore/bulk_copy.h): of the device pool's bytes
+    // on a spill, which the copy wrote to host; of the host's on a restore.
+    const std::size_t bb = layout_.block_bytes();
+    if (direction == CopyDirection::kDeviceToHost) {
+      return kvstore::copy_blocks_checksummed(host_.data(), host, pool_.data(), device, bb,
+                                              checksums);
+    }
+    return kvstore::copy_blocks_checksummed(pool_.data(), device, host_.data(), host, bb,
+                                            checksums);
+  }
+
+ private:
+  Status check_copy(std::span<const kvstore::BlockId> device,
+                    std::span<const kvstore::BlockId> host) const {
     if (device.size() != host.size()) {
       return invalid_argument("copy_blocks: " + std::to_string(device.size()) +
                               " device blocks for " + std::to_string(host.size()) + " host blocks");
@@ -89,15 +119,9 @@ class CpuBackend final : public EngineBackend {
       if (b < 0 || b >= host_blocks_)
         return invalid_argument("copy_blocks: no host block " + std::to_string(b));
     }
-    const std::size_t bb = layout_.block_bytes();
-    if (direction == CopyDirection::kDeviceToHost) {
-      return kvstore::copy_blocks(host_.data(), host, pool_.data(), device, bb);
-    }
-    return kvstore::copy_blocks(pool_.data(), device, host_.data(), host, bb);
+    return Status::ok();
   }
-  Status sync() override { return Status::ok(); }
 
- private:
   std::shared_ptr<const Model> model_;
   kernels::KvLayout layout_;
   std::int32_t blocks_;

@@ -71,6 +71,51 @@ EngineCore::EngineCore(const EngineConfig& config, std::unique_ptr<EngineBackend
   max_model_len_ =
       config.max_model_len > 0 ? config.max_model_len : backend_->spec().max_position_embeddings;
   if (max_model_len_ <= 0) max_model_len_ = std::int64_t{1} << 30;
+  const KvMemory host_memory = host_ ? backend_->host_kv_memory() : KvMemory{};
+  checksums_ = config.host_kv_checksums && host_memory.kind == KvMemory::Kind::kHost &&
+               host_memory.base != nullptr;
+}
+
+Result<std::int64_t> EngineCore::spill_copy(std::span<const kvstore::BlockId> device,
+                                            std::span<const kvstore::BlockId> host) {
+  if (!checksums_) return backend_->copy_blocks(CopyDirection::kDeviceToHost, device, host);
+  sums_.resize(host.size());
+  KVFLEET_ASSIGN_OR_RETURN(
+      std::int64_t runs,
+      backend_->copy_blocks_checksummed(CopyDirection::kDeviceToHost, device, host, sums_));
+  for (size_t i = 0; i < host.size(); ++i) host_->set_checksum(host[i], sums_[i]);
+  if (!host.empty() && config_.faults.draw_corrupt_spill()) {
+    const KvMemory mem = backend_->host_kv_memory();
+    const kvstore::BlockId b = host[config_.faults.pick(host.size())];
+    mem.base[static_cast<std::size_t>(b) * mem.block_stride +
+             config_.faults.pick(backend_->kv_layout().block_bytes())] ^= std::byte{0x20};
+    KVFLEET_LOG(kWarning) << config_.name << ": fault injected: host KV block " << b
+                          << " damaged after its spill";
+  }
+  return runs;
+}
+
+Status EngineCore::restore_copy(const Restore& r) {
+  if (!checksums_) {
+    auto runs = backend_->copy_blocks(CopyDirection::kHostToDevice, r.device_blocks, r.host_blocks);
+    if (!runs.is_ok()) return runs.status();
+    host_->record_restore(static_cast<std::int64_t>(r.host_blocks.size()), *runs);
+    return Status::ok();
+  }
+  sums_.resize(r.host_blocks.size());
+  auto runs = backend_->copy_blocks_checksummed(CopyDirection::kHostToDevice, r.device_blocks,
+                                                r.host_blocks, sums_);
+  if (!runs.is_ok()) return runs.status();
+  host_->record_restore(static_cast<std::int64_t>(r.host_blocks.size()), *runs);
+  return kvstore::verify_host_checksums(*host_, r.host_blocks, sums_);
+}
+
+void EngineCore::recompute(Sequence* s) {
+  scheduler_.remove(s);
+  s->num_computed = 0;
+  scheduler_.add(s);
+  ++s->output.timings.recompute_preemptions;
+  ++totals_.recompute_preemptions_total;
 }
 
 Status check_prompt_tokens(const std::vector<std::int32_t>& prompt, std::int64_t vocab_size) {
@@ -324,7 +369,7 @@ void EngineCore::swap_out(SwapOut& out, StepReport& report) {
   auto ids = host_->allocate(out.device_blocks.size());
   Status st = ids.status();
   if (ids.is_ok()) {
-    auto runs = backend_->copy_blocks(CopyDirection::kDeviceToHost, out.device_blocks, *ids);
+    auto runs = spill_copy(out.device_blocks, *ids);
     if (runs.is_ok()) {
       host_->record_spill(static_cast<std::int64_t>(ids->size()), *runs);
     } else {
@@ -336,12 +381,7 @@ void EngineCore::swap_out(SwapOut& out, StepReport& report) {
     // The host store filled up after planning, or the copy failed: recompute instead.
     KVFLEET_LOG(kWarning) << config_.name << ": swap-out of request " << s->id << " failed ("
                           << st.message() << "); it will be recomputed";
-    scheduler_.remove(s);
-    s->num_computed = 0;
-    s->state = Sequence::State::kWaiting;
-    scheduler_.add(s);
-    ++s->output.timings.recompute_preemptions;
-    ++totals_.recompute_preemptions_total;
+    recompute(s);
     return;
   }
   s->host_blocks = std::move(ids).value();
@@ -386,22 +426,22 @@ StepReport EngineCore::step() {
   }
 
   // 2. Context switch in, and host prefix hits: copy host blocks back to device blocks.
-  std::vector<Sequence*> failed;
+  std::vector<Sequence*> failed, corrupt;
   for (Restore& r : plan.restores) {
     const double t0 = clock_->now();
     Status st = host_->check_held(r.host_blocks);
-    if (st.is_ok()) {
-      auto runs =
-          backend_->copy_blocks(CopyDirection::kHostToDevice, r.device_blocks, r.host_blocks);
-      if (runs.is_ok()) {
-        host_->record_restore(static_cast<std::int64_t>(r.host_blocks.size()), *runs);
-      } else {
-        st = runs.status();
-      }
-    }
+    if (st.is_ok()) st = restore_copy(r);
     // Copies are ordered before any later copy into these host blocks (backend.h): releasing
     // them now cannot let a later spill overwrite them before this restore read them.
     host_->release(r.host_blocks);
+    if (st.code() == StatusCode::kDataLoss) {
+      // Host memory that does not hold what was spilled never reaches a client: the bad blocks
+      // are out of the index (and freed), the sequence is computed again from its tokens.
+      KVFLEET_LOG(kWarning) << config_.name << ": restoring KV of request " << r.seq->id << ": "
+                            << st.message() << "; it will be recomputed";
+      corrupt.push_back(r.seq);
+      continue;
+    }
     if (!st.is_ok()) {
       KVFLEET_LOG(kWarning) << config_.name << ": restoring KV of request " << r.seq->id
                             << " failed: " << st.message();
@@ -423,7 +463,10 @@ StepReport EngineCore::step() {
   std::vector<ScheduledChunk> ran;
   for (const ScheduledChunk& c : plan.chunks) {
     Sequence* s = c.seq;
-    if (std::find(failed.begin(), failed.end(), s) != failed.end()) continue;
+    if (std::find(failed.begin(), failed.end(), s) != failed.end() ||
+        std::find(corrupt.begin(), corrupt.end(), s) != corrupt.end()) {
+      continue;
+    }
     if (s->first_scheduled_time < 0) {
       s->first_scheduled_time = start;
       s->output.timings.queue_seconds = start - s->arrival_time;
@@ -510,6 +553,9 @@ StepReport EngineCore::step() {
       finish(s, FinishReason::kError, "restoring KV from host memory failed");
     }
   }
+  for (Sequence* s : corrupt) {
+    if (sequences_.count(s->id) != 0) recompute(s);
+  }
   ++totals_.steps;
   report.seconds = clock_->now() - start;
   if (config_.on_step && !batch_.empty()) config_.on_step(report);
@@ -560,7 +606,7 @@ void EngineCore::offload(Sequence* s) {
   if (device.empty()) return;
   auto ids = host_->allocate(device.size());
   if (!ids.is_ok()) return;  // a full host store just does not cache this prefix
-  auto runs = backend_->copy_blocks(CopyDirection::kDeviceToHost, device, *ids);
+  auto runs = spill_copy(device, *ids);
   if (runs.is_ok()) {
     host_->record_spill(static_cast<std::int64_t>(ids->size()), *runs);
     for (size_t i = 0; i < ids->size(); ++i) host_->publish((*ids)[i], hashes[i]);

@@ -21,6 +21,7 @@
 #include "common/clock.h"
 #include "kvstore/host_index.h"
 #include "worker/backend.h"
+#include "worker/fault_injection.h"
 #include "worker/scheduler.h"
 #include "worker/sequence.h"
 
@@ -45,6 +46,11 @@ struct EngineConfig {
   SchedulerConfig scheduler;
   std::size_t host_kv_bytes = 0;   // 0: no host store (preemption recomputes)
   bool offload_finished = true;    // copy finished requests' full blocks to the host store
+  // Checksum every block spilled to the host store and verify it on restore; a block that fails
+  // is never used (the sequence is recomputed). On whenever the host KV has bytes; off only to
+  // measure what it costs.
+  bool host_kv_checksums = true;
+  FaultInjection faults;           // corrupt-spill (fault_injection.h); none by default
   std::int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   std::string name = "engine";     // thread name and log prefix
   std::shared_ptr<Clock> clock;    // default: the steady clock
@@ -142,11 +148,22 @@ class EngineCore {
   void append_token(Sequence* seq, std::int32_t token, double now, double step_seconds);
   void offload(Sequence* seq);
   void swap_out(SwapOut& out, StepReport& report);
+  // Device -> host copies of spills, checksummed when checksums_ (and, with the corrupt-spill
+  // fault, one byte of a spilled block damaged afterwards).
+  Result<std::int64_t> spill_copy(std::span<const kvstore::BlockId> device,
+                                  std::span<const kvstore::BlockId> host);
+  // Host -> device copy of a restore, verified when checksums_: data_loss when a host block's
+  // bytes are not what was spilled into it.
+  Status restore_copy(const Restore& r);
+  // Drops a sequence's KV and queues it to be computed again from its tokens.
+  void recompute(Sequence* seq);
 
   EngineConfig config_;
   std::shared_ptr<Clock> clock_;
   std::unique_ptr<EngineBackend> backend_;
   std::unique_ptr<kvstore::HostKvIndex> host_;
+  bool checksums_ = false;  // spills and restores are checksummed (see EngineConfig)
+  std::vector<std::uint64_t> sums_;
   kvstore::BlockPool device_;
   std::uint64_t salt_;
   Scheduler scheduler_;

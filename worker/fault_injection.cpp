@@ -15,7 +15,7 @@ Result<FaultInjection> FaultInjection::parse(std::string_view spec, std::uint64_
     const auto eq = item.find('=');
     if (eq == std::string_view::npos) {
       return invalid_argument("--inject-faults: '" + std::string(item) +
-                              "' is not NAME=PROBABILITY (known: corrupt-kv)");
+                              "' is not NAME=PROBABILITY (known: corrupt-kv, corrupt-spill)");
     }
     const std::string_view name = item.substr(0, eq), value = item.substr(eq + 1);
     double p = -1;
@@ -27,9 +27,11 @@ Result<FaultInjection> FaultInjection::parse(std::string_view spec, std::uint64_
     }
     if (name == "corrupt-kv") {
       f.corrupt_kv_ = p;
+    } else if (name == "corrupt-spill") {
+      f.corrupt_spill_ = p;
     } else {
       return invalid_argument("--inject-faults: unknown fault '" + std::string(name) +
-                              "' (known: corrupt-kv)");
+                              "' (known: corrupt-kv, corrupt-spill)");
     }
   }
   return f;
@@ -47,7 +49,8 @@ std::uint64_t FaultInjection::pick(std::uint64_t n) {
 }
 
 std::string FaultInjection::describe() const {
-  return "corrupt-kv=" + std::to_string(corrupt_kv_);
+  return "corrupt-kv=" + std::to_string(corrupt_kv_) +
+         ",corrupt-spill=" + std::to_string(corrupt_spill_);
 }
 
 }  // namespace kvfleet::worker

@@ -8,8 +8,13 @@
 //                 recomputes). On a worker that pulls KV (decode), a fraction P of pulls get a
 //                 byte of the received KV flipped after the pull, as a bad link or DMA would; a
 //                 second pull repairs it.
+//   corrupt-spill=P A fraction P of spills to the host KV store (preemptions that swap out,
+//                 finished prompts offloaded for reuse) get a byte of one spilled block flipped
+//                 after its checksum was taken, as failing host memory would. The restore that
+//                 reads it finds the checksum wrong and the sequence is recomputed instead.
 //
-// Spec: comma-separated NAME=P with P in [0, 1], e.g. "corrupt-kv=0.3". Thread-safe.
+// Spec: comma-separated NAME=P with P in [0, 1], e.g. "corrupt-kv=0.3,corrupt-spill=0.5".
+// Thread-safe.
 
 #include <cstdint>
 #include <mutex>
@@ -27,17 +32,21 @@ class FaultInjection {
   // Empty spec: no faults.
   static Result<FaultInjection> parse(std::string_view spec, std::uint64_t seed);
 
-  bool any() const { return corrupt_kv_ > 0; }
+  bool any() const { return corrupt_kv_ > 0 || corrupt_spill_ > 0; }
   double corrupt_kv() const { return corrupt_kv_; }
+  double corrupt_spill() const { return corrupt_spill_; }
   // One draw for one event: true with the fault's probability.
   bool draw_corrupt_kv() { return draw(corrupt_kv_); }
+  bool draw_corrupt_spill() { return draw(corrupt_spill_); }
   // A uniform number in [0, n), for choosing what to damage.
   std::uint64_t pick(std::uint64_t n);
   std::string describe() const;
 
-  FaultInjection(const FaultInjection& o) : corrupt_kv_(o.corrupt_kv_), rng_(o.rng_) {}
+  FaultInjection(const FaultInjection& o)
+      : corrupt_kv_(o.corrupt_kv_), corrupt_spill_(o.corrupt_spill_), rng_(o.rng_) {}
   FaultInjection& operator=(const FaultInjection& o) {
     corrupt_kv_ = o.corrupt_kv_;
+    corrupt_spill_ = o.corrupt_spill_;
     rng_ = o.rng_;
     return *this;
   }
@@ -46,6 +55,7 @@ class FaultInjection {
   bool draw(double p);
 
   double corrupt_kv_ = 0;
+  double corrupt_spill_ = 0;
   std::mutex mu_;
   std::mt19937_64 rng_;
 };

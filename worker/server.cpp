@@ -328,6 +328,12 @@ class Server final : public WorkerServer {
     const auto host_total = s.host.capacity_blocks;
     metrics_.kv_usage_host.Set(host_total > 0 ? double(s.host.used_blocks) / double(host_total)
                                               : 0.0);
+    // Host blocks whose checksum failed on restore (the engine recomputed their sequences).
+    const std::int64_t seen = restore_failures_seen_.exchange(s.host.corrupt_blocks_total);
+    if (s.host.corrupt_blocks_total > seen) {
+      metrics_.kv_integrity_failures("restore").Increment(
+          static_cast<double>(s.host.corrupt_blocks_total - seen));
+    }
   }
 
   bool release_lease(const std::string& lease) {
@@ -928,6 +934,7 @@ class Server final : public WorkerServer {
 
   WorkerConfig cfg_;
   FaultInjection faults_;
+  std::atomic<std::int64_t> restore_failures_seen_{0};
   ModelSpec spec_;
 
  public:
@@ -1054,6 +1061,7 @@ Result<std::unique_ptr<WorkerServer>> WorkerServer::create(const WorkerConfig& c
   ec.host_kv_bytes = config.host_kv_bytes;
   ec.max_model_len = config.max_model_len;
   ec.name = "engine";
+  ec.faults = faults;  // corrupt-spill happens in the engine
   auto raw_slot = std::make_shared<Server*>(nullptr);
   ec.on_step = [raw_slot](const StepReport& r) {
     if (*raw_slot) (*raw_slot)->on_step(r);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>  // the shared library's own build: the reference
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -32,6 +34,26 @@ TEST(Checksum, MatchesTheLibraryAtEverySizeAndAlignment) {
     const std::size_t off = rng() % 64;
     ASSERT_EQ(checksum64(buf.data() + off, n), XXH3_64bits(buf.data() + off, n))
         << "size " << n << " offset " << off;
+  }
+}
+
+// The fused copy gives checksum64 of the source and an exact copy, for sizes around its 64 KiB
+// pieces, at random misalignments.
+TEST(Checksum, CopyAndChecksumCopiesExactlyAndHashesLikeChecksum64) {
+  const auto seed = test::test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::vector<std::byte> src(1 << 20), dst(src.size() + 64);
+  for (auto& b : src) b = static_cast<std::byte>(rng());
+  const std::size_t piece = 64 * 1024;
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{4160}, piece - 1, piece,
+                        piece + 1, 3 * piece + 17, src.size() - 64}) {
+    const std::size_t so = rng() % 64, d_off = rng() % 64;
+    std::fill(dst.begin(), dst.end(), std::byte{0});
+    const auto copy = [](std::byte* d, const std::byte* s, std::size_t k) { std::memcpy(d, s, k); };
+    const std::uint64_t h = copy_and_checksum64(dst.data() + d_off, src.data() + so, n, copy);
+    EXPECT_EQ(h, checksum64(src.data() + so, n)) << "size " << n;
+    EXPECT_EQ(std::memcmp(dst.data() + d_off, src.data() + so, n), 0) << "size " << n;
   }
 }
 

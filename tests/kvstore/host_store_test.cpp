@@ -2,9 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <numeric>
 #include <random>
 
+#include "common/checksum.h"
 #include "tests/test_util.h"
 
 namespace kvfleet::kvstore {
@@ -49,8 +51,8 @@ TEST_F(HostStoreTest, SpillAndRestoreMoveBytesIntact) {
   for (size_t i = 0; i < src.size(); ++i) {
     EXPECT_EQ(checksum(store->block_data((*host)[i]), kBlock), sums[i]);
   }
-  // Runs coalesce: {3..6} and {11, 12} are consecutive on both sides, 20 stands alone.
-  EXPECT_EQ(store->stats().copy_runs_total, 3);
+  // Checksummed (the default), the copies go block by block.
+  EXPECT_EQ(store->stats().copy_runs_total, 7);
 
   std::vector<std::byte> other(32 * kBlock, std::byte{0});
   const std::vector<BlockId> dst = {0, 1, 2, 3, 4, 5, 6};
@@ -65,6 +67,89 @@ TEST_F(HostStoreTest, SpillAndRestoreMoveBytesIntact) {
   store->release(*host);
   EXPECT_EQ(store->stats().used_blocks, 0);
   EXPECT_EQ(store->stats().free_blocks, 16);
+}
+
+TEST_F(HostStoreTest, WithoutChecksumsCopiesCoalesceIntoRuns) {
+  auto store = HostKvStore::create({16 * kBlock, kBlock, 0.95, 0.8, /*checksums=*/false});
+  ASSERT_TRUE(store.is_ok());
+  const std::vector<BlockId> src = {3, 4, 5, 6, 20, 11, 12};
+  auto host = (*store)->spill(device_.data(), src);
+  ASSERT_TRUE(host.is_ok());
+  // {3..6} and {11, 12} are consecutive on both sides, 20 stands alone.
+  EXPECT_EQ((*store)->stats().copy_runs_total, 3);
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_EQ(checksum((*store)->block_data((*host)[i]), kBlock),
+              checksum(device_.data() + static_cast<size_t>(src[i]) * kBlock, kBlock));
+    EXPECT_FALSE((*store)->index().checksum((*host)[i]).has_value());
+  }
+  (*store)->release(*host);
+}
+
+// Blocks large enough for streaming stores (pieces streamed without a fence each, one fence at
+// the end): the bytes arrive intact and each checksum is checksum64 of the block.
+TEST_F(HostStoreTest, LargeBlocksAreCopiedIntactWithTheirChecksums) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  constexpr std::size_t kLarge = 3 * 64 * 1024 + 96;
+  std::vector<std::byte> pool(6 * kLarge + 32);
+  for (auto& b : pool) b = static_cast<std::byte>(rng_());
+  std::byte* base = pool.data() + 32 - (reinterpret_cast<std::uintptr_t>(pool.data()) & 31);
+  auto store = HostKvStore::create({8 * kLarge, kLarge, 0.95, 0.8});
+  ASSERT_TRUE(store.is_ok());
+  const std::vector<BlockId> src = {4, 1, 2};
+  auto host = (*store)->spill(base, src);
+  ASSERT_TRUE(host.is_ok());
+  for (size_t i = 0; i < src.size(); ++i) {
+    const std::byte* s = base + static_cast<size_t>(src[i]) * kLarge;
+    EXPECT_EQ(std::memcmp((*store)->block_data((*host)[i]), s, kLarge), 0) << i;
+    EXPECT_EQ((*store)->index().checksum((*host)[i]), checksum64(s, kLarge)) << i;
+  }
+  std::vector<std::byte> back(4 * kLarge);
+  const std::vector<BlockId> dst = {0, 1, 3};
+  ASSERT_TRUE((*store)->restore(*host, back.data(), dst).is_ok());
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_EQ(std::memcmp(back.data() + static_cast<size_t>(dst[i]) * kLarge,
+                          base + static_cast<size_t>(src[i]) * kLarge, kLarge),
+              0)
+        << i;
+  }
+  (*store)->release(*host);
+}
+
+// Host memory that changed after a spill (one flipped byte) is refused on restore as data_loss
+// naming the block; the block leaves the prefix index and is freed, the intact ones restore.
+TEST_F(HostStoreTest, ARestoreOfDamagedHostBytesIsDataLossAndTheBlockIsNeverFoundAgain) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  auto store = make(8);
+  const std::vector<BlockId> src = {1, 2, 3};
+  auto host = store->spill(device_.data(), src);
+  ASSERT_TRUE(host.is_ok());
+  for (size_t i = 0; i < src.size(); ++i) {
+    EXPECT_EQ(store->index().checksum((*host)[i]),
+              checksum64(device_.data() + static_cast<size_t>(src[i]) * kBlock, kBlock));
+  }
+  store->publish((*host)[0], 0xa0);
+  store->publish((*host)[1], 0xa1);
+  const BlockId bad = (*host)[1];
+  const_cast<std::byte*>(store->block_data(bad))[rng_() % kBlock] ^= std::byte{0x10};
+
+  std::vector<std::byte> other(8 * kBlock);
+  const std::vector<BlockId> dst = {0, 1, 2};
+  const Status st = store->restore(*host, other.data(), dst);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss) << st.to_string();
+  EXPECT_NE(st.message().find("host KV block " + std::to_string(bad)), std::string::npos)
+      << st.message();
+  EXPECT_EQ(store->stats().corrupt_blocks_total, 1);
+  EXPECT_FALSE(store->contains(0xa1));
+  EXPECT_TRUE(store->contains(0xa0));
+  const std::vector<BlockId> intact = {(*host)[0], (*host)[2]};
+  const std::vector<BlockId> dst2 = {4, 5};
+  EXPECT_TRUE(store->restore(intact, other.data(), dst2).is_ok());
+  EXPECT_EQ(checksum(other.data() + 5 * kBlock, kBlock),
+            checksum(device_.data() + 3 * kBlock, kBlock));
+  store->release(*host);
+  const auto s = store->stats();
+  EXPECT_EQ(s.cached_blocks, 1);  // block 0's prefix; the damaged one was freed
+  EXPECT_EQ(s.free_blocks, 7);
 }
 
 TEST_F(HostStoreTest, FullStoreIsAClearErrorAndChangesNothing) {

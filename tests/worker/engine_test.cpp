@@ -124,6 +124,27 @@ TEST_F(EngineTest, SwappingOutAndInManyTimesChangesNoToken) {
   EXPECT_EQ(engine->stats().swap_outs_total, swaps_out);
 }
 
+// Every spill has one byte of one block damaged after its checksum (as failing host memory
+// would): each restore that reads a damaged block finds it (the count proves the damage was
+// read), the sequence is recomputed from its tokens, and no token changes.
+TEST_F(EngineTest, DamagedHostKvIsFoundOnRestoreAndRecomputedWithoutChangingAToken) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  const auto ps = prompts(8, 32, 32);
+  const auto want = reference(ps, 40);
+  const std::size_t host = 512 * tiny_model()->kv_layout(8, DType::kFp32).block_bytes();
+  auto engine = make_engine({.blocks = 14,
+                             .max_batch_tokens = 64,
+                             .host_bytes = host,
+                             .inject_faults = "corrupt-spill=1"});
+  const auto got = generate(*engine, ps, 40);
+  expect_same_tokens(got, want);
+  const EngineStats s = engine->stats();
+  EXPECT_GT(s.swap_outs_total, 0);
+  EXPECT_GT(s.host.corrupt_blocks_total, 0) << "the damage must have been read by a restore";
+  EXPECT_GE(s.recompute_preemptions_total, 1);
+  expect_all_blocks_free(*engine);
+}
+
 TEST_F(EngineTest, RecomputePreemptionWithoutHostStoreChangesNoToken) {
   SCOPED_TRACE("seed " + std::to_string(seed_));
   const auto ps = prompts(6, 20, 40);

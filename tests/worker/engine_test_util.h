@@ -30,6 +30,8 @@ struct EngineOptions {
   // sim: the modelled device and how fast modelled time runs (tiny steps take microseconds).
   std::string hardware = "a100-80g";
   double time_scale = 0.01;
+  std::string inject_faults;  // FaultInjection spec (e.g. "corrupt-spill=1")
+  bool host_kv_checksums = true;
 };
 
 inline BackendOptions backend_options(const EngineOptions& o) {
@@ -53,6 +55,10 @@ inline std::unique_ptr<Engine> make_engine(const EngineOptions& o) {
   c.scheduler.max_running = o.max_running;
   c.scheduler.prefix_caching = o.prefix_caching;
   c.host_kv_bytes = o.host_bytes;
+  c.host_kv_checksums = o.host_kv_checksums;
+  auto faults = FaultInjection::parse(o.inject_faults, 77);
+  EXPECT_TRUE(faults.is_ok()) << faults.status().to_string();
+  if (faults.is_ok()) c.faults = *faults;
   auto e = Engine::create(c, std::move(backend).value());
   EXPECT_TRUE(e.is_ok()) << e.status().to_string();
   return std::move(e).value();
