@@ -373,6 +373,16 @@ TEST(LlamaCppReference, Qwen2LayoutWithQwenTokenizerBiasesAndTiedEmbeddings) {
   run_case({"qwen2", "tokenizer-qwen3", qwen2_config(), texts});
 }
 
+// qwen3: per-head q/k norms, no biases, head_dim given apart from hidden_size / heads.
+TEST(LlamaCppReference, Qwen3LayoutWithQkNormsAndHeadDim) {
+  Json config = qwen2_config();
+  config["architectures"] = {"Qwen3ForCausalLM"};
+  config["model_type"] = "qwen3";
+  config["head_dim"] = 32;
+  config["attention_bias"] = false;
+  run_case({"qwen3", "tokenizer-qwen3", config, {kTexts[0]}});
+}
+
 // SentencePiece-style vocabulary (tokenizer.ggml.model `llama`: scores from the merges), and
 // multi-head attention without rope scaling.
 TEST(LlamaCppReference, LlamaLayoutWithLlama2SentencePieceTokenizer) {
