@@ -14,6 +14,7 @@
 #include "apps/cluster_commands.h"
 #include "apps/cluster_launch_command.h"
 #include "apps/config_args.h"
+#include "apps/export_command.h"
 #include "apps/generate_command.h"
 #include "apps/invocation.h"
 #include "apps/plan_command.h"
@@ -80,6 +81,8 @@ int run(int argc, char** argv) {
   CLI::App* generate = kvfleet::apps::add_generate_command(app, generate_opts);
   kvfleet::apps::TokenizeOptions tokenize_opts;
   CLI::App* tokenize = kvfleet::apps::add_tokenize_command(app, tokenize_opts);
+  kvfleet::apps::ExportOptions export_opts;
+  CLI::App* export_cmd = kvfleet::apps::add_export_command(app, export_opts);
   CLI::App* bench = app.add_subcommand(
       "bench", "Benchmarks: serve (load generator), compare, engine, transfer, overhead");
   bench->require_subcommand(1);
@@ -157,6 +160,7 @@ int run(int argc, char** argv) {
   if (simulate->parsed()) return kvfleet::apps::run_simulate(simulate_opts, std::cout, std::cerr);
   if (generate->parsed()) return kvfleet::apps::run_generate(generate_opts, std::cout, std::cerr);
   if (tokenize->parsed()) return kvfleet::apps::run_tokenize(tokenize_opts, std::cout, std::cerr);
+  if (export_cmd->parsed()) return kvfleet::apps::run_export(export_opts, std::cout, std::cerr);
   if (bench_engine->parsed()) {
     return kvfleet::apps::run_bench_engine(bench_engine_opts, std::cout, std::cerr);
   }

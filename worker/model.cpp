@@ -208,13 +208,17 @@ Result<std::shared_ptr<const Model>> Model::load(const ModelSpec& spec, const st
   return std::shared_ptr<const Model>(std::move(m));
 }
 
-Status Model::save(const std::string& path) const {
-  std::vector<TensorToWrite> tensors;
+std::vector<TensorToWrite> Model::tensors() const {
+  std::vector<TensorToWrite> out;
   visit_tensors(*this, [&](const std::string& name, const std::vector<std::int64_t>& shape,
                            const std::vector<float>& v, Init, std::int64_t) {
-    tensors.push_back({name, shape, v.data()});
+    out.push_back({name, shape, v.data()});
   });
-  return write_safetensors(path, tensors, {{"format", "pt"}, {"producer", "kvfleet"}});
+  return out;
+}
+
+Status Model::save(const std::string& path) const {
+  return write_safetensors(path, tensors(), {{"format", "pt"}, {"producer", "kvfleet"}});
 }
 
 kernels::KvLayout Model::kv_layout(std::int64_t block_tokens, DType kv_dtype) const {

@@ -19,6 +19,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/paged_attention.h"
 #include "kernels/kv_layout.h"
+#include "worker/safetensors.h"
 #include "worker/step.h"
 
 namespace kvfleet::worker {
@@ -41,6 +42,9 @@ class Model {
   static Result<std::shared_ptr<const Model>> load(const ModelSpec& spec, const std::string& path);
   // Writes the weights as one F32 safetensors file with Hugging Face names.
   Status save(const std::string& path) const;
+  // Every weight with its Hugging Face name and shape, in a fixed order (embedding, the layers,
+  // the final norm, lm_head when untied). The data stays owned by this model.
+  std::vector<TensorToWrite> tensors() const;
 
   const ModelSpec& spec() const { return spec_; }
   // The KV layout this model writes, for a block size and KV dtype.
