@@ -88,7 +88,8 @@ CLI::App* add_worker_command(CLI::App& root, WorkerOptions& o) {
   w->add_option("--inject-faults", c.inject_faults,
                 "for tests: faults to inject on purpose, NAME=P,... (corrupt-kv=P: KV hand-offs "
                 "fail their checksum with probability P; corrupt-spill=P: spills to the host "
-                "store are damaged after their checksum); default none");
+                "store are damaged after their checksum; drop-notice=P: hand-off notices are "
+                "lost); default none");
   return w;
 }
 

@@ -14,8 +14,9 @@ Result<FaultInjection> FaultInjection::parse(std::string_view spec, std::uint64_
     spec = comma == std::string_view::npos ? std::string_view() : spec.substr(comma + 1);
     const auto eq = item.find('=');
     if (eq == std::string_view::npos) {
-      return invalid_argument("--inject-faults: '" + std::string(item) +
-                              "' is not NAME=PROBABILITY (known: corrupt-kv, corrupt-spill)");
+      return invalid_argument(
+          "--inject-faults: '" + std::string(item) +
+          "' is not NAME=PROBABILITY (known: corrupt-kv, corrupt-spill, drop-notice)");
     }
     const std::string_view name = item.substr(0, eq), value = item.substr(eq + 1);
     double p = -1;
@@ -29,9 +30,11 @@ Result<FaultInjection> FaultInjection::parse(std::string_view spec, std::uint64_
       f.corrupt_kv_ = p;
     } else if (name == "corrupt-spill") {
       f.corrupt_spill_ = p;
+    } else if (name == "drop-notice") {
+      f.drop_notice_ = p;
     } else {
       return invalid_argument("--inject-faults: unknown fault '" + std::string(name) +
-                              "' (known: corrupt-kv, corrupt-spill)");
+                              "' (known: corrupt-kv, corrupt-spill, drop-notice)");
     }
   }
   return f;
@@ -50,7 +53,8 @@ std::uint64_t FaultInjection::pick(std::uint64_t n) {
 
 std::string FaultInjection::describe() const {
   return "corrupt-kv=" + std::to_string(corrupt_kv_) +
-         ",corrupt-spill=" + std::to_string(corrupt_spill_);
+         ",corrupt-spill=" + std::to_string(corrupt_spill_) +
+         ",drop-notice=" + std::to_string(drop_notice_);
 }
 
 }  // namespace kvfleet::worker

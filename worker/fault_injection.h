@@ -12,6 +12,11 @@
 //                 finished prompts offloaded for reuse) get a byte of one spilled block flipped
 //                 after its checksum was taken, as failing host memory would. The restore that
 //                 reads it finds the checksum wrong and the sequence is recomputed instead.
+//   drop-notice=P On a worker that hands KV off (prefill), a fraction P of the notices that a
+//                 hand-off is ready (the finish line with the KV descriptor) are lost: the
+//                 worker sends nothing more on that stream, not even keep-alives, as a lost
+//                 message or a hung peer would look. The coordinator's progress deadline runs the
+//                 request again; the KV nobody takes is freed when its lease expires.
 //
 // Spec: comma-separated NAME=P with P in [0, 1], e.g. "corrupt-kv=0.3,corrupt-spill=0.5".
 // Thread-safe.
@@ -32,21 +37,26 @@ class FaultInjection {
   // Empty spec: no faults.
   static Result<FaultInjection> parse(std::string_view spec, std::uint64_t seed);
 
-  bool any() const { return corrupt_kv_ > 0 || corrupt_spill_ > 0; }
+  bool any() const { return corrupt_kv_ > 0 || corrupt_spill_ > 0 || drop_notice_ > 0; }
   double corrupt_kv() const { return corrupt_kv_; }
   double corrupt_spill() const { return corrupt_spill_; }
   // One draw for one event: true with the fault's probability.
   bool draw_corrupt_kv() { return draw(corrupt_kv_); }
   bool draw_corrupt_spill() { return draw(corrupt_spill_); }
+  bool draw_drop_notice() { return draw(drop_notice_); }
   // A uniform number in [0, n), for choosing what to damage.
   std::uint64_t pick(std::uint64_t n);
   std::string describe() const;
 
   FaultInjection(const FaultInjection& o)
-      : corrupt_kv_(o.corrupt_kv_), corrupt_spill_(o.corrupt_spill_), rng_(o.rng_) {}
+      : corrupt_kv_(o.corrupt_kv_),
+        corrupt_spill_(o.corrupt_spill_),
+        drop_notice_(o.drop_notice_),
+        rng_(o.rng_) {}
   FaultInjection& operator=(const FaultInjection& o) {
     corrupt_kv_ = o.corrupt_kv_;
     corrupt_spill_ = o.corrupt_spill_;
+    drop_notice_ = o.drop_notice_;
     rng_ = o.rng_;
     return *this;
   }
@@ -56,6 +66,7 @@ class FaultInjection {
 
   double corrupt_kv_ = 0;
   double corrupt_spill_ = 0;
+  double drop_notice_ = 0;
   std::mutex mu_;
   std::mt19937_64 rng_;
 };

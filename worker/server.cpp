@@ -665,6 +665,15 @@ class Server final : public WorkerServer {
         }
         if (secret()) kv.sign(*secret());
         fin.kv = std::move(kv);
+        if (faults_.draw_drop_notice()) {
+          // Injected: the notice is lost. Silence until the reader gives up (its progress
+          // deadline); the lease's own timer frees the KV nobody took.
+          metrics_.errors("injected_fault").Increment();
+          KVFLEET_LOG(kWarning) << "worker " << id_ << ": fault injected: the hand-off notice of "
+                                << "request " << out.id << " is dropped";
+          while (!w.client_closed() && !stopping_) co_await net::sleep_for(net::Seconds(0.05));
+          co_return;
+        }
       }
       // A reader that already left never takes the hand-off: free it now, not at lease expiry.
       if (fin.kv && w.client_closed()) {

@@ -100,6 +100,32 @@ TEST(KvIntegrity, KvDamagedInTransitIsRepairedByASecondPull) {
   EXPECT_EQ(metric_sum(decode, "kvfleet_kv_transfer_seconds_count"), kRequests - recomputed);
 }
 
+// A fraction of hand-off notices is lost (--inject-faults drop-notice=P: the prefill worker
+// goes silent on that stream, keep-alives included). The coordinator's progress deadline fails
+// each such run over like a frozen worker's, the request runs again, and every answer is exact.
+TEST(KvIntegrity, LostHandoffNoticesAreRunAgainAfterTheProgressDeadline) {
+  const auto seed = test_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  // P(no notice lost in 24 requests at 0.3) is 2e-4.
+  const auto cases = make_cases(seed, 24);
+  // Mode auto, every prompt disaggregated while the prefill worker is usable: after a lost
+  // notice that worker is excluded for the request (and suspect until its next heartbeat), and
+  // the request runs whole on the decode worker; in mode disaggregated it would have no route.
+  Cluster cluster(
+      "auto",
+      {{"--role", "prefill", "--kv-blocks", "256", "--inject-faults", "drop-notice=0.3"},
+       {"--role", "decode", "--kv-blocks", "256"}},
+      {"--auto-local-prefill-tokens", "0", "--progress-timeout", "1"});
+  run_cases(cluster.url(), cases);
+  const std::string prefill = http(cluster.worker_url(0), "GET", "/metrics").body;
+  const std::string coordinator = http(cluster.url(), "GET", "/metrics").body;
+  const double dropped = metric_sum(prefill, "kvfleet_errors_total", "type=\"injected_fault\"");
+  EXPECT_GT(dropped, 0);
+  // Each lost notice ended its run at the deadline, as a failed worker's run.
+  EXPECT_EQ(metric_sum(coordinator, "kvfleet_errors_total", "type=\"worker_failure\""), dropped);
+  EXPECT_NE(cluster.worker(0).log().find("is dropped"), std::string::npos);
+}
+
 // Sixteen concurrent requests that outgrow the worker's device blocks swap out to its host store
 // and back; half the spills get a byte damaged after their checksum. Every damaged block read by
 // a restore is caught (stage="restore"), its sequence recomputed, and every answer stays exact.
