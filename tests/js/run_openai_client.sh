@@ -16,7 +16,9 @@ log=$(mktemp)
 up=$!
 trap 'kill -INT $up 2>/dev/null; wait $up 2>/dev/null; rm -f "$log"' EXIT
 url=""
-for _ in $(seq 1 600); do
+# Up to 5 minutes: loading a folder with a 150K-token vocabulary takes a minute and more under
+# the sanitizers on a busy machine.
+for _ in $(seq 1 3000); do
   url=$(grep -o 'ready at http://[0-9.:]*' "$log" | head -1 | cut -d' ' -f3 || true)
   [ -n "$url" ] && break
   kill -0 $up 2>/dev/null || { cat "$log" >&2; exit 1; }
