@@ -93,8 +93,8 @@ std::optional<std::uint64_t> HostKvIndex::checksum(BlockId id) const {
 
 void HostKvIndex::mark_corrupt(BlockId id) {
   std::lock_guard<std::mutex> lock(mu_);
+  // The checksum stays: another holder that reads the block later must fail too.
   pool_.unpublish(id);
-  checksums_.at(static_cast<size_t>(id)).reset();
   ++counters_.corrupt_blocks_total;
 }
 

@@ -75,8 +75,9 @@ class HostKvIndex {
   // spills into a block and checked when it restores from it. A new block (allocate) has none.
   void set_checksum(BlockId id, std::uint64_t checksum);
   std::optional<std::uint64_t> checksum(BlockId id) const;
-  // A held block whose bytes failed their checksum: counted, taken out of the prefix index and
-  // stripped of its checksum, so that no lookup finds it and it is freed when released.
+  // A held block whose bytes failed their checksum: counted, and taken out of the prefix index,
+  // so that no lookup finds it and it is freed when released. It keeps its checksum: another
+  // holder that restores from it later fails as well.
   void mark_corrupt(BlockId id);
   // Whether a block holds `hash` (not counted as a lookup).
   bool contains(BlockHash hash) const;

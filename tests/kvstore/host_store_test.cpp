@@ -141,6 +141,11 @@ TEST_F(HostStoreTest, ARestoreOfDamagedHostBytesIsDataLossAndTheBlockIsNeverFoun
   EXPECT_EQ(store->stats().corrupt_blocks_total, 1);
   EXPECT_FALSE(store->contains(0xa1));
   EXPECT_TRUE(store->contains(0xa0));
+  // Another holder reading the same block later is refused too (the checksum stays with it).
+  const std::vector<BlockId> again = {bad};
+  const std::vector<BlockId> dst1 = {7};
+  EXPECT_EQ(store->restore(again, other.data(), dst1).code(), StatusCode::kDataLoss);
+  EXPECT_EQ(store->stats().corrupt_blocks_total, 2);
   const std::vector<BlockId> intact = {(*host)[0], (*host)[2]};
   const std::vector<BlockId> dst2 = {4, 5};
   EXPECT_TRUE(store->restore(intact, other.data(), dst2).is_ok());
