@@ -104,6 +104,29 @@ inline std::uint16_t unused_port() {
   return ntohs(a.sin_port);
 }
 
+// Two consecutive ports, `port` and `port + 1`, that bind on every address now, for launchers
+// that take one port and use the next (the coordinator's internal listener). Chosen below the
+// kernel's ephemeral range (32768 and up on Linux), so that the client sockets of tests running
+// alongside cannot take the second one in between.
+inline std::uint16_t unused_port_pair() {
+  auto free_port = [](std::uint16_t port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    a.sin_port = htons(port);
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    return ok;
+  };
+  std::random_device rd;
+  for (int i = 0; i < 1000; ++i) {
+    const auto port = static_cast<std::uint16_t>(20000 + rd() % 12000);
+    if (free_port(port) && free_port(static_cast<std::uint16_t>(port + 1))) return port;
+  }
+  return unused_port();
+}
+
 // Whether something listens on `port` of `address` (a server could not bind it).
 inline bool listening(std::uint16_t port, const std::string& address = "127.0.0.1") {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

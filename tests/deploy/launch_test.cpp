@@ -74,7 +74,7 @@ TEST(SshLaunch, ClusterStartStatusStopOverARealSshd) {
   if (!sshd) GTEST_SKIP() << "cannot start sshd here; its log:\n" << slurp(d + "/sshd.log");
 
   // Two groups of one role on one host: distinct worker ids and log files.
-  const std::uint16_t port = unused_port();
+  const std::uint16_t port = unused_port_pair();  // the coordinator's internal port is port + 1
   const std::string url = "http://127.0.0.1:" + std::to_string(port);
   const std::string file =
       dir.write("cluster.yaml",
@@ -225,7 +225,7 @@ TEST(SlurmLaunch, TheBatchScriptRunsAHealthyClusterThatAnswersAndStopsOnScancel)
   }
   TempDir dir;
   std::vector<std::uint16_t> daemon_ports;
-  const std::uint16_t port = unused_port();
+  const std::uint16_t port = unused_port_pair();  // the coordinator's internal port is port + 1
   {
     OneNodeSlurm slurm(dir);
     if (!slurm.why_not_up().empty())
